@@ -1,0 +1,144 @@
+"""On-device latency measurement with onnxruntime (the only code here that touches a device).
+
+Protocol (designed for noisy shared CPUs): every model is loaded into one process, warmed up, then timed in
+interleaved rounds — each round runs every model once in a fresh random order — so drift hits all models
+alike. The estimate is the minimum over rounds (the least-disturbed run); median, p10, p90 and the
+coefficient of variation are stored beside it. Models whose CV exceeds ``cv_threshold`` get more rounds.
+Needs only onnxruntime and numpy, so it runs on devices without torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Measurement:
+    """One model's timing on one device; all times in milliseconds."""
+
+    name: str
+    latency_ms: float  # the estimate: minimum over rounds
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    cv: float  # std / mean over rounds
+    runs: int
+    warmup: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class OrtSettings:
+    threads: int = 1
+    graph_optimization: str = "all"  # disable | basic | extended | all
+    execution_mode: str = "sequential"  # sequential | parallel
+    spinning: bool = False
+
+    def __post_init__(self) -> None:
+        if int(self.threads) < 1:
+            raise ValueError(f"threads={self.threads} is invalid; expected >= 1")
+        if self.graph_optimization not in ("disable", "basic", "extended", "all"):
+            raise ValueError(
+                f"graph_optimization={self.graph_optimization!r} is invalid; expected disable|basic|extended|all"
+            )
+        if self.execution_mode not in ("sequential", "parallel"):
+            raise ValueError(f"execution_mode={self.execution_mode!r} is invalid; expected sequential|parallel")
+
+
+def make_session(path: str | Path, settings: OrtSettings):  # noqa: ANN201
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(settings.threads)
+    so.inter_op_num_threads = 1
+    so.execution_mode = (
+        ort.ExecutionMode.ORT_SEQUENTIAL if settings.execution_mode == "sequential" else ort.ExecutionMode.ORT_PARALLEL
+    )
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[settings.graph_optimization]
+    spin = "1" if settings.spinning else "0"
+    so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    so.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def _input_feed(sess, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:  # noqa: ANN001
+    feed = {}
+    for inp in sess.get_inputs():
+        shape = [batch if not isinstance(d, int) else d for d in inp.shape]
+        feed[inp.name] = rng.standard_normal(shape).astype(np.float32)
+    return feed
+
+
+def _stats(name: str, t: np.ndarray, warmup: int) -> Measurement:
+    return Measurement(
+        name=name,
+        latency_ms=float(t.min()),
+        median_ms=float(np.median(t)),
+        p10_ms=float(np.percentile(t, 10)),
+        p90_ms=float(np.percentile(t, 90)),
+        cv=float(t.std() / t.mean()) if t.mean() > 0 else 0.0,
+        runs=int(t.size),
+        warmup=warmup,
+    )
+
+
+def measure_onnx_models(
+    paths: Sequence[str | Path],
+    settings: OrtSettings | None = None,
+    warmup: int = 5,
+    rounds: int = 20,
+    batch: int = 1,
+    cv_threshold: float = 0.05,
+    max_extra_rounds: int = 40,
+    seed: int = 0,
+    names: Sequence[str] | None = None,
+    progress: bool = True,
+) -> list[Measurement]:
+    """Time every ONNX model in ``paths`` with the interleaved-rounds protocol; one Measurement each."""
+    if not paths:
+        raise ValueError("no ONNX models given to measure; expected at least one path")
+    if warmup < 0 or rounds < 1:
+        raise ValueError(f"warmup={warmup}, rounds={rounds} are invalid; expected warmup >= 0 and rounds >= 1")
+    settings = settings or OrtSettings()
+    names = list(names) if names is not None else [Path(p).stem for p in paths]
+    rng = np.random.default_rng(seed)
+    sessions = [make_session(p, settings) for p in paths]
+    feeds = [_input_feed(s, batch, rng) for s in sessions]
+    for s, f in zip(sessions, feeds):
+        for _ in range(warmup):
+            s.run(None, f)
+    times: list[list[float]] = [[] for _ in sessions]
+
+    def run_rounds(idx: list[int], n: int, desc: str) -> None:
+        from tqdm.auto import tqdm
+
+        for _ in tqdm(range(n), desc=desc, unit="round", leave=False, disable=not progress):
+            for i in rng.permutation(idx):
+                t0 = time.perf_counter_ns()
+                sessions[i].run(None, feeds[i])
+                times[i].append((time.perf_counter_ns() - t0) / 1e6)
+
+    run_rounds(list(range(len(sessions))), rounds, f"measure {len(sessions)} models")
+    noisy = [i for i, t in enumerate(times) if np.std(t) / np.mean(t) > cv_threshold]
+    if noisy and max_extra_rounds > 0:
+        log.info("%d of %d models have CV > %.2f: %d more rounds for them", len(noisy), len(sessions),
+                 cv_threshold, max_extra_rounds)
+        run_rounds(noisy, max_extra_rounds, f"re-measure {len(noisy)} noisy models")
+    out = [_stats(n, np.asarray(t), warmup) for n, t in zip(names, times)]
+    return out

@@ -1,0 +1,53 @@
+"""Export of static torch modules to single-file ONNX, written atomically.
+
+Two exporters: ``legacy`` (TorchScript-based, < 1 s a model: used for mass measurement) and ``dynamo``
+(torch.export-based, the maintained path, 5-8 s a model, needs onnxscript: used for final deliverables).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+EXPORTERS = ("legacy", "dynamo")
+
+
+def export_onnx(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    path: str | Path,
+    exporter: str = "legacy",
+    opset: int = 18,
+    dynamic_batch: bool = False,
+) -> Path:
+    """Write ``model`` (eval mode) as one self-contained ONNX file at ``path`` and return the path."""
+    if exporter not in EXPORTERS:
+        raise ValueError(f"unknown ONNX exporter {exporter!r}; expected one of {list(EXPORTERS)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    model = model.eval()
+    x = torch.randn(*input_shape)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        if exporter == "legacy":
+            dyn = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
+            torch.onnx.export(model, (x,), str(tmp), input_names=["input"], output_names=["logits"],
+                              opset_version=opset, dynamic_axes=dyn, dynamo=False)
+        else:
+            try:
+                import onnxscript  # noqa: F401
+            except ImportError as e:  # pragma: no cover - depends on the install
+                raise RuntimeError("exporter 'dynamo' needs onnxscript: pip install 'hwnas[export]'") from e
+            dyn = ({"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None)
+            prog = torch.onnx.export(model, (x,), input_names=["input"], output_names=["logits"],
+                                     opset_version=opset, dynamic_shapes=dyn, dynamo=True, verbose=False)
+            prog.save(str(tmp), external_data=False)
+    os.replace(tmp, path)
+    return path

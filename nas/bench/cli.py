@@ -1,0 +1,54 @@
+"""``hwnas-bench``: benchmarks as a Hydra app (``bench=NAME``); each writes one JSON and prints a table."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from nas.cli import precheck_overrides
+
+BENCHES = {
+    "quickstart": "nas.bench.quickstart",
+    "latency_fewshot": "nas.bench.latency_fewshot",
+}
+
+
+def _print_table(result: dict) -> None:
+    flat = {k: v for k, v in result.items() if not isinstance(v, dict | list)}
+    width = max((len(k) for k in flat), default=0)
+    for k, v in flat.items():
+        print(f"{k:<{width}}  {v:.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+
+
+@hydra.main(config_path="pkg://nas.conf", config_name="bench_config", version_base="1.3")
+def _app(cfg: DictConfig) -> None:
+    name = cfg.bench.name
+    if name not in BENCHES:
+        print(f"hwnas-bench: error: unknown bench {name!r}; expected one of {sorted(BENCHES)}", file=sys.stderr)
+        sys.exit(2)
+    bcfg = cfg.bench
+    if bcfg.get("out") is None:
+        OmegaConf.set_struct(bcfg, False)
+        bcfg.out = str(Path(HydraConfig.get().runtime.output_dir) / f"{name}.json")
+    try:
+        result = importlib.import_module(BENCHES[name]).run(bcfg)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"hwnas-bench: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if name != "latency_fewshot":  # that bench prints its own per-device table
+        _print_table(result)
+    print(f"result: {bcfg.out}")
+
+
+def main() -> None:
+    precheck_overrides([a for a in sys.argv[1:] if not a.startswith("-")])
+    _app()
+
+
+if __name__ == "__main__":
+    main()

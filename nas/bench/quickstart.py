@@ -1,0 +1,44 @@
+"""bench=quickstart: the README's main command (``hwnas`` with the embedded default), timed as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from nas.pipeline import write_json_atomic
+
+
+def run(cfg: Any) -> dict:
+    out = Path(cfg.out)
+    run_dir = Path(cfg.run_dir) if cfg.get("run_dir") else out.parent / "quickstart_run"
+    cmd = [sys.executable, "-m", "nas.cli", f"hydra.run.dir={run_dir}", *list(cfg.get("overrides") or [])]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=dict(os.environ), capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise ValueError(f"hwnas exited with {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    search = summary["stages"].get("search", {})
+    result = {
+        "bench": "quickstart",
+        "command": "hwnas " + " ".join(cmd[3:]),
+        "wall_seconds": round(wall, 1),
+        "seconds_total": summary["seconds_total"],
+        "seconds_per_stage": summary["seconds_per_stage"],
+        "n_pareto": search.get("n_pareto"),
+        "pareto_latency_span": search.get("pareto_latency_span"),
+        "best_test_accuracy": search.get("best_test_accuracy"),
+        "hypervolume": search.get("hypervolume"),
+        "worst_onnx_max_abs_diff": summary["stages"].get("export", {}).get("worst_onnx_max_abs_diff"),
+        "device": summary["device"],
+        "run_dir": str(run_dir),
+        "target_seconds": 600,
+    }
+    result["meets_target"] = bool(wall <= 600)
+    write_json_atomic(out, result)
+    return result

@@ -1,0 +1,182 @@
+"""The run: stages in order over one run directory; each stage reads earlier stages' artifacts from disk.
+
+A finished stage leaves ``stages/<name>.json`` (its record for summary.json); rerunning the same command
+skips finished stages unless listed in ``force``. ``summary.json`` is rewritten atomically after each stage.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+STAGES = ("train", "measure", "predict", "search", "export")
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def write_csv_atomic(path: Path, df: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _positive_int(cfg: DictConfig, key: str) -> None:
+    val = OmegaConf.select(cfg, key)
+    if not isinstance(val, int) or isinstance(val, bool) or val <= 0:
+        raise ValueError(f"{key}={val!r} is invalid; expected a positive integer")
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Fail fast, with one line naming the bad value, before anything is written."""
+    bad = [s for s in cfg.stages if s not in STAGES]
+    if bad:
+        raise ValueError(f"stages contains {bad[0]!r}; expected names from {list(STAGES)}")
+    bad = [s for s in cfg.force if s not in STAGES]
+    if bad:
+        raise ValueError(f"force contains {bad[0]!r}; expected names from {list(STAGES)}")
+    for key in ("train.epochs", "train.batch_size", "measure.n_archs", "search.budget", "search.pop_size",
+                "search.generations", "device.rounds", "device.threads", "device.batch", "threads"):
+        _positive_int(cfg, key)
+    if cfg.measure.n_archs < 5:
+        raise ValueError(f"measure.n_archs={cfg.measure.n_archs} is too small; expected >= 5 to fit predictors")
+    if cfg.device.warmup < 0:
+        raise ValueError(f"device.warmup={cfg.device.warmup} is invalid; expected >= 0")
+    for key in ("measure.exporter", "export.exporter"):
+        if OmegaConf.select(cfg, key) not in ("legacy", "dynamo"):
+            raise ValueError(f"{key}={OmegaConf.select(cfg, key)!r} is invalid; expected 'legacy' or 'dynamo'")
+    objs = list(cfg.search.objectives)
+    if objs != ["accuracy", "latency_ms"]:
+        raise ValueError(f"search.objectives={objs} is not supported yet; expected [accuracy, latency_ms]")
+
+
+@dataclass
+class RunContext:
+    """What stages share: the config, the run directory and lazily built objects (data, space, supernet)."""
+
+    cfg: DictConfig
+    run_dir: Path
+    records: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def data(self):  # noqa: ANN201
+        from nas.data import load_data
+
+        kw = {k: v for k, v in OmegaConf.to_container(self.cfg.data, resolve=True).items() if k not in ("_target_", "name")}
+        return load_data(self.cfg.data.name, **kw)
+
+    @cached_property
+    def space(self):  # noqa: ANN201
+        from search_spaces import create_search_space
+
+        kw = {k: v for k, v in OmegaConf.to_container(self.cfg.search_space, resolve=True).items()
+              if k not in ("_target_", "name")}
+        if kw.get("n_classes") is None:
+            kw["n_classes"] = self.data.n_classes
+        if kw.get("in_channels") is None:
+            kw["in_channels"] = self.data.channels
+        if kw.get("resolutions") is None:
+            kw.pop("resolutions", None)
+        return create_search_space(self.cfg.search_space.name, **kw)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.run_dir / "checkpoints" / "supernet.pt"
+
+    def load_supernet(self):  # noqa: ANN201
+        import torch
+
+        if not self.checkpoint.exists():
+            raise FileNotFoundError(f"no supernet checkpoint at {self.checkpoint}; run the train stage first")
+        net = self.space.build_supernet()
+        net.load_state_dict(torch.load(self.checkpoint, map_location="cpu", weights_only=False)["model"])
+        return net.eval()
+
+    def device_profile(self) -> dict[str, Any]:
+        from latency_luts.profile import local_ort_profile
+
+        d = self.cfg.device
+        return local_ort_profile(d.threads, d.batch, d.precision, d.name).as_dict()
+
+    def path(self, *parts: str) -> Path:
+        return self.run_dir.joinpath(*parts)
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for mod in ("torch", "onnxruntime", "onnx", "numpy", "pandas", "sklearn", "pymoo", "optuna", "hydra"):
+        try:
+            out[mod] = importlib.import_module(mod).__version__
+        except Exception:  # noqa: BLE001 - report what is there
+            out[mod] = "missing"
+    return out
+
+
+def run_pipeline(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
+    """Run the configured stages; returns the summary dict also written to ``summary.json``."""
+    validate_config(cfg)
+    run_dir = Path(run_dir or cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ctx = RunContext(cfg, run_dir)
+    import torch
+
+    torch.set_num_threads(int(cfg.threads))
+
+    summary: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "space": cfg.search_space.name,
+        "data": cfg.data.name,
+        "device": ctx.device_profile(),
+        "versions": _versions(),
+        "stages": {},
+    }
+    stage_fns: dict[str, Callable[[RunContext], dict]] = {
+        name: importlib.import_module(f"nas.stages.{name}").run for name in STAGES
+    }
+    for name in STAGES:
+        marker = run_dir / "stages" / f"{name}.json"
+        if name not in cfg.stages:
+            continue
+        if marker.exists() and name not in cfg.force:
+            ctx.records[name] = json.loads(marker.read_text())
+            log.info("stage %s: already finished in %s, skipping (force=[%s] reruns it)", name, run_dir, name)
+        else:
+            log.info("stage %s: starting", name)
+            t0 = time.perf_counter()
+            record = stage_fns[name](ctx)
+            record["seconds"] = round(time.perf_counter() - t0, 2)
+            write_json_atomic(marker, record)
+            ctx.records[name] = record
+            log.info("stage %s: done in %.1f s", name, record["seconds"])
+        summary["stages"][name] = ctx.records[name]
+        write_json_atomic(run_dir / "summary.json", _finalise(summary))
+    return _finalise(summary)
+
+
+def _finalise(summary: dict[str, Any]) -> dict[str, Any]:
+    out = dict(summary)
+    out["seconds_per_stage"] = {k: v.get("seconds") for k, v in summary["stages"].items()}
+    out["seconds_total"] = round(sum(v or 0 for v in out["seconds_per_stage"].values()), 2)
+    for key in ("hypervolume", "hypervolume_ref", "n_pareto", "n_candidates"):
+        for rec in summary["stages"].values():
+            if key in rec:
+                out[key] = rec[key]
+    return out

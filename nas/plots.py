@@ -1,0 +1,46 @@
+"""Figures written into run directories (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+
+def plot_pareto(cand: pd.DataFrame, path: Path, title: str = "") -> Path:
+    """Left: measured accuracy vs latency of all candidates with the front; right: predicted vs measured latency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.5))
+    front = cand[cand.pareto].sort_values("latency_ms")
+    for src, marker in (("measure", "o"), ("search", "^")):
+        sub = cand[cand.source == src]
+        ax.scatter(sub.latency_ms, 100 * sub.val_accuracy, marker=marker, alpha=0.5,
+                   label=f"{'random sample' if src == 'measure' else 'from predicted front'} ({len(sub)})")
+    ax.step(front.latency_ms, 100 * front.val_accuracy, where="post", color="k", lw=1.2, label="measured Pareto front")
+    ax.scatter(front.predicted_latency_ms, 100 * front.predicted_accuracy, facecolors="none", edgecolors="r",
+               label="front as predicted")
+    ax.set_xlabel("measured latency (ms)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(title or "accuracy vs latency")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    lo = float(min(cand.latency_ms.min(), cand.predicted_latency_ms.min()))
+    hi = float(max(cand.latency_ms.max(), cand.predicted_latency_ms.max()))
+    bx.scatter(cand.latency_ms, cand.predicted_latency_ms, s=14, alpha=0.7)
+    bx.plot([lo, hi], [lo, hi], "k--", lw=1)
+    bx.set_xlabel("measured latency (ms)")
+    bx.set_ylabel("predicted latency (ms)")
+    bx.set_title("latency predictor vs measurement")
+    bx.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name("tmp-" + path.name)
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,55 @@
+"""Stage 6: every Pareto subnet -> standalone module -> single-file ONNX (onnx/), parity-checked and timed."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from latency_luts.measure import OrtSettings, measure_onnx_models
+from nas.data import resize
+from nas.export import export_subnet
+from nas.pipeline import RunContext, write_csv_atomic
+from nas.training import recalibrate_bn
+
+log = logging.getLogger(__name__)
+
+
+def run(ctx: RunContext) -> dict:
+    cfg, space = ctx.cfg, ctx.space
+    pareto = pd.read_csv(ctx.path("pareto.csv"))
+    supernet = ctx.load_supernet()
+    out_dir = ctx.path("onnx")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, s in enumerate(tqdm(pareto.arch, desc="export Pareto subnets to ONNX", unit="subnet", leave=False)):
+        arch = space.parse(s)
+        sub = space.extract(supernet, arch)
+        recalibrate_bn(sub, ctx.data.x_train[: int(cfg.predictor.calib_images)], arch.r)
+        x = resize(ctx.data.x_test[: int(cfg.export.parity_batch)], arch.r).contiguous()
+        path = out_dir / f"pareto_{i:02d}_r{arch.r}.onnx"
+        rows.append(export_subnet(sub.eval(), space.input_shape(arch, 1), path, x, cfg.export.exporter,
+                                  bool(cfg.export.fallback_to_legacy)))
+    res = pd.DataFrame(rows)
+    dev = cfg.device
+    ms = measure_onnx_models(
+        list(res.onnx_path), OrtSettings(dev.threads, dev.graph_optimization, dev.execution_mode, dev.spinning),
+        warmup=dev.warmup, rounds=dev.rounds, batch=dev.batch, cv_threshold=dev.cv_threshold,
+        max_extra_rounds=dev.max_extra_rounds, seed=int(cfg.seed),
+    )
+    pareto["onnx_path"] = [str(p.relative_to(ctx.run_dir)) if p.is_relative_to(ctx.run_dir) else str(p)
+                           for p in map(Path, res.onnx_path)]
+    pareto["exporter"] = res.exporter
+    pareto["onnx_max_abs_diff"] = res.onnx_max_abs_diff
+    pareto["onnx_latency_ms"] = [m.latency_ms for m in ms]
+    write_csv_atomic(ctx.path("pareto.csv"), pareto)
+    worst = float(res.onnx_max_abs_diff.max())
+    bad = res[res.onnx_max_abs_diff > float(cfg.export.parity_atol)]
+    if len(bad):
+        log.warning("%d exported subnets exceed the parity tolerance %.1e (worst %.2e)", len(bad),
+                    cfg.export.parity_atol, worst)
+    log.info("exported %d subnets to %s; worst ONNX-vs-torch max abs diff %.2e", len(res), out_dir, worst)
+    return {"n_exported": len(res), "worst_onnx_max_abs_diff": worst, "exporters": sorted(set(res.exporter)),
+            "parity_ok": bool(len(bad) == 0)}

@@ -1,0 +1,39 @@
+"""Stage 2: sample subnets, export them to ONNX and time them on the device -> measurements.csv."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from nas.pipeline import RunContext, write_csv_atomic
+from nas.stages.common import measure_archs
+
+log = logging.getLogger(__name__)
+
+
+def run(ctx: RunContext) -> dict:
+    cfg = ctx.cfg
+    rng = np.random.default_rng([int(cfg.seed), 2])
+    space = ctx.space
+    n = int(cfg.measure.n_archs)
+    # always include both extremes so the predictors see the whole latency range
+    archs = [space.largest(), space.smallest()]
+    archs += [a for a in space.sample_many(n + 2, rng) if a not in archs][: n - 2]
+    supernet = ctx.load_supernet()
+    ms = measure_archs(ctx, supernet, archs, desc="export sampled subnets")
+    df = pd.DataFrame([m.as_dict() for m in ms]).rename(columns={"name": "arch"})
+    df.insert(0, "space", space.name)
+    df.insert(2, "device", cfg.device.name)
+    for k, v in ctx.device_profile().items():
+        if k not in df.columns:
+            df[k] = v
+    df["params"] = [space.params(a) for a in archs]
+    df["macs"] = [space.macs(a) for a in archs]
+    write_csv_atomic(ctx.path("measurements.csv"), df)
+    lat = df.latency_ms.to_numpy()
+    log.info("measured %d subnets: %.3f..%.3f ms (x%.1f), median CV %.3f", len(df), lat.min(), lat.max(),
+             lat.max() / lat.min(), df.cv.median())
+    return {"n_measured": len(df), "latency_min_ms": float(lat.min()), "latency_max_ms": float(lat.max()),
+            "median_cv": float(df.cv.median())}

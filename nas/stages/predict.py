@@ -1,0 +1,55 @@
+"""Stage 4 (DESIGN's "predict"): accuracy of the measured subnets on validation data, then fit both predictors.
+
+Writes evaluations.csv (arch, val_accuracy), predictors/latency.pkl, predictors/accuracy.pkl and
+predictors/metrics.json (cross-validated Spearman and MAPE of each predictor).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+from hydra.utils import instantiate
+from sklearn.model_selection import KFold
+
+from nas.pipeline import RunContext, write_csv_atomic, write_json_atomic
+from nas.stages.common import evaluate_archs, spearman
+from predictors import featurize
+
+log = logging.getLogger(__name__)
+
+
+def _cv_scores(make, X: np.ndarray, y: np.ndarray, seed: int) -> dict[str, float]:  # noqa: ANN001
+    pred = np.zeros_like(y)
+    for tr, te in KFold(n_splits=min(5, len(y)), shuffle=True, random_state=seed).split(X):
+        pred[te] = make().fit(X[tr], y[tr]).predict(X[te])
+    return {"cv_spearman": spearman(pred, y), "cv_mape": float(np.mean(np.abs(pred - y) / np.abs(y)))}
+
+
+def run(ctx: RunContext) -> dict:
+    cfg = ctx.cfg
+    meas = pd.read_csv(ctx.path("measurements.csv"))
+    archs = [ctx.space.parse(s) for s in meas.arch]
+    supernet = ctx.load_supernet()
+    res = evaluate_archs(ctx, supernet, archs, ("val", "test"), desc="evaluate sampled subnets")
+    acc = res["val"]  # the predictor learns validation accuracy; test accuracy is kept for reporting only
+    evals = pd.DataFrame({"arch": meas.arch, "val_accuracy": acc, "test_accuracy": res["test"]})
+    write_csv_atomic(ctx.path("evaluations.csv"), evals)
+    X = featurize(ctx.space, archs, cfg.predictor.features)
+    y_lat = meas.latency_ms.to_numpy(dtype=float)
+    y_acc = np.asarray(acc, dtype=float)
+    metrics = {
+        "latency": _cv_scores(lambda: instantiate(cfg.predictor.latency), X, y_lat, int(cfg.seed)),
+        "accuracy": _cv_scores(lambda: instantiate(cfg.predictor.accuracy), X, y_acc, int(cfg.seed)),
+        "n_train": len(archs),
+    }
+    instantiate(cfg.predictor.latency).fit(X, y_lat).save(ctx.path("predictors", "latency.pkl"))
+    instantiate(cfg.predictor.accuracy).fit(X, y_acc).save(ctx.path("predictors", "accuracy.pkl"))
+    write_json_atomic(ctx.path("predictors", "metrics.json"), metrics)
+    log.info("predictors fitted on %d subnets: latency CV Spearman %.3f (MAPE %.3f), accuracy CV Spearman %.3f; "
+             "val accuracy %.3f..%.3f", len(archs), metrics["latency"]["cv_spearman"], metrics["latency"]["cv_mape"],
+             metrics["accuracy"]["cv_spearman"], y_acc.min(), y_acc.max())
+    return {"n_evaluated": len(archs), "val_acc_min": float(y_acc.min()), "val_acc_max": float(y_acc.max()),
+            "latency_cv_spearman": metrics["latency"]["cv_spearman"],
+            "accuracy_cv_spearman": metrics["accuracy"]["cv_spearman"]}

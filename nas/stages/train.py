@@ -1,0 +1,35 @@
+"""Stage 1: train the weight-sharing supernet (sandwich rule, in-place distillation) -> checkpoints/supernet.pt."""
+
+from __future__ import annotations
+
+import logging
+
+from omegaconf import OmegaConf
+
+from nas.pipeline import RunContext, write_json_atomic
+from nas.training import TrainConfig, subnet_accuracy, train_supernet
+
+log = logging.getLogger(__name__)
+
+
+def run(ctx: RunContext) -> dict:
+    tcfg = TrainConfig(**OmegaConf.to_container(ctx.cfg.train, resolve=True))
+    supernet = ctx.space.build_supernet()
+    partial = ctx.checkpoint.with_name("supernet.partial.pt")
+    if "train" in ctx.cfg.force and partial.exists():
+        partial.unlink()
+    result = train_supernet(supernet, ctx.space, ctx.data, tcfg, checkpoint=partial)
+    partial.replace(ctx.checkpoint)  # a finished checkpoint appears only when training is complete
+    accs = {
+        name: subnet_accuracy(ctx.space, supernet, arch, ctx.data, "val", ctx.cfg.predictor.calib_images)
+        for name, arch in (("largest", ctx.space.largest()), ("smallest", ctx.space.smallest()))
+    }
+    write_json_atomic(ctx.path("train_history.json"), result["history"])
+    log.info("supernet val accuracy after BN recalibration: largest %.3f, smallest %.3f", accs["largest"], accs["smallest"])
+    return {
+        "epochs": tcfg.epochs,
+        "steps_per_epoch": result["steps_per_epoch"],
+        "val_acc_largest": accs["largest"],
+        "val_acc_smallest": accs["smallest"],
+        "checkpoint": str(ctx.checkpoint),
+    }

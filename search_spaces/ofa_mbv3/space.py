@@ -1,0 +1,157 @@
+"""The ``ofa_mbv3`` search space: sampling, variation, encodings, supernet, extraction, LUT block keys."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from search_spaces.base import SearchSpace
+from search_spaces.ofa_mbv3.arch import (
+    DEPTH_CHOICES,
+    EXPAND_CHOICES,
+    KERNEL_CHOICES,
+    N_LAYERS,
+    N_STAGES,
+    OFAArchitecture,
+)
+from search_spaces.ofa_mbv3.encoding import encode_onehot
+from search_spaces.ofa_mbv3.structure import SETTINGS, block_specs, count_macs, count_params
+from search_spaces.registry import register_search_space
+
+
+@register_search_space("ofa_mbv3")
+class OFAMobileNetV3Space(SearchSpace):
+    """Once-for-All MobileNetV3 (w1.0): per-layer kernel {3,5,7} and expand {3,4,6}, depth {2,3,4}, resolution.
+
+    ``setting="imagenet"``: stem stride 2, r in 128..224 step 4. ``setting="small"``: 32x32-class inputs,
+    stem stride 1, r in 16..32 step 4.
+    """
+
+    def __init__(
+        self,
+        setting: str = "imagenet",
+        n_classes: int = 1000,
+        in_channels: int = 3,
+        resolutions: Sequence[int] | None = None,
+        dropout: float = 0.1,
+    ) -> None:
+        if setting not in SETTINGS:
+            raise ValueError(f"unknown ofa_mbv3 input setting {setting!r}; expected one of {sorted(SETTINGS)}")
+        if int(n_classes) < 2:
+            raise ValueError(f"n_classes={n_classes} is invalid; expected an integer >= 2")
+        self.setting = setting
+        self.n_classes = int(n_classes)
+        self.in_channels = int(in_channels)
+        self.dropout = float(dropout)
+        res = tuple(int(r) for r in (resolutions or SETTINGS[setting]["resolutions"]))
+        bad = [r for r in res if r <= 0 or r % 4]
+        if not res or bad:
+            raise ValueError(f"resolutions {list(res)} are invalid; expected positive multiples of 4")
+        self.resolutions = tuple(sorted(set(res)))
+
+    # --- architectures -------------------------------------------------------------------------
+    def sample(self, rng: np.random.Generator) -> OFAArchitecture:
+        ks = rng.choice(KERNEL_CHOICES, N_LAYERS)
+        e = rng.choice(EXPAND_CHOICES, N_LAYERS)
+        d = rng.choice(DEPTH_CHOICES, N_STAGES)
+        r = rng.choice(self.resolutions)
+        return OFAArchitecture(tuple(ks), tuple(e), tuple(d), int(r)).canonical()
+
+    def largest(self) -> OFAArchitecture:
+        return OFAArchitecture.largest(max(self.resolutions))
+
+    def smallest(self) -> OFAArchitecture:
+        return OFAArchitecture.smallest(min(self.resolutions))
+
+    def mutate(self, arch: OFAArchitecture, rng: np.random.Generator, prob: float = 0.1) -> OFAArchitecture:
+        ks, e, d = list(arch.ks), list(arch.e), list(arch.d)
+        for i in range(N_LAYERS):
+            if rng.random() < prob:
+                ks[i] = int(rng.choice(KERNEL_CHOICES))
+            if rng.random() < prob:
+                e[i] = int(rng.choice(EXPAND_CHOICES))
+        for s in range(N_STAGES):
+            if rng.random() < prob:
+                d[s] = int(rng.choice(DEPTH_CHOICES))
+        r = int(rng.choice(self.resolutions)) if rng.random() < prob else arch.r
+        return OFAArchitecture(tuple(ks), tuple(e), tuple(d), r).canonical()
+
+    def crossover(self, a: OFAArchitecture, b: OFAArchitecture, rng: np.random.Generator) -> OFAArchitecture:
+        pick = lambda x, y: x if rng.random() < 0.5 else y  # noqa: E731
+        return OFAArchitecture(
+            tuple(pick(x, y) for x, y in zip(a.ks, b.ks)),
+            tuple(pick(x, y) for x, y in zip(a.e, b.e)),
+            tuple(pick(x, y) for x, y in zip(a.d, b.d)),
+            pick(a.r, b.r),
+        ).canonical()
+
+    def parse(self, text: str) -> OFAArchitecture:
+        arch = OFAArchitecture.from_string(text)
+        if arch.r not in self.resolutions:
+            raise ValueError(
+                f"resolution r={arch.r} of {text!r} is outside this space's resolutions {list(self.resolutions)}"
+            )
+        return arch
+
+    # --- features ------------------------------------------------------------------------------
+    def encode(self, archs: Sequence[OFAArchitecture]) -> np.ndarray:
+        return encode_onehot(archs, (min(self.resolutions), max(self.resolutions)))
+
+    def cost_features(self, archs: Sequence[OFAArchitecture]) -> np.ndarray:
+        """Per-stage MACs (M), total MACs (M), params (M) and resolution: good raw inputs for latency models."""
+        rows = []
+        for a in archs:
+            specs = block_specs(a, self.setting)
+            per_stage = [sum(b.macs() for b in specs if b.stage == s) / 1e6 for s in range(N_STAGES)]
+            rows.append(
+                per_stage
+                + [count_macs(a, self.n_classes, self.in_channels, self.setting) / 1e6,
+                   count_params(a, self.n_classes, self.in_channels, self.setting) / 1e6, a.r / 100.0]
+            )
+        return np.asarray(rows, dtype=np.float64)
+
+    def params(self, arch: OFAArchitecture) -> int:
+        return count_params(arch, self.n_classes, self.in_channels, self.setting)
+
+    def macs(self, arch: OFAArchitecture) -> int:
+        return count_macs(arch, self.n_classes, self.in_channels, self.setting)
+
+    def input_shape(self, arch: OFAArchitecture, batch: int = 1) -> tuple[int, int, int, int]:
+        return (batch, self.in_channels, arch.r, arch.r)
+
+    # --- supernet ------------------------------------------------------------------------------
+    def build_supernet(self):  # noqa: ANN201 - torch imported lazily
+        from search_spaces.ofa_mbv3.supernet import OFAMobileNetV3Supernet
+
+        return OFAMobileNetV3Supernet(self.n_classes, self.in_channels, self.setting, self.dropout)
+
+    def extract(self, supernet, arch: OFAArchitecture):  # noqa: ANN001, ANN201
+        from search_spaces.ofa_mbv3.static import extract_subnet
+
+        return extract_subnet(supernet, arch)
+
+    def blocks(self, arch: OFAArchitecture) -> list[str]:
+        specs = block_specs(arch, self.setting)
+        stem = f"stem:hw{arch.r}:cin{self.in_channels}:cout16:s{SETTINGS[self.setting]['stem_stride']}"
+        head = f"head:hw{specs[-1].out_hw}:cin160:classes{self.n_classes}"
+        return [stem] + [b.key() for b in specs] + [head]
+
+    # --- integer genome (for vectorised evolutionary operators) --------------------------------
+    def genome_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Inclusive integer bounds: 20 kernel idx, 20 expand idx, 5 depth idx, 1 resolution idx."""
+        hi = [len(KERNEL_CHOICES) - 1] * N_LAYERS + [len(EXPAND_CHOICES) - 1] * N_LAYERS
+        hi += [len(DEPTH_CHOICES) - 1] * N_STAGES + [len(self.resolutions) - 1]
+        return np.zeros(len(hi), dtype=int), np.asarray(hi, dtype=int)
+
+    def to_genome(self, arch: OFAArchitecture) -> np.ndarray:
+        g = [KERNEL_CHOICES.index(k) for k in arch.ks] + [EXPAND_CHOICES.index(e) for e in arch.e]
+        g += [DEPTH_CHOICES.index(d) for d in arch.d] + [self.resolutions.index(arch.r)]
+        return np.asarray(g, dtype=int)
+
+    def from_genome(self, g: np.ndarray) -> OFAArchitecture:
+        g = np.asarray(np.rint(g), dtype=int)
+        ks = tuple(KERNEL_CHOICES[i] for i in g[:N_LAYERS])
+        e = tuple(EXPAND_CHOICES[i] for i in g[N_LAYERS : 2 * N_LAYERS])
+        d = tuple(DEPTH_CHOICES[i] for i in g[2 * N_LAYERS : 2 * N_LAYERS + N_STAGES])
+        return OFAArchitecture(ks, e, d, self.resolutions[g[-1]]).canonical()
