@@ -1,0 +1,1 @@
+"""Latency measurement, lookup tables and the interchange format for measured latencies."""

@@ -1,0 +1,1 @@
+"""Benchmarks of BENCHMARKS.md: each module exposes ``run(cfg) -> dict``."""
