@@ -1,0 +1,238 @@
+"""bench=latency_fewshot: few-shot latency prediction on devices the predictor never saw (BENCHMARKS.md).
+
+Example::
+
+    from nas.bench.latency_fewshot import run
+    run({"data": ["../shared/data/latency/nb201_help.csv.gz"], "space": "nb201", "meta_train": None,
+         "meta_test": None, "budget": 20, "protocol": "help", "seeds": 5, "out": "nb201.json"})
+
+Per target device and seed, the method (and, in the same run, the ridge-on-source-latencies baseline) picks
+``budget`` archs to "measure" from the allowed pool, adapts, and is scored on the query archs: Spearman, MAPE
+(%) and the share of predictions within +-10 % of the measured latency.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+from tqdm import tqdm
+
+from latency_luts.interchange import latency_matrix, load_latency_table
+from predictors.fewshot import FewShotLatencyPredictor
+from predictors.fewshot_baseline import SourceRidgeBaseline
+
+SPACES = ("nb201", "fbnet", "ofa_mbv3")
+PROTOCOLS = ("help", "all")
+HELP_POOL = {"nb201": 900, "fbnet": 4000, "ofa_mbv3": 4000}
+HELP_QUERY = 1000
+HELP_TEST = {
+    "nb201": ["titan_rtx_256", "gold_6226", "fpga", "pixel2", "raspi4", "eyeriss"],
+    "fbnet": ["fpga", "raspi4", "eyeriss"],
+    "ofa_mbv3": ["titan_rtx_64"],
+}
+HELP_VALID = {"nb201": [], "fbnet": ["titanx_1", "titanx_32", "titanx_64", "gold_6240"], "ofa_mbv3": []}
+HELP_TRAIN = {
+    "nb201": ["1080ti_1", "1080ti_32", "1080ti_256", "silver_4114", "silver_4210r", "samsung_a50", "pixel3",
+              "essential_ph_1", "samsung_s7"],
+    "fbnet": None,  # every device not in meta-test or meta-valid
+    "ofa_mbv3": [f"{d}_{b}" for d in ("2080ti", "titan_xp", "v100") for b in (1, 32, 64)],
+}
+KEYS = ("data", "space", "meta_train", "meta_test", "budget", "protocol", "seeds", "out")
+
+
+def _plain(cfg: Any) -> dict[str, Any]:
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        pass
+    if not isinstance(cfg, Mapping):
+        raise ValueError(f"bench config must be a mapping, got {type(cfg).__name__}")
+    return dict(cfg)
+
+
+def _check(cfg: dict[str, Any]) -> dict[str, Any]:
+    missing = [k for k in KEYS if k not in cfg]
+    if missing:
+        raise ValueError(f"bench config lacks key {missing[0]!r}; expected keys {list(KEYS)}")
+    if cfg["data"] is None:
+        raise ValueError("bench.data is null; expected a list of latency CSV paths (bench.data=[PATH,...])")
+    if isinstance(cfg["data"], str):
+        cfg["data"] = [cfg["data"]]
+    if cfg["space"] not in SPACES:
+        raise ValueError(f"bench.space={cfg['space']!r} is invalid; expected one of {list(SPACES)}")
+    if cfg["protocol"] not in PROTOCOLS:
+        raise ValueError(f"bench.protocol={cfg['protocol']!r} is invalid; expected one of {list(PROTOCOLS)}")
+    for key in ("budget", "seeds"):
+        if not isinstance(cfg[key], int) or cfg[key] < (2 if key == "budget" else 1):
+            raise ValueError(f"bench.{key}={cfg[key]!r} is invalid; expected an integer >= {2 if key == 'budget' else 1}")
+    return cfg
+
+
+def encode(space: str, archs: list[str]) -> dict[str, np.ndarray]:
+    """Feature blocks of canonical arch strings of ``space``: one-hot ``enc`` (+ analytic ``phys`` for fbnet,
+    whose HELP latencies are for the CIFAR-100 macro-architecture of HW-NAS-Bench)."""
+    if space == "nb201":
+        from search_spaces.nb201.arch import NB201Architecture, encode_onehot
+        return {"enc": encode_onehot([NB201Architecture.from_string(a) for a in archs])}
+    if space == "fbnet":
+        from search_spaces.fbnet.arch import FBNetArchitecture, encode_costs, encode_onehot
+        parsed = [FBNetArchitecture.from_string(a) for a in archs]
+        return {"enc": encode_onehot(parsed), "phys": encode_costs(parsed, "cifar100")}
+    from search_spaces.ofa_mbv3.arch import OFAArchitecture
+    from search_spaces.ofa_mbv3.encoding import encode_onehot
+    parsed = [OFAArchitecture.from_string(a) for a in archs]
+    return {"enc": encode_onehot(parsed), "phys": _ofa_costs(parsed)}
+
+
+def _make_divisible(v: float, divisor: int = 8) -> int:
+    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new + divisor if new < 0.9 * v else new
+
+
+def _ofa_costs(archs: list[Any]) -> np.ndarray:
+    """Analytic cost features of OFA-MobileNetV3 (w1.0) subnets: per stage (pointwise MACs, depthwise MACs,
+    activations) at the subnet's resolution, plus their totals (in millions). Stages: widths 24/40/80/112/160,
+    strides 2/2/2/1/2 after a stride-2 stem and a 16-channel first block (not searchable, so omitted).
+    (Candidate to move into search_spaces/ofa_mbv3 as an encoding.)"""
+    widths, strides = (24, 40, 80, 112, 160), (2, 2, 2, 1, 2)
+    x = np.zeros((len(archs), 3 * 5 + 3))
+    for row, a in enumerate(archs):
+        size, c_in = a.r // 2, 16
+        for s in range(5):
+            for i in range(a.d[s]):
+                li = s * 4 + i
+                out = size // (strides[s] if i == 0 else 1)
+                mid = _make_divisible(round(c_in * a.e[li]), 8)
+                pw = size**2 * c_in * mid + out**2 * mid * widths[s]
+                dw = out**2 * mid * a.ks[li] ** 2
+                act = size**2 * (c_in + mid) + out**2 * (mid + widths[s])
+                x[row, 3 * s : 3 * s + 3] += (pw / 1e6, dw / 1e6, act / 1e6)
+                size, c_in = out, widths[s]
+        x[row, 15:] = x[row, :15].reshape(5, 3).sum(0)
+    return x
+
+
+def _split(space: str, devices: list[str], meta_train: Any, meta_test: Any) -> tuple[list[str], list[str]]:
+    test = list(meta_test) if meta_test is not None else HELP_TEST[space]
+    if meta_train is not None:
+        train = list(meta_train)
+    elif HELP_TRAIN[space] is not None:
+        train = HELP_TRAIN[space]
+    else:
+        train = [d for d in devices if d not in test and d not in HELP_VALID[space]]
+    for d in [*train, *test]:
+        if d not in devices:
+            raise ValueError(f"device {d!r} is not in the latency data; found {devices}")
+    overlap = sorted(set(train) & set(test))
+    if overlap:
+        raise ValueError(f"device {overlap[0]!r} is both meta-train and meta-test; expected disjoint splits")
+    if len(train) < 2:
+        raise ValueError(f"meta_train has {len(train)} device(s); expected at least 2")
+    return train, test
+
+
+def _trim(idx: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """HELP's outlier removal: keep the 10th-90th percentile (by rank) of ``y`` over ``idx``."""
+    order = idx[np.argsort(y[idx], kind="stable")]
+    return order[int(len(idx) * 0.1) : int(len(idx) * 0.9)]
+
+
+def _metrics(pred: np.ndarray, true: np.ndarray) -> tuple[float, float, float]:
+    rel = np.abs(pred - true) / true
+    return float(spearmanr(pred, true)[0]), float(100 * rel.mean()), float((rel <= 0.1).mean())
+
+
+def _summary(per_dev: dict[str, list[tuple[float, float, float]]]) -> dict[str, Any]:
+    devices = {}
+    for dev, vals in per_dev.items():
+        a = np.asarray(vals)
+        devices[dev] = {
+            "spearman_mean": float(a[:, 0].mean()),
+            "spearman_std": float(a[:, 0].std()),
+            "mape_mean": float(a[:, 1].mean()),
+            "within10_mean": float(a[:, 2].mean()),
+        }
+    return {"devices": devices, "mean_spearman": float(np.mean([d["spearman_mean"] for d in devices.values()]))}
+
+
+def _write_json(obj: dict[str, Any], path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def run(cfg: Any) -> dict[str, Any]:
+    """Run the benchmark; returns (and writes to ``cfg.out`` when set) the result dict."""
+    cfg = _check(_plain(cfg))
+    space, budget, protocol = cfg["space"], int(cfg["budget"]), cfg["protocol"]
+    mat = latency_matrix(load_latency_table(cfg["data"], space=space))
+    train, test = _split(space, list(mat.columns), cfg["meta_train"], cfg["meta_test"])
+    src = mat[train].dropna()
+    if len(src) < len(mat):
+        raise ValueError(f"{len(mat) - len(src)} archs lack a latency on some meta-train device; expected complete rows")
+    archs = list(mat.index)
+    features = {k: pd.DataFrame(v, index=archs) for k, v in encode(space, archs).items()}
+    ours = FewShotLatencyPredictor().meta_fit(src, features)
+    base = SourceRidgeBaseline().meta_fit(src)
+
+    results: dict[str, dict[str, list]] = {"ours": {}, "baseline": {}}
+    bar = tqdm(total=len(test) * cfg["seeds"], desc=f"latency_fewshot {space}", leave=False)
+    for dev in test:
+        y_all = mat[dev].to_numpy()
+        have = np.flatnonzero(np.isfinite(y_all))
+        if protocol == "help":
+            n_pool = HELP_POOL[space]
+            if len(have) < n_pool + HELP_QUERY:
+                raise ValueError(f"device {dev!r} has {len(have)} archs; protocol=help needs {n_pool + HELP_QUERY}")
+            pool = _trim(have[:n_pool], y_all)
+            query_fixed = _trim(have[n_pool : n_pool + HELP_QUERY], y_all)
+        else:
+            pool, query_fixed = have, None
+        pool_archs = [archs[i] for i in pool]
+        for seed in range(cfg["seeds"]):
+            for name, model in (("ours", ours), ("baseline", base)):
+                rng = np.random.default_rng(seed)
+                picked = model.select(pool_archs, budget, rng)
+                rows = [mat.index.get_loc(a) for a in picked]
+                model.adapt(picked, y_all[rows])
+                query = query_fixed if query_fixed is not None else np.setdiff1d(have, rows)
+                pred = model.predict([archs[i] for i in query])
+                results[name].setdefault(dev, []).append(_metrics(pred, y_all[query]))
+            bar.update(1)
+    bar.close()
+    out = {"space": space, "budget": budget, "protocol": protocol, **_summary(results["ours"])}
+    out["baseline"] = {"space": space, "budget": budget, "protocol": protocol, **_summary(results["baseline"])}
+    _print_table(out)
+    print(f"meta-learned: selection={ours.selection_} prior_strength={ours.prior_strength_:g} "
+          f"({len(ours.configs_)} configurations, {len(train)} source devices)")
+    if cfg["out"]:
+        _write_json(out, str(cfg["out"]))
+    return out
+
+
+def _print_table(out: dict[str, Any]) -> None:
+    print(f"latency_fewshot space={out['space']} protocol={out['protocol']} budget={out['budget']}")
+    print(f"{'device':<16}{'ours rho':>10}{'+-':>7}{'MAPE%':>8}{'w10':>7}   {'ridge rho':>10}{'MAPE%':>8}{'w10':>7}")
+    for dev, m in out["devices"].items():
+        b = out["baseline"]["devices"][dev]
+        print(f"{dev:<16}{m['spearman_mean']:>10.3f}{m['spearman_std']:>7.3f}{m['mape_mean']:>8.2f}{m['within10_mean']:>7.2f}"
+              f"   {b['spearman_mean']:>10.3f}{b['mape_mean']:>8.2f}{b['within10_mean']:>7.2f}")
+    print(f"{'mean':<16}{out['mean_spearman']:>10.3f}{'':>22}   {out['baseline']['mean_spearman']:>10.3f}")

@@ -1,0 +1,90 @@
+"""Bayesian linear regression over scaled feature blocks (dual form), shared by the few-shot predictor."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from predictors._fewshot_common import kmeans_pick
+
+BLOCKS = ("src", "proj", "pmean", "enc", "phys")
+
+
+def grams(blocks: dict[str, np.ndarray], tr: np.ndarray, query: np.ndarray) -> dict[str, tuple]:
+    """Per-block linear-kernel pieces (train x train, query x train, query diag), centred on the train mean."""
+    out = {}
+    for name, b in blocks.items():
+        m = b[tr].mean(0)
+        btr, bq = b[tr] - m, b[query] - m
+        out[name] = (btr @ btr.T, bq @ btr.T, (bq**2).sum(1))
+    return out
+
+def batch_posterior(grams: dict[str, tuple], scales: np.ndarray, noises: np.ndarray, z: np.ndarray):
+    """BLR in dual form for many configurations at once.
+
+    ``scales`` (C, len(BLOCKS)), ``noises`` (C,); returns the posterior mean of the standardised target at
+    the query rows (C, q), the Cholesky factors (C, n, n), the dual weights (C, n) and log evidence (C,).
+    """
+    names = [nm for nm in BLOCKS if nm in grams]
+    a2 = scales[:, [BLOCKS.index(nm) for nm in names]] ** 2
+    n = len(z)
+    k_tr = np.einsum("cb,bij->cij", a2, np.stack([grams[nm][0] for nm in names]))
+    k_tr += (noises**2)[:, None, None] * np.eye(n)
+    chol = np.linalg.cholesky(k_tr)
+    alpha = np.linalg.solve(k_tr, np.broadcast_to(z, (len(scales), n))[..., None])[..., 0]
+    mean = sum(grams[nm][1] @ (a2[:, i : i + 1] * alpha).T for i, nm in enumerate(names)).T
+    log_ev = -0.5 * alpha @ z - np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(1) - 0.5 * n * np.log(2 * np.pi)
+    return mean, chol, alpha, log_ev
+
+def query_var(grams: dict[str, tuple], scales: np.ndarray, noise: float, chol: np.ndarray) -> np.ndarray:
+    """Predictive variance (standardised units) of one configuration at the query rows."""
+    names = [nm for nm in BLOCKS if nm in grams]
+    k_q = sum(scales[BLOCKS.index(nm)] ** 2 * grams[nm][1] for nm in names)
+    k_qq = sum(scales[BLOCKS.index(nm)] ** 2 * grams[nm][2] for nm in names)
+    v = np.linalg.solve(chol, np.asarray(k_q).T)
+    return np.maximum(k_qq - (v**2).sum(0), 0.0) + noise**2
+
+def jacobian(y: np.ndarray, transform: str) -> float:
+    """log |d z / d y| summed over measurements, so evidences of raw and log models are comparable."""
+    t = np.log(y) if transform == "log" else y / y.mean()
+    sd = float(t.std()) or 1.0
+    per = -np.log(y).sum() if transform == "log" else -len(y) * np.log(y.mean())
+    return float(per - len(y) * np.log(sd))
+
+def target(y: np.ndarray, transform: str) -> tuple[np.ndarray, tuple[float, float, float]]:
+    ref = float(y.mean())
+    t = np.log(y) if transform == "log" else y / ref
+    mu, sd = float(t.mean()), float(t.std()) or 1.0
+    return (t - mu) / sd, (ref, mu, sd)
+
+def untarget(f: np.ndarray, var: np.ndarray, transform: str, stats: tuple[float, float, float]):
+    ref, mu, sd = stats
+    t = mu + sd * f
+    if transform == "log":
+        lat = np.exp(t)
+        return lat, lat * sd * np.sqrt(var)
+    return np.maximum(t * ref, 1e-9), ref * sd * np.sqrt(var)
+
+
+def pick(
+    blocks: dict[str, np.ndarray], scales: tuple[float, ...], rule: str, rows: np.ndarray, budget: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Positions in ``rows`` of ``budget`` archs to measure: random, k-means medoids or greedy max prior
+    variance, in the feature geometry of one configuration (``scales`` per block of ``BLOCKS``)."""
+    if rule == "random":
+        return rng.choice(len(rows), size=budget, replace=False)
+    z = np.hstack([a * blocks[n][rows] for n, a in zip(BLOCKS, scales, strict=True) if a and n in blocks])
+    z = z - z.mean(0)
+    if rule == "kmeans":
+        return kmeans_pick(z, budget, rng)
+    chosen: list[int] = []  # greedy max prior variance (pivoted Cholesky on the features)
+    resid = z.copy()
+    norms = (resid**2).sum(1) + 1e-12 * rng.random(len(z))
+    for _ in range(budget):
+        i = int(np.argmax(norms))
+        chosen.append(i)
+        v = resid[i] / np.sqrt(max(norms[i], 1e-12))
+        resid -= np.outer(resid @ v, v)
+        norms = (resid**2).sum(1)
+        norms[chosen] = -1.0
+    return np.asarray(chosen)

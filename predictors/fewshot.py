@@ -1,0 +1,388 @@
+"""Meta-learned few-shot latency predictor (beats HELP on HELP's benchmark; see BENCHMARKS.md).
+
+Idea: on a new device, latency is very well explained by a linear combination of
+(a) the latencies of the same architecture on the source (meta-train) devices and
+(b) additive per-op costs of the architecture encoding, whose plausible directions are the per-op cost
+    vectors fitted on the source devices.
+With only ~20 target measurements everything hinges on the prior, so the predictor is Bayesian linear
+regression with up to five feature blocks, each with its own prior scale:
+
+* ``src``  - standardised source-device latencies of the arch,
+* ``proj`` - the source devices' latencies *as explained by an additive per-op model* (encoding @ op costs
+  fitted on all source rows): a prior that the target's op costs are a combination of the sources',
+* ``pmean`` - the average of the ``proj`` columns (a hierarchical prior: target ~ typical source),
+* ``enc``  - the raw architecture encoding (isotropic prior on per-op costs, for what the sources miss),
+* ``phys`` - optional analytic cost features (MACs, activations per stage), a low-dimensional prior for
+  devices whose latency follows the compute/memory volume.
+
+``meta_fit`` simulates the few-shot task on every source device in turn, holding out its whole hardware
+family (``1080ti_1/32/256`` go together) from the features: random pool, ``meta_budget`` measurements,
+Spearman on held-out archs. This scores every configuration (block scales, noise, target transform raw/log)
+and picks the measurement-selection rule (random, k-means medoids, or greedy max prior variance = pivoted
+Cholesky in feature space) and the strength ``kappa`` of the meta-learned prior over configurations
+(one-standard-error rule: the weakest prior within one paired SE of the best).
+
+``adapt`` computes the closed-form posterior of *every* configuration and averages them (Bayesian model
+averaging) with weights ``marginal likelihood of the measurements x exp(kappa * meta score)``; so a noisy
+target falls back to heavily regularised models and an additive one to per-op costs.
+``predict(..., return_std=True)`` returns the mixture's predictive std (ms). The ridge baseline lives in
+:mod:`predictors.fewshot_baseline`; the linear algebra in :mod:`predictors._blr`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+
+from predictors import _blr
+from predictors._fewshot_common import (
+    check_source_table,
+    load_pickle,
+    rows_of,
+    save_pickle,
+    validate_budget,
+    validate_measurements,
+)
+from predictors.fewshot_baseline import SourceRidgeBaseline
+
+__all__ = ["FewShotLatencyPredictor", "SourceRidgeBaseline"]
+
+FEATURE_BLOCKS = ("enc", "phys")
+
+
+def device_family(name: str) -> str:
+    """Hardware family of a device name: the name without a trailing ``_<batch size>`` (``1080ti_32`` -> ``1080ti``)."""
+    return re.sub(r"_\d+$", "", str(name))
+
+
+def _standardise(a: np.ndarray) -> np.ndarray:
+    a = a - a.mean(0)
+    sd = a.std(0)
+    sd[sd == 0] = 1.0
+    return a / sd
+
+
+def _rowwise_spearman(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman of each row of ``pred`` (configs x n) with ``y`` (n)."""
+    rp = rankdata(pred, axis=1)
+    ry = rankdata(y)
+    rp -= rp.mean(1, keepdims=True)
+    ry = ry - ry.mean()
+    den = np.sqrt((rp**2).sum(1) * (ry**2).sum())
+    return np.where(den > 0, (rp @ ry) / np.where(den > 0, den, 1.0), 0.0)
+
+
+class FewShotLatencyPredictor:
+    """Bayesian linear latency predictor with a meta-learned prior; adapts from a handful of measurements.
+
+    Args:
+        src_scales, proj_scales, pmean_scales, enc_scales, phys_scales: candidate prior std of each feature
+            block (0 disables a block).
+        noises: candidate noise std (in units of the target's std over the measured archs).
+        transforms: candidate target transforms, ``"raw"`` (ms relative to the mean) and/or ``"log"``.
+        selections: candidate selection rules for :meth:`select`: ``"random"``, ``"kmeans"``, ``"variance"``.
+        prior_strengths: candidate weights kappa of the meta-learned log prior ``kappa * meta_score`` over
+            configurations (meta-learned too; 0 = pure marginal-likelihood weighting).
+        meta_tasks: simulated few-shot tasks per held-out source device.
+        meta_budget, meta_pool, meta_query: budget, pool size and query size of those tasks.
+        feature_alpha: ridge penalty of the per-op cost fit on each source device.
+        leave_out: ``"family"`` holds out every source device of the held-out device's family (same name up
+            to a trailing ``_<batch>``, e.g. ``1080ti_1``/``1080ti_32``) when simulating a new device, so the
+            meta-learned prior is judged on genuinely new hardware; ``"device"`` holds out one device only.
+        random_state: seed of the meta-training simulation.
+    """
+
+    def __init__(
+        self,
+        *,
+        src_scales: Sequence[float] = (0.0, 0.3, 1.0),
+        proj_scales: Sequence[float] = (0.0, 0.3, 1.0, 3.0, 10.0),
+        pmean_scales: Sequence[float] = (0.0, 3.0),
+        enc_scales: Sequence[float] = (0.0, 0.3, 1.0),
+        phys_scales: Sequence[float] = (0.0, 0.3, 1.0, 3.0),
+        noises: Sequence[float] = (0.1, 0.3),
+        transforms: Sequence[str] = ("raw", "log"),
+        selections: Sequence[str] = ("random", "kmeans", "variance"),
+        prior_strengths: Sequence[float] = (0.0, 30.0, 100.0, 300.0, 1000.0),
+        meta_tasks: int = 4,
+        meta_budget: int = 20,
+        meta_pool: int = 900,
+        meta_query: int = 1000,
+        feature_alpha: float = 1e-2,
+        leave_out: str = "family",
+        random_state: int = 0,
+    ) -> None:
+        self.src_scales = src_scales
+        self.proj_scales = proj_scales
+        self.pmean_scales = pmean_scales
+        self.enc_scales = enc_scales
+        self.phys_scales = phys_scales
+        self.noises = noises
+        self.transforms = transforms
+        self.selections = selections
+        self.prior_strengths = prior_strengths
+        self.meta_tasks = meta_tasks
+        self.meta_budget = meta_budget
+        self.meta_pool = meta_pool
+        self.meta_query = meta_query
+        self.feature_alpha = feature_alpha
+        self.leave_out = leave_out
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ features
+    def _check_params(self) -> None:
+        for t in self.transforms:
+            if t not in ("raw", "log"):
+                raise ValueError(f"transform {t!r} is invalid; expected 'raw' or 'log'")
+        if self.leave_out not in ("family", "device"):
+            raise ValueError(f"leave_out={self.leave_out!r} is invalid; expected 'family' or 'device'")
+        for s in self.selections:
+            if s not in ("random", "kmeans", "variance"):
+                raise ValueError(f"selection {s!r} is invalid; expected 'random', 'kmeans' or 'variance'")
+        if any(k < 0 for k in self.prior_strengths) or not len(self.prior_strengths):
+            raise ValueError(f"prior_strengths={list(self.prior_strengths)} is invalid; expected values >= 0")
+
+    def _raw_blocks(self, lat: np.ndarray, feats: dict[str, np.ndarray], transform: str) -> dict[str, np.ndarray]:
+        """Unscaled, per-column standardised blocks (columns of src/proj = source devices)."""
+        t = np.log(lat) if transform == "log" else lat / lat.mean(0)
+        out = {"src": _standardise(t)}
+        if "enc" in feats:
+            enc = feats["enc"]
+            out["proj"] = _standardise(np.hstack([enc, np.ones((len(enc), 1))]) @ self._op_costs(enc, t))
+        for name, x in feats.items():
+            sd = x.std(0)
+            out[name] = np.where(sd > 0, (x - x.mean(0)) / np.where(sd > 0, sd, 1.0), 0.0)
+        return out
+
+    def _op_costs(self, enc: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Per-op costs (n_feat, n_src) of each source column of ``t``: ridge on the encoding, refitted
+        without outliers (|residual| > 3 robust std), so that a few failed/odd measurements do not leak."""
+        x = np.hstack([enc, np.ones((len(enc), 1))])
+        pen = self.feature_alpha * len(enc) * np.eye(x.shape[1])
+        pen[-1, -1] = 0.0
+        costs = np.empty((x.shape[1], t.shape[1]))
+        for j in range(t.shape[1]):
+            keep = np.ones(len(x), dtype=bool)
+            for _ in range(3):
+                xk = x[keep]
+                costs[:, j] = np.linalg.solve(xk.T @ xk + pen * keep.mean(), xk.T @ t[keep, j])
+                resid = t[:, j] - x @ costs[:, j]
+                mad = 1.4826 * np.median(np.abs(resid - np.median(resid))) + 1e-12
+                keep = np.abs(resid - np.median(resid)) <= 3 * mad
+        return costs
+
+    @staticmethod
+    def _norm_blocks(blocks: dict[str, np.ndarray], drop: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+        """Drop source columns ``drop`` (leave-out) and divide each block by sqrt(width)."""
+        out = {}
+        for name, b in blocks.items():
+            if drop is not None and name in ("src", "proj"):
+                b = np.delete(b, drop, axis=1)
+            out[name] = b / np.sqrt(max(b.shape[1], 1))
+        if "proj" in out:  # hierarchical prior: the sources' average additive model as its own direction
+            out["pmean"] = _standardise(out["proj"].mean(1, keepdims=True))
+        return out
+
+    def _configs(self, names: Sequence[str]) -> list[tuple[str, tuple[float, ...], float]]:
+        has_enc = "enc" in names
+        grid = itertools.product(
+            self.transforms,
+            self.src_scales,
+            self.proj_scales if has_enc else (0.0,),
+            self.pmean_scales if has_enc else (0.0,),
+            self.enc_scales if has_enc else (0.0,),
+            self.phys_scales if "phys" in names else (0.0,),
+            self.noises,
+        )
+        return [(g[0], tuple(g[1:-1]), g[-1]) for g in grid if any(g[1:-1])]
+
+    # ------------------------------------------------------------------ public API
+    def meta_fit(self, source_table: pd.DataFrame, arch_features: Any = None) -> FewShotLatencyPredictor:
+        """Learn the prior from an archs x source-devices latency table.
+
+        ``arch_features`` (rows aligned with ``source_table``, DataFrames are aligned by arch string): either
+        one matrix (the architecture encoding, block ``enc``) or a mapping with keys ``"enc"`` and/or
+        ``"phys"`` (analytic cost features). Without it only the source latencies are used.
+        """
+        self._check_params()
+        if isinstance(arch_features, Mapping):
+            unknown = sorted(set(arch_features) - set(FEATURE_BLOCKS))
+            if unknown:
+                raise ValueError(f"arch_features block {unknown[0]!r} is unknown; expected keys {list(FEATURE_BLOCKS)}")
+            feats = {}
+            for name, x in arch_features.items():
+                table, feats[name] = check_source_table(source_table, x)
+            table = check_source_table(source_table)[0]
+        else:
+            table, enc = check_source_table(source_table, arch_features)
+            feats = {} if enc is None else {"enc": enc}
+        if table.shape[1] < 2:
+            raise ValueError(f"meta_fit needs >= 2 source devices for leave-one-out, got {list(table.columns)}")
+        n = len(table)
+        if n < self.meta_budget + 10:
+            raise ValueError(f"source_table has {n} archs; expected at least {self.meta_budget + 10}")
+        lat = table.to_numpy()
+        raw = {t: self._raw_blocks(lat, feats, t) for t in self.transforms}
+        configs = self._configs(list(feats))
+        rng = np.random.default_rng(self.random_state)
+        n_pool = min(self.meta_pool, n // 2)
+        n_query = min(self.meta_query, n - n_pool)
+        tasks = []  # (held-out device, trimmed pool, trimmed query)
+        for j in range(lat.shape[1]):
+            for _ in range(self.meta_tasks):
+                perm = rng.permutation(n)
+                pool, query = perm[:n_pool], perm[n_pool : n_pool + n_query]
+                pool = pool[np.argsort(lat[pool, j])][int(0.1 * len(pool)) : int(0.9 * len(pool))]
+                query = query[np.argsort(lat[query, j])][int(0.1 * len(query)) : int(0.9 * len(query))]
+                tasks.append((j, pool, query))
+        family = [device_family(d) if self.leave_out == "family" else d for d in table.columns]
+        held = [[i for i, f in enumerate(family) if f == family[j]] for j in range(lat.shape[1])]
+        if any(len(h) == lat.shape[1] for h in held):
+            raise ValueError(f"meta_fit needs source devices of >= 2 families for leave_out='family', got {family}")
+        loo = [{t: self._norm_blocks(raw[t], drop=held[j]) for t in self.transforms} for j in range(lat.shape[1])]
+        self._set_configs(configs)
+        n_keep = min(64, len(configs))
+
+        n_dev = lat.shape[1]
+        task_dev = np.array([tk[0] for tk in tasks])
+
+        def per_device(per_task: np.ndarray) -> np.ndarray:
+            return np.stack([per_task[task_dev == j].mean(0) for j in range(n_dev)])
+
+        def evaluate(rule: str, geometry: tuple[str, tuple[float, ...], float] | None):
+            spear = np.zeros((len(tasks), len(configs)))
+            kept = []
+            for k, (j, pool, query) in enumerate(tasks):
+                if geometry is None:
+                    picks = rng.choice(len(pool), size=self.meta_budget, replace=False)
+                else:
+                    picks = _blr.pick(loo[j][geometry[0]], geometry[1], rule, pool, self.meta_budget, rng)
+                tr = pool[picks]
+                preds, ev = self._all_configs(loo[j], tr, lat[tr, j], query)
+                spear[k] = _rowwise_spearman(preds, lat[query, j])
+                top = np.argsort(-ev)[:n_keep]
+                kept.append((top, ev[top], preds[top], lat[query, j]))
+            return per_device(spear), kept
+
+        first = evaluate("random", None)
+        geometry = configs[int(np.argmax(first[0].mean(0)))]
+        table_scores: dict[tuple[str, float], np.ndarray] = {}  # per-device BMA Spearman
+        per_rule = {}
+        for rule in self.selections:
+            dev_scores, kept = first if rule == "random" else evaluate(rule, geometry)
+            per_rule[rule] = dev_scores.mean(0)
+            for kappa in self.prior_strengths:
+                bma = np.zeros(len(kept))
+                for k, (top, ev, preds, y_q) in enumerate(kept):
+                    others = np.setdiff1d(np.arange(n_dev), held[task_dev[k]])  # prior learned without j's family
+                    prior = dev_scores[np.ix_(others, top)].mean(0)
+                    logw = ev + kappa * prior
+                    w = np.exp(logw - logw.max())
+                    bma[k] = _rowwise_spearman(((w / w.sum()) @ preds)[None], y_q)[0]
+                table_scores[(rule, float(kappa))] = per_device(bma[:, None])[:, 0]
+        (rule, best_kappa) = max(table_scores, key=lambda key: table_scores[key].mean())
+        kappa = best_kappa  # one-standard-error rule: the weakest prior within 1 SE (paired over devices)
+        for k in sorted(self.prior_strengths):
+            diff = table_scores[(rule, float(k))] - table_scores[(rule, best_kappa)]
+            if diff.mean() >= -diff.std(ddof=1) / np.sqrt(n_dev):
+                kappa = float(k)
+                break
+        self.selection_ = rule
+        self.prior_strength_ = kappa
+        self.meta_scores_ = per_rule[rule]
+        self.log_prior_ = kappa * per_rule[rule]
+        self.meta_table_ = {f"{r}/kappa={k:g}": float(v.mean()) for (r, k), v in table_scores.items()}
+        self.geometry_ = geometry
+        self.blocks_ = {t: self._norm_blocks(raw[t]) for t in self.transforms}
+        self.source_devices_ = list(table.columns)
+        self.index_ = {a: i for i, a in enumerate(table.index)}
+        return self
+
+    def _set_configs(self, configs: list[tuple[str, tuple[float, ...], float]]) -> None:
+        self.configs_ = configs
+        self.config_scales_ = np.array([c[1] for c in configs], dtype=np.float64)
+        self.config_noises_ = np.array([c[2] for c in configs], dtype=np.float64)
+        self.config_transforms_ = np.array([c[0] for c in configs])
+
+    def _all_configs(self, blocks: dict, tr: np.ndarray, y_tr: np.ndarray, query: np.ndarray, which=None):
+        """Predicted latency (configs x query) and log evidence of the measurements (configs) per config."""
+        which = np.arange(len(self.configs_)) if which is None else np.asarray(which)
+        preds = np.empty((len(which), len(query)))
+        ev = np.empty(len(which))
+        for t in np.unique(self.config_transforms_[which]):
+            sel = np.flatnonzero(self.config_transforms_[which] == t)
+            idx = which[sel]
+            z, stats = _blr.target(y_tr, t)
+            grams = _blr.grams(blocks[t], tr, query)
+            f, _, _, log_ev = _blr.batch_posterior(grams, self.config_scales_[idx], self.config_noises_[idx], z)
+            preds[sel] = _blr.untarget(f, np.zeros_like(f), t, stats)[0]
+            ev[sel] = log_ev + _blr.jacobian(y_tr, t)
+        return preds, ev
+
+    def select(self, candidate_archs: Sequence[Any], budget: int, rng: np.random.Generator) -> list[Any]:
+        """Choose ``budget`` of ``candidate_archs`` to measure on the target (meta-learned rule)."""
+        self._require("configs_")
+        validate_budget(len(candidate_archs), budget)
+        rows = rows_of(self.index_, candidate_archs)
+        t, scales, _ = self.geometry_
+        picks = _blr.pick(self.blocks_[t], scales, self.selection_, rows, budget, rng)
+        return [candidate_archs[int(i)] for i in picks]
+
+    def adapt(self, archs: Sequence[Any], latencies: Any) -> FewShotLatencyPredictor:
+        """Condition on target-device measurements (ms) of ``archs``.
+
+        Every configuration's posterior is weighted by its marginal likelihood of the measurements times the
+        meta-learned prior ``exp(prior_strength_ * meta_score)`` (Bayesian model averaging).
+        """
+        self._require("configs_")
+        y = validate_measurements(archs, latencies)
+        self.train_rows_ = rows_of(self.index_, archs)
+        self.train_y_ = y
+        _, ev = self._all_configs(self.blocks_, self.train_rows_, y, self.train_rows_[:1])
+        logw = ev + self.log_prior_
+        w = np.exp(logw - logw.max())
+        w /= w.sum()
+        self.active_ = np.flatnonzero(w >= 1e-4 * w.max())
+        self.weights_ = w[self.active_] / w[self.active_].sum()
+        return self
+
+    def predict(self, archs: Sequence[Any], return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Predicted target latency (ms) of ``archs``; with ``return_std`` also the predictive std (ms)."""
+        self._require("weights_")
+        rows = rows_of(self.index_, archs)
+        mean = np.zeros(len(rows))
+        second = np.zeros(len(rows))
+        for t in np.unique(self.config_transforms_[self.active_]):
+            sel = np.flatnonzero(self.config_transforms_[self.active_] == t)
+            idx = self.active_[sel]
+            z, stats = _blr.target(self.train_y_, t)
+            grams = _blr.grams(self.blocks_[t], self.train_rows_, rows)
+            f, chol, _, _ = _blr.batch_posterior(grams, self.config_scales_[idx], self.config_noises_[idx], z)
+            for k, (i, w) in enumerate(zip(idx, self.weights_[sel], strict=True)):
+                var = _blr.query_var(grams, self.config_scales_[i], self.config_noises_[i], chol[k]) if return_std else 0 * f[k]
+                mu, sd = _blr.untarget(f[k], var, t, stats)
+                mean += w * mu
+                second += w * (sd**2 + mu**2)
+        if return_std:
+            return mean, np.sqrt(np.maximum(second - mean**2, 0.0))
+        return mean
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Persist the fitted predictor (atomic write); :meth:`load` restores identical predictions."""
+        save_pickle(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> FewShotLatencyPredictor:
+        return load_pickle(cls, path)
+
+    def _require(self, attr: str) -> None:
+        if not hasattr(self, attr):
+            step = "meta_fit" if attr == "configs_" else "adapt"
+            raise ValueError(f"{type(self).__name__} is not fitted; call {step}() first")

@@ -1,0 +1,176 @@
+"""Few-shot latency predictor and ridge baseline on a small slice of HELP's NB201 measurements."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import spearmanr
+
+from latency_luts.interchange import latency_matrix, load_latency_table
+from predictors.fewshot import FewShotLatencyPredictor, SourceRidgeBaseline, device_family
+from search_spaces.nb201.arch import NB201Architecture, encode_onehot
+
+SOURCES = ["1080ti_1", "1080ti_32", "silver_4114", "pixel3", "samsung_a50", "essential_ph_1"]
+TARGETS = ["eyeriss", "titan_rtx_256"]
+N_ARCHS = 2500
+
+
+def small_predictor() -> FewShotLatencyPredictor:
+    return FewShotLatencyPredictor(
+        src_scales=(0.0, 1.0),
+        proj_scales=(0.0, 1.0, 10.0),
+        pmean_scales=(0.0, 3.0),
+        enc_scales=(0.0, 0.3),
+        noises=(0.1, 0.3),
+        transforms=("raw", "log"),
+        selections=("random", "variance"),
+        prior_strengths=(0.0, 100.0),
+        meta_tasks=1,
+        meta_pool=500,
+        meta_query=500,
+    )
+
+
+@pytest.fixture(scope="module")
+def slice_(shared_data: Path):
+    df = load_latency_table([shared_data / "latency" / "nb201_help.csv.gz"], space="nb201", devices=SOURCES + TARGETS)
+    mat = latency_matrix(df).iloc[:N_ARCHS]
+    archs = list(mat.index)
+    feats = pd.DataFrame(encode_onehot([NB201Architecture.from_string(a) for a in archs]), index=archs)
+    return mat, archs, feats
+
+
+@pytest.fixture(scope="module")
+def fitted(slice_):
+    mat, _, feats = slice_
+    return small_predictor().meta_fit(mat[SOURCES], feats), SourceRidgeBaseline().meta_fit(mat[SOURCES])
+
+
+def _task(mat: pd.DataFrame, archs: list[str], target: str):
+    y = mat[target].to_numpy()
+    return [archs[i] for i in range(900)], [archs[i] for i in range(900, 1900)], y
+
+
+def test_adapted_beats_unadapted_and_ridge_baseline(slice_, fitted) -> None:
+    mat, archs, _ = slice_
+    ours, base = fitted
+    src_std = (mat[SOURCES] - mat[SOURCES].mean()) / mat[SOURCES].std()
+    for target in TARGETS:
+        pool, query, y = _task(mat, archs, target)
+        yq = y[900:1900]
+        unadapted = spearmanr(src_std.iloc[900:1900].mean(axis=1), yq)[0]  # no target data: average source
+        rho_ours, rho_base = [], []
+        for seed in range(3):
+            picked = ours.select(pool, 20, np.random.default_rng(seed))
+            ours.adapt(picked, y[[archs.index(a) for a in picked]])
+            rho_ours.append(spearmanr(ours.predict(query), yq)[0])
+            picked = base.select(pool, 20, np.random.default_rng(seed))
+            base.adapt(picked, y[[archs.index(a) for a in picked]])
+            rho_base.append(spearmanr(base.predict(query), yq)[0])
+        ours_m, base_m = float(np.mean(rho_ours)), float(np.mean(rho_base))
+        assert ours_m > 0.97, (target, ours_m)
+        assert ours_m > base_m + 0.01, (target, ours_m, base_m)
+        assert ours_m > unadapted + 0.03, (target, ours_m, unadapted)
+
+
+def test_uncertainty_and_save_load_round_trip(slice_, fitted, tmp_path: Path) -> None:
+    mat, archs, _ = slice_
+    ours, base = fitted
+    pool, query, y = _task(mat, archs, "eyeriss")
+    picked = ours.select(pool, 20, np.random.default_rng(0))
+    assert len(set(picked)) == 20 and set(picked) <= set(pool)
+    ours.adapt(picked, y[[archs.index(a) for a in picked]])
+    mean, std = ours.predict(query, return_std=True)
+    assert mean.shape == std.shape == (1000,) and (std > 0).all() and np.isfinite(std).all()
+    assert np.allclose(mean, ours.predict(query))
+    # measured archs are predicted more confidently than the average query arch
+    assert ours.predict(picked, return_std=True)[1].mean() < std.mean()
+    ours.save(tmp_path / "ours.pkl")
+    again = FewShotLatencyPredictor.load(tmp_path / "ours.pkl")
+    assert np.array_equal(again.predict(query), mean)
+    assert np.array_equal(again.predict(query, return_std=True)[1], std)
+    base.adapt(picked, y[[archs.index(a) for a in picked]])
+    base.save(tmp_path / "base.pkl")
+    b2 = SourceRidgeBaseline.load(tmp_path / "base.pkl")
+    assert np.array_equal(b2.predict(query), base.predict(query))
+    assert (b2.predict(query, return_std=True)[1] > 0).all()
+    with pytest.raises(ValueError, match="does not hold a saved FewShotLatencyPredictor"):
+        FewShotLatencyPredictor.load(tmp_path / "base.pkl")
+
+
+def test_errors(slice_, fitted) -> None:
+    mat, archs, feats = slice_
+    ours, _ = fitted
+    with pytest.raises(ValueError, match="not fitted; call meta_fit"):
+        FewShotLatencyPredictor().select(archs[:50], 20, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="not fitted; call adapt"):
+        small_predictor().meta_fit(mat[SOURCES], feats).predict(archs[:3])
+    with pytest.raises(ValueError, match="budget=60 is invalid"):
+        ours.select(archs[:50], 60, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="no source-device latencies"):
+        ours.adapt(["|none~0|+|none~0|none~1|+|none~0|none~1|bogus~2|"] + archs[:4], np.ones(5))
+    with pytest.raises(ValueError, match="latency -1.0"):
+        ours.adapt(archs[:3], [1.0, -1.0, 2.0])
+    with pytest.raises(ValueError, match="got 3 archs but 2 latencies"):
+        ours.adapt(archs[:3], [1.0, 2.0])
+    bad = mat[SOURCES].copy()
+    bad.iloc[5, 2] = np.nan
+    with pytest.raises(ValueError, match="source_table latency nan"):
+        small_predictor().meta_fit(bad, feats)
+    with pytest.raises(ValueError, match="selection 'greedy' is invalid"):
+        FewShotLatencyPredictor(selections=("greedy",)).meta_fit(mat[SOURCES], feats)
+    with pytest.raises(ValueError, match="arch_features block 'flops' is unknown"):
+        small_predictor().meta_fit(mat[SOURCES], {"flops": feats})
+    assert device_family("1080ti_256") == "1080ti" and device_family("eyeriss") == "eyeriss"
+
+
+def test_bench_config_errors() -> None:
+    from nas.bench.latency_fewshot import run
+
+    cfg = {"data": None, "space": "nb201", "meta_train": None, "meta_test": None, "budget": 20, "protocol": "help",
+           "seeds": 1, "out": None}
+    with pytest.raises(ValueError, match="bench.data is null"):
+        run(cfg)
+    with pytest.raises(ValueError, match="bench.protocol='loo' is invalid"):
+        run({**cfg, "data": ["x.csv"], "protocol": "loo"})
+    with pytest.raises(ValueError, match="lacks key 'seeds'"):
+        run({k: v for k, v in cfg.items() if k != "seeds"})
+
+
+def test_bench_end_to_end_protocol_all(shared_data: Path, tmp_path: Path) -> None:
+    """run() on a tiny CSV cut from the real data: JSON shape, atomic write, ours beats the baseline."""
+    import json
+
+    from nas.bench.latency_fewshot import run
+
+    df = load_latency_table([shared_data / "latency" / "nb201_help.csv.gz"], space="nb201",
+                            devices=["1080ti_1", "silver_4114", "pixel3", "samsung_a50", "fpga"])
+    keep = set(pd.unique(df["arch"])[:400])
+    csv = tmp_path / "tiny.csv"
+    df[df["arch"].isin(keep)].to_csv(csv, index=False)
+    out = tmp_path / "res" / "fewshot.json"
+    res = run({"data": [str(csv)], "space": "nb201", "meta_train": ["1080ti_1", "silver_4114", "pixel3", "samsung_a50"],
+               "meta_test": ["fpga"], "budget": 20, "protocol": "all", "seeds": 2, "out": str(out)})
+    saved = json.loads(out.read_text())
+    assert saved["devices"] == res["devices"] and not list(out.parent.glob(".tmp_*"))
+    assert set(saved) == {"space", "budget", "protocol", "devices", "mean_spearman", "baseline"}
+    assert set(saved["baseline"]) == {"space", "budget", "protocol", "devices", "mean_spearman"}
+    m, b = saved["devices"]["fpga"], saved["baseline"]["devices"]["fpga"]
+    assert set(m) == {"spearman_mean", "spearman_std", "mape_mean", "within10_mean"} == set(b)
+    assert m["spearman_mean"] > 0.97 and m["spearman_mean"] > b["spearman_mean"]
+    assert m["mape_mean"] < b["mape_mean"] and 0 <= m["within10_mean"] <= 1
+
+
+def test_source_latencies_only(slice_) -> None:
+    """Without arch features the predictor still works (src block only) and beats nothing-known guessing."""
+    mat, archs, _ = slice_
+    model = FewShotLatencyPredictor(selections=("random",), prior_strengths=(0.0,), meta_tasks=1, meta_pool=400,
+                                    meta_query=400).meta_fit(mat[SOURCES])
+    assert all(c[1][1:] == (0.0, 0.0, 0.0, 0.0) for c in model.configs_)
+    pool, query, y = _task(mat, archs, "titan_rtx_256")
+    picked = model.select(pool, 20, np.random.default_rng(1))
+    model.adapt(picked, y[[archs.index(a) for a in picked]])
+    assert spearmanr(model.predict(query), y[900:1900])[0] > 0.95
