@@ -85,6 +85,15 @@ def _input_feed(sess, batch: int, rng: np.random.Generator) -> dict[str, np.ndar
     return feed
 
 
+def _progress(it: range, desc: str, enabled: bool):  # noqa: ANN202
+    """tqdm when installed (it is optional on measurement devices)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - the remote agent may run without tqdm
+        return it
+    return tqdm(it, desc=desc, unit="round", leave=False, disable=not enabled)
+
+
 def _stats(name: str, t: np.ndarray, warmup: int) -> Measurement:
     return Measurement(
         name=name,
@@ -126,9 +135,7 @@ def measure_onnx_models(
     times: list[list[float]] = [[] for _ in sessions]
 
     def run_rounds(idx: list[int], n: int, desc: str) -> None:
-        from tqdm.auto import tqdm
-
-        for _ in tqdm(range(n), desc=desc, unit="round", leave=False, disable=not progress):
+        for _ in _progress(range(n), desc, progress):
             for i in rng.permutation(idx):
                 t0 = time.perf_counter_ns()
                 sessions[i].run(None, feeds[i])

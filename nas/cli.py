@@ -43,8 +43,13 @@ def precheck_overrides(argv: list[str]) -> None:
 
 @hydra.main(config_path=f"pkg://{CONFIG_PACKAGE}", config_name="config", version_base="1.3")
 def _app(cfg: DictConfig) -> None:
+    from nas.stages.common import NeedsMeasurement
+
     try:
         summary = run_pipeline(cfg)
+    except NeedsMeasurement as e:
+        print(f"hwnas: waiting for device measurements: {e}", file=sys.stderr)
+        sys.exit(3)
     except (ValueError, FileNotFoundError) as e:
         print(f"hwnas: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -63,6 +63,8 @@ def validate_config(cfg: DictConfig) -> None:
     for key in ("measure.exporter", "export.exporter"):
         if OmegaConf.select(cfg, key) not in ("legacy", "dynamo"):
             raise ValueError(f"{key}={OmegaConf.select(cfg, key)!r} is invalid; expected 'legacy' or 'dynamo'")
+    if cfg.device.get("runtime", "onnxruntime") not in ("onnxruntime", "remote"):
+        raise ValueError(f"device.runtime={cfg.device.runtime!r} is invalid; expected 'onnxruntime' or 'remote'")
     objs = list(cfg.search.objectives)
     if objs != ["accuracy", "latency_ms"]:
         raise ValueError(f"search.objectives={objs} is not supported yet; expected [accuracy, latency_ms]")

@@ -19,9 +19,57 @@ from nas.training import evaluate, recalibrate_bn
 log = logging.getLogger(__name__)
 
 
-def measure_archs(ctx: RunContext, supernet: Any, archs: Sequence[Any], desc: str = "export for timing") -> list[Measurement]:
-    """Export each subnet to ONNX (fast exporter) and time them all together on the configured device."""
+class NeedsMeasurement(Exception):
+    """A remote device must time a kit before the pipeline can go on (the stage is left unfinished)."""
+
+
+def _remote_measurements(ctx: RunContext, supernet: Any, archs: Sequence[Any], stage: str) -> list[Measurement]:
+    """Latencies from CSVs measured by ``hwnas-measure``; missing archs -> write a kit and stop."""
+    from latency_luts.interchange import load_latency_table
+    from latency_luts.kit import write_manifest
+
     dev = ctx.cfg.device
+    known: dict[Any, dict] = {}
+    csvs = list(dev.get("csv") or [])
+    if csvs:
+        table = load_latency_table(csvs, space=ctx.space.name, devices=[dev.name])
+        for row in table.to_dict("records"):
+            known[ctx.space.parse(row["arch"])] = row
+    missing = [a for a in archs if a not in known]
+    if missing:
+        kit = ctx.path("kits", stage)
+        models = []
+        for i, arch in enumerate(tqdm(missing, desc=f"write measurement kit ({stage})", unit="subnet", leave=False)):
+            shape = ctx.space.input_shape(arch, dev.batch)
+            export_onnx(ctx.space.extract(supernet, arch).eval(), shape, kit / f"{i:04d}.onnx",
+                        exporter=ctx.cfg.measure.exporter)
+            models.append({"file": f"{i:04d}.onnx", "arch": arch.to_string(), "input_shape": list(shape)})
+        write_manifest(kit, ctx.space.name, models)
+        raise NeedsMeasurement(
+            f"{len(missing)} subnets need timing on {dev.name}: copy {kit} to the device, run "
+            f"'hwnas-measure {kit.name} --device {dev.name} --out {stage}.csv', then rerun this command with "
+            f"device.csv=[...,{stage}.csv]"
+        )
+    out = []
+    for arch in archs:
+        r = known[arch]
+        get = lambda k, r=r: float(r.get(k, r["latency_ms"]))  # noqa: E731
+        out.append(Measurement(arch.to_string(), float(r["latency_ms"]), get("median_ms"), get("p10_ms"),
+                               get("p90_ms"), float(r.get("cv", 0.0)), int(r.get("runs", 0)), int(r.get("warmup", 0))))
+    return out
+
+
+def measure_archs(ctx: RunContext, supernet: Any, archs: Sequence[Any], desc: str = "export for timing",
+                  stage: str = "measure") -> list[Measurement]:
+    """Export each subnet to ONNX (fast exporter) and time them all together on the configured device.
+
+    ``device.runtime=remote``: latencies come from ``device.csv`` files written by ``hwnas-measure``.
+    """
+    dev = ctx.cfg.device
+    if dev.runtime == "remote":
+        return _remote_measurements(ctx, supernet, archs, stage)
+    if dev.runtime != "onnxruntime":
+        raise ValueError(f"device.runtime={dev.runtime!r} is invalid; expected 'onnxruntime' or 'remote'")
     with tempfile.TemporaryDirectory(prefix="hwnas-measure-") as tmp:
         paths = []
         for i, arch in enumerate(tqdm(archs, desc=desc, unit="subnet", leave=False)):

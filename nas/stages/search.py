@@ -62,7 +62,7 @@ def run(ctx: RunContext) -> dict:
     evals = pd.read_csv(ctx.path("evaluations.csv"))
     new = evaluate_archs(ctx, supernet, picks, ("val", "test"), desc="evaluate predicted-front picks")
     accs = {s: list(evals[f"{s}_accuracy"]) + new[s] for s in ("val", "test")}
-    ms = measure_archs(ctx, supernet, archs, desc="export candidates")
+    ms = measure_archs(ctx, supernet, archs, desc="export candidates", stage="search")
     X = featurize(space, archs, feats)
     pred_acc, acc_std = acc_model.predict(X, return_std=True)
     pred_lat, lat_std = lat_model.predict(X, return_std=True)

@@ -130,3 +130,28 @@ def test_bad_config_values_fail_before_anything_is_written(tmp_path):
             run_pipeline(compose_cfg(run_dir, override))
         assert "\n" not in str(e.value)
         assert not run_dir.exists()
+
+
+@pytest.mark.slow
+def test_remote_device_round_trip_through_a_kit(run, tmp_path):
+    """device=remote: hwnas writes a kit and stops; the agent times it; the rerun uses those timings."""
+    import shutil
+
+    from latency_luts.agent import main as agent_main
+    from nas.stages.common import NeedsMeasurement
+
+    src, _ = run
+    (tmp_path / "checkpoints").mkdir()
+    shutil.copy(src / "checkpoints" / "supernet.pt", tmp_path / "checkpoints" / "supernet.pt")
+    (tmp_path / "stages").mkdir()
+    shutil.copy(src / "stages" / "train.json", tmp_path / "stages" / "train.json")
+    with pytest.raises(NeedsMeasurement, match="10 subnets need timing on my_device"):
+        run_pipeline(compose_cfg(tmp_path, "device=remote", "stages=[train,measure]"))
+    kit = tmp_path / "kits" / "measure"
+    assert (kit / "manifest.json").is_file() and not (tmp_path / "measurements.csv").exists()
+    csv = tmp_path / "measure.csv"
+    assert agent_main([str(kit), "--device", "my_device", "--out", str(csv), "--rounds", "3", "--quiet"]) == 0
+    run_pipeline(compose_cfg(tmp_path, "device=remote", "stages=[train,measure]", f"device.csv=[{csv}]"))
+    got = pd.read_csv(tmp_path / "measurements.csv")
+    sent = pd.read_csv(csv)
+    assert dict(zip(got.arch, got.latency_ms)) == pytest.approx(dict(zip(sent.arch, sent.latency_ms)))

@@ -1,0 +1,71 @@
+"""Measurement kits: ONNX files + ``manifest.json`` that ``hwnas-measure`` times on a remote device.
+
+Kept free of torch and pandas so the agent side imports only onnxruntime + numpy.
+
+manifest.json::
+
+    {"format": "hwnas-measurement-kit", "version": 1, "space": "ofa_mbv3",
+     "models": [{"file": "000.onnx", "arch": "ks=...;e=...;d=...;r=160", "input_shape": [1, 3, 160, 160]}, ...]}
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+KIT_FORMAT = "hwnas-measurement-kit"
+KIT_VERSION = 1
+CSV_COLUMNS = ("space", "arch", "device", "latency_ms", "median_ms", "p10_ms", "p90_ms", "cv", "runs", "warmup")
+
+
+def write_manifest(kit_dir: str | Path, space: str, models: Sequence[dict[str, Any]]) -> Path:
+    """Write the manifest of a kit whose ONNX files are already in ``kit_dir``."""
+    kit_dir = Path(kit_dir)
+    for m in models:
+        if not (kit_dir / m["file"]).is_file():
+            raise ValueError(f"kit model file {m['file']!r} is missing from {kit_dir}")
+    path = kit_dir / "manifest.json"
+    tmp = path.with_name("manifest.json.tmp")
+    tmp.write_text(json.dumps({"format": KIT_FORMAT, "version": KIT_VERSION, "space": space, "models": list(models)},
+                              indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def read_manifest(kit_dir: str | Path) -> dict[str, Any]:
+    kit_dir = Path(kit_dir)
+    path = kit_dir / "manifest.json"
+    if not path.is_file():
+        raise ValueError(f"{kit_dir} has no manifest.json; expected a kit written by hwnas (measure.kit_dir=...)")
+    try:
+        man = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); expected a kit manifest") from e
+    if man.get("format") != KIT_FORMAT or man.get("version") != KIT_VERSION:
+        raise ValueError(f"{path} has format {man.get('format')!r} v{man.get('version')}; "
+                         f"expected {KIT_FORMAT!r} v{KIT_VERSION}")
+    if not man.get("models"):
+        raise ValueError(f"{path} lists no models; expected at least one")
+    for m in man["models"]:
+        if not (kit_dir / m["file"]).is_file():
+            raise ValueError(f"kit model file {m['file']!r} listed in {path} is missing")
+    return man
+
+
+def write_interchange_csv(path: str | Path, rows: Sequence[dict[str, Any]], extra: dict[str, Any]) -> Path:
+    """Rows in the interchange format (+ spread and device profile columns), written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    cols = list(CSV_COLUMNS) + [k for k in extra if k not in CSV_COLUMNS]
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for r in rows:
+            w.writerow({**extra, **r})
+    os.replace(tmp, path)
+    return path
