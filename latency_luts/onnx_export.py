@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 EXPORTERS = ("legacy", "dynamo")
+_CHATTY_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch._dynamo")
 
 
 def export_onnx(
@@ -46,6 +48,8 @@ def export_onnx(
             except ImportError as e:  # pragma: no cover - depends on the install
                 raise RuntimeError("exporter 'dynamo' needs onnxscript: pip install 'hwnas[export]'") from e
             dyn = ({"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None)
+            for name in _CHATTY_LOGGERS:  # the dynamo path logs every graph pass at INFO
+                logging.getLogger(name).setLevel(logging.WARNING)
             prog = torch.onnx.export(model, (x,), input_names=["input"], output_names=["logits"],
                                      opset_version=opset, dynamic_shapes=dyn, dynamo=True, verbose=False)
             prog.save(str(tmp), external_data=False)

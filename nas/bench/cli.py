@@ -15,6 +15,7 @@ from nas.cli import precheck_overrides
 BENCHES = {
     "quickstart": "nas.bench.quickstart",
     "latency_fewshot": "nas.bench.latency_fewshot",
+    "lut_accuracy": "nas.bench.lut_accuracy",
     "search_nb201": "nas.bench.search_nb201",
 }
 

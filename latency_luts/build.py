@@ -1,0 +1,114 @@
+"""Build per-block latency LUTs for the OFA-MobileNetV3 space by timing every distinct block alone.
+
+A block is keyed by ``space.blocks(arch)`` (shape, kernel, expand, stride, SE, activation), so one entry serves
+every subnet that contains it. Blocks are exported to ONNX and timed with the interleaved-rounds protocol of
+:mod:`latency_luts.measure`, in chunks, each chunk in a fresh process (limits drift and memory).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from tqdm.auto import tqdm
+
+from latency_luts.lut import LatencyLUT
+from latency_luts.onnx_export import export_onnx
+from latency_luts.profile import local_ort_profile
+
+log = logging.getLogger(__name__)
+
+
+def ofa_block_catalogue(space: Any) -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
+    """Every distinct block of the space: key -> (static module with random weights, input shape)."""
+    from search_spaces.ofa_mbv3.arch import DEPTH_CHOICES, EXPAND_CHOICES, KERNEL_CHOICES, OFAArchitecture
+    from search_spaces.ofa_mbv3.static import MBConv
+    from search_spaces.ofa_mbv3.structure import block_specs
+    from search_spaces.ofa_mbv3.supernet import FirstBlock, Head
+
+    cat: dict[str, tuple[nn.Module, tuple[int, ...]]] = {}
+    net = space.build_supernet()
+    for r in space.resolutions:
+        for k in KERNEL_CHOICES:
+            for e in EXPAND_CHOICES:
+                arch = OFAArchitecture((k,) * 20, (e,) * 20, (max(DEPTH_CHOICES),) * 5, r)
+                keys = space.blocks(arch)
+                specs = block_specs(arch, space.setting)
+                stem_key, first_key, head_key = keys[0], keys[1], keys[-1]
+                if stem_key not in cat:
+                    cat[stem_key] = (net.stem, (1, space.in_channels, r, r))
+                    hw = specs[0].in_hw
+                    cat[first_key] = (FirstBlock(16), (1, 16, hw, hw))
+                    fhw = specs[-1].out_hw
+                    cat[head_key] = (nn.Sequential(Head(160), net.classifier), (1, 160, fhw, fhw))
+                for key, spec in zip(keys[2:-1], specs[1:]):
+                    if key not in cat:
+                        cat[key] = (MBConv(spec), (1, spec.cin, spec.in_hw, spec.in_hw))
+    return cat
+
+
+_WORKER = """
+import json, sys
+from latency_luts.measure import OrtSettings, measure_onnx_models
+job = json.load(open(sys.argv[1]))
+ms = measure_onnx_models(job["paths"], OrtSettings(threads=job["threads"]), warmup=job["warmup"],
+                         rounds=job["rounds"], names=job["names"], seed=job["seed"], progress=False)
+json.dump([m.as_dict() for m in ms], open(sys.argv[2], "w"))
+"""
+
+
+def measure_in_fresh_process(paths: list[str], names: list[str], threads: int = 1, warmup: int = 3, rounds: int = 20,
+                             seed: int = 0) -> list[dict[str, Any]]:
+    """Time ONNX files with the interleaved protocol in a separate Python process; one dict per model."""
+    with tempfile.TemporaryDirectory(prefix="hwnas-job-") as tmp:
+        job, out = Path(tmp) / "job.json", Path(tmp) / "out.json"
+        job.write_text(json.dumps({"paths": paths, "names": names, "threads": threads, "warmup": warmup,
+                                   "rounds": rounds, "seed": seed}))
+        subprocess.run([sys.executable, "-c", _WORKER, str(job), str(out)], check=True, env=dict(os.environ))
+        return json.loads(out.read_text())
+
+
+def build_ofa_lut(space: Any, device: str = "local_cpu", threads: int = 1, rounds: int = 20, chunk: int = 400,
+                  out: str | Path | None = None) -> LatencyLUT:
+    """Measure every distinct block of ``space`` and return (and optionally save) the LUT."""
+    t0 = time.perf_counter()
+    cat = ofa_block_catalogue(space)
+    keys = list(cat)
+    entries: dict[str, float] = {}
+    spread: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="hwnas-lut-") as tmp:
+        bar = tqdm(total=len(keys), desc=f"LUT: export+time {len(keys)} blocks", unit="block")
+        for start in range(0, len(keys), chunk):
+            part = keys[start : start + chunk]
+            paths = []
+            for i, key in enumerate(part):
+                mod, shape = cat[key]
+                paths.append(str(export_onnx(mod.eval(), shape, Path(tmp) / f"{start + i}.onnx")))
+                bar.update(0.5)
+            res = measure_in_fresh_process(paths, part, threads=threads, rounds=rounds, seed=start)
+            for r in res:
+                entries[r["name"]] = r["latency_ms"]
+                spread[r["name"]] = r["cv"]
+            bar.update(len(part) / 2)
+            for p in paths:
+                os.remove(p)
+        bar.close()
+    cvs = sorted(spread.values())
+    meta = {"profile": local_ort_profile(threads, 1, "fp32", device).as_dict(), "setting": space.setting,
+            "resolutions": list(space.resolutions), "rounds": rounds, "estimator": "min over interleaved rounds",
+            "median_cv": cvs[len(cvs) // 2], "build_seconds": round(time.perf_counter() - t0, 1),
+            "n_blocks": len(entries)}
+    lut = LatencyLUT(space.name, device, entries, 0.0, meta)
+    if out is not None:
+        lut.save(out)
+    log.info("LUT with %d blocks built in %.0f s (median CV %.3f)", len(entries), meta["build_seconds"],
+             meta["median_cv"])
+    return lut

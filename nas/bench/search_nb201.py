@@ -1,0 +1,212 @@
+"""bench=search_nb201: sample efficiency of multi-objective search on NB201 (BENCHMARKS.md).
+
+Objectives (minimised): CIFAR-10 test error (%) from a NATS-style table and latency (ms) of one device from the
+latency interchange file; one evaluation reveals both for one arch. Every strategy runs in this process with
+the same budget; the HV ratio uses the TRUE front's ideal/nadir for normalisation and reference (1.1, 1.1).
+
+Example::
+
+    hwnas-bench bench=search_nb201 bench.data=../shared/data/latency/nb201_help.csv.gz \
+        bench.accuracy=../shared/data/nb201/nats_bench_tss_test_acc_200ep.csv bench.devices=[raspi4] bench.seeds=2
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from nas.pareto import hv_history, hypervolume, normalize, pareto_mask
+
+STRATEGIES = ("ours", "random", "optuna_nsga2", "optuna_tpe", "optuna_gp", "pymoo_nsga2")
+HELP_TEST = ["titan_rtx_256", "gold_6226", "fpga", "pixel2", "raspi4", "eyeriss"]
+HELP_TRAIN = ["1080ti_1", "1080ti_32", "1080ti_256", "silver_4114", "silver_4210r", "samsung_a50", "pixel3",
+              "essential_ph_1", "samsung_s7"]
+DEFAULTS: dict[str, Any] = {
+    "devices": None, "budget": 300, "seeds": 10, "strategies": list(STRATEGIES), "data": None, "accuracy": None,
+    "out": None, "meta_train": None, "batch_size": 10, "n_initial": 10, "beta": 1.0, "pop_size": 24,
+    "latency_model": "bayes_linear", "noises": [0.005, 0.02, 0.1], "gp_seeds": None, "max_seconds_per_run": None, "inner_candidates": 20_000,
+}
+REF = np.array([1.1, 1.1])
+
+
+def _plain(cfg: Any) -> dict[str, Any]:
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    if not isinstance(cfg, Mapping):
+        raise ValueError(f"bench config must be a mapping, got {type(cfg).__name__}")
+    out = {**DEFAULTS, **{k: v for k, v in cfg.items() if k != "name"}}
+    unknown = sorted(set(out) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"bench.{unknown[0]} is unknown; expected keys {sorted(DEFAULTS)}")
+    for key in ("data", "accuracy"):
+        if out[key] is None:
+            raise ValueError(f"bench.{key} is null; expected a path (bench.{key}=PATH)")
+        if not os.path.exists(str(out[key])):
+            raise ValueError(f"bench.{key}={out[key]!r} does not exist; expected an existing file")
+    for key, lo in (("budget", 2), ("seeds", 1), ("batch_size", 1), ("n_initial", 3), ("pop_size", 4)):
+        if not isinstance(out[key], int) or out[key] < lo:
+            raise ValueError(f"bench.{key}={out[key]!r} is invalid; expected an integer >= {lo}")
+    if out["latency_model"] not in ("gp", "bayes_linear"):
+        raise ValueError(f"bench.latency_model={out['latency_model']!r} is invalid; expected 'gp' or 'bayes_linear'")
+    bad = [s for s in out["strategies"] if s not in STRATEGIES]
+    if bad or not out["strategies"]:
+        raise ValueError(f"bench.strategies has {bad[0] if bad else 'nothing'!r}; expected some of {list(STRATEGIES)}")
+    out["devices"] = list(out["devices"] or HELP_TEST)
+    out["meta_train"] = list(out["meta_train"] or HELP_TRAIN)
+    clash = sorted(set(out["devices"]) & set(out["meta_train"]))
+    if clash:
+        raise ValueError(f"device {clash[0]!r} is both a target and a meta-train device; expected disjoint lists")
+    return out
+
+
+class Problem:
+    """The tabular NB201 problem: candidates, objective rows per arch, meta-train latencies and encodings."""
+
+    def __init__(self, accuracy_csv: str, latency_csv: str, devices: list[str], meta_train: list[str]) -> None:
+        from latency_luts.interchange import latency_matrix, load_latency_table
+        from search_spaces import create_search_space
+        from search_spaces.nb201.space import encode_structure
+        from search_spaces.nb201.tabular import NB201Tabular
+
+        self.table = NB201Tabular(accuracy_csv)
+        self.space = create_search_space("nb201")
+        self.archs = [self.space.parse(s) for s in self.table.archs]
+        self.row = {a: i for i, a in enumerate(self.archs)}
+        mat = latency_matrix(load_latency_table(latency_csv, space="nb201", devices=[*devices, *meta_train]))
+        missing = [a for a in self.table.archs if a not in mat.index]
+        if missing:
+            raise ValueError(f"arch {missing[0]!r} has no latency rows in {latency_csv!r}; expected all 15625")
+        mat = mat.loc[self.table.archs]
+        self.latency = {d: mat[d].to_numpy(dtype=float) for d in devices}
+        self.source_log = np.log(mat[meta_train].to_numpy(dtype=float))  # meta-train devices only
+        self.error = 100.0 - self.table.acc
+        self.x_structure = encode_structure(self.archs)
+        self.x_onehot = self.space.encode(self.archs)
+
+    def F(self, device: str) -> np.ndarray:
+        return np.c_[self.error, self.latency[device]]
+
+
+def make_strategy(name: str, problem: Problem, seed: int, cfg: dict[str, Any]) -> Any:
+    from nas.search.closed_loop import ClosedLoopSearch
+    from nas.search.nsga2 import PymooNSGA2
+    from nas.search.optuna_search import OptunaSearch
+    from nas.search.random_search import RandomSearch
+    from nas.search.surrogates import BayesLinearSurrogate, GPSurrogate
+
+    if name == "ours":
+        lat_x = np.c_[problem.x_onehot, problem.source_log]
+        surrogates = [GPSurrogate(problem.x_structure, noises=cfg["noises"], log_target=True, shift=0.8),
+                      GPSurrogate(lat_x, log_target=True) if cfg["latency_model"] == "gp"
+                      else BayesLinearSurrogate(lat_x, log_target=True)]
+        return ClosedLoopSearch(candidates=problem.archs, surrogates=surrogates, n_initial=cfg["n_initial"],
+                                batch_size=cfg["batch_size"], beta=float(cfg["beta"]), seed=seed, space=problem.space)
+    if name == "random":
+        return RandomSearch(space=problem.space, batch_size=cfg["batch_size"], seed=seed, candidates=problem.archs)
+    if name == "pymoo_nsga2":
+        return PymooNSGA2(space=problem.space, pop_size=cfg["pop_size"], seed=seed)
+    return OptunaSearch(space=problem.space, sampler=name.removeprefix("optuna_"), storage=None,
+                        study_name=f"{name}-{seed}", seed=seed, population_size=cfg["pop_size"])
+
+
+def _one_run(strategy: Any, problem: Problem, F: np.ndarray, true: dict[str, Any], budget: int,
+             max_seconds: float | None, bar: Any) -> dict[str, Any]:
+    from nas.search.loop import run_budget
+
+    t0 = time.perf_counter()
+    deadline = None if max_seconds is None else t0 + float(max_seconds)
+
+    def objective(archs: list[Any]) -> np.ndarray:
+        if deadline is not None and time.perf_counter() > deadline:
+            raise TimeoutError
+        return F[[problem.row[a] for a in archs]]
+
+    cache: dict[Any, np.ndarray] = {}
+    truncated = False
+    try:
+        order, Fe = run_budget(strategy, objective, budget, cache=cache, progress=bar.update)
+    except TimeoutError:
+        truncated = True
+        order = list(cache)
+        Fe = np.stack([cache[a] for a in order])
+    rows = np.array([problem.row[a] for a in order])
+    hv = hv_history(normalize(Fe, true["ideal"], true["nadir"]), REF) / true["hv"]
+    hit = np.flatnonzero(hv >= 0.99)
+    return {"hv_ratio": float(hv[-1]), "evals_to_99pct": int(hit[0]) + 1 if len(hit) else budget + 1,
+            "front_recall": float(np.isin(true["rows"], rows).mean()), "n_evaluated": len(rows),
+            "distinct": len(set(rows.tolist())) == len(rows), "seconds": time.perf_counter() - t0,
+            "truncated": truncated}
+
+
+def _write_atomic(path: str, obj: dict[str, Any]) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def run(cfg: Any) -> dict[str, Any]:
+    c = _plain(cfg)
+    t_start = time.perf_counter()
+    problem = Problem(str(c["accuracy"]), str(c["data"]), c["devices"], c["meta_train"])
+    seeds = {s: c["seeds"] if s != "optuna_gp" or c["gp_seeds"] is None else min(int(c["gp_seeds"]), c["seeds"])
+             for s in c["strategies"]}
+    total = sum(seeds.values()) * len(c["devices"]) * c["budget"]
+    result: dict[str, Any] = {"bench": "search_nb201", "budget": c["budget"], "seeds": c["seeds"],
+                              "strategies": c["strategies"], "meta_train": c["meta_train"], "devices": {}}
+    with tqdm(total=total, desc="search_nb201", unit="eval") as bar:
+        for dev in c["devices"]:
+            F = problem.F(dev)
+            mask = pareto_mask(F)
+            T = F[mask]
+            ideal, nadir = T.min(0), T.max(0)
+            true = {"ideal": ideal, "nadir": nadir, "rows": np.flatnonzero(mask),
+                    "hv": hypervolume(normalize(T, ideal, nadir), REF)}
+            per: dict[str, Any] = {"true_front_size": int(mask.sum())}
+            for name in c["strategies"]:
+                runs = []
+                for seed in range(seeds[name]):
+                    bar.set_postfix_str(f"{dev} {name} seed {seed}")
+                    st = make_strategy(name, problem, seed, c)
+                    runs.append(_one_run(st, problem, F, true, c["budget"], c["max_seconds_per_run"], bar))
+                    if name == "ours" and seed == 0:
+                        per["inner_search_seconds"] = st.inner_search(int(c["inner_candidates"]))["seconds"]
+                per[name] = {
+                    "hv_ratio_median": float(np.median([r["hv_ratio"] for r in runs])),
+                    "evals_to_99pct_median": float(np.median([r["evals_to_99pct"] for r in runs])),
+                    "front_recall_median": float(np.median([r["front_recall"] for r in runs])),
+                    "seeds_run": len(runs),
+                    "seconds_per_run_median": float(np.median([r["seconds"] for r in runs])),
+                    "no_repeats": all(r["distinct"] for r in runs),
+                    "truncated_runs": sum(r["truncated"] for r in runs),
+                    "per_seed": runs,
+                }
+            result["devices"][dev] = per
+    ours = [p["ours"]["evals_to_99pct_median"] for p in result["devices"].values() if "ours" in p]
+    result["ours_max_evals_to_99pct"] = max(ours) if ours else None
+    result["target_met"] = bool(ours) and max(ours) <= 300 and all(
+        p["inner_search_seconds"] <= 2 for p in result["devices"].values())
+    result["seconds"] = time.perf_counter() - t_start
+    if c["out"]:
+        _write_atomic(str(c["out"]), result)
+    _print(result)
+    return result
+
+
+def _print(result: dict[str, Any]) -> None:
+    names = result["strategies"]
+    print(f"{'device':<14}" + "".join(f"{n + ' e99/hv':>24}" for n in names) + f"{'inner_s':>9}")
+    for dev, per in result["devices"].items():
+        cells = "".join(f"{per[n]['evals_to_99pct_median']:>14.0f} / {per[n]['hv_ratio_median']:.4f}" for n in names)
+        print(f"{dev:<14}{cells}{per.get('inner_search_seconds', float('nan')):>9.2f}")

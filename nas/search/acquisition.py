@@ -1,0 +1,57 @@
+"""Batch acquisition for two minimised objectives: greedy hypervolume improvement of optimistic predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nas.pareto import pareto_mask
+
+
+def hv_improvement_2d(P: np.ndarray, front: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Exact 2-D hypervolume each row of ``P`` would add to ``front`` (all minimised, bounded by ``ref``)."""
+    front = front[np.all(front < ref, axis=1)]
+    if len(front):
+        front = front[pareto_mask(front)]
+        front = front[np.argsort(front[:, 0])]
+    # staircase of the front: on [lo_j, hi_j) the front covers f1 >= h_j
+    lo = np.r_[-np.inf, front[:, 0]]
+    hi = np.r_[front[:, 0], ref[0]]
+    h = np.r_[ref[1], front[:, 1]]
+    w = np.clip(np.minimum(hi[None, :], ref[0]) - np.maximum(lo[None, :], P[:, :1]), 0.0, None)
+    d = np.clip(np.minimum(h[None, :], ref[1]) - P[:, 1:2], 0.0, None)
+    return (w * d).sum(1)
+
+
+def domination_margin(P: np.ndarray, front: np.ndarray) -> np.ndarray:
+    """Smallest uniform shift each row of ``P`` needs to be non-dominated by ``front`` (<= 0: already is)."""
+    if not len(front):
+        return np.full(len(P), -np.inf)
+    return (np.max(P[:, None, :] - front[None, :, :], axis=2)).min(1)
+
+
+def select_batch(
+    optimistic: np.ndarray, front: np.ndarray, k: int, ref: float = 1.1, exclude: np.ndarray | None = None
+) -> np.ndarray:
+    """Indices of ``k`` rows of ``optimistic`` picked greedily by hypervolume improvement over ``front``.
+
+    Both are normalised with the front's ideal/nadir first. After each pick its optimistic point joins the
+    front (so the batch spreads along it). Rows with no improvement left are ranked by domination margin.
+    ``exclude``: boolean mask of rows never to pick (already evaluated).
+    """
+    lo, hi = front.min(0), front.max(0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    P = (optimistic - lo) / span
+    Fn = (front - lo) / span
+    r = np.full(P.shape[1], float(ref))
+    allowed = np.ones(len(P), dtype=bool) if exclude is None else ~exclude
+    chosen: list[int] = []
+    for _ in range(min(int(k), int(allowed.sum()))):
+        gain = np.where(allowed, hv_improvement_2d(P, Fn, r), -1.0)
+        i = int(np.argmax(gain))
+        if gain[i] <= 0:
+            margin = np.where(allowed, domination_margin(P, Fn), np.inf)
+            i = int(np.argmin(margin))
+        chosen.append(i)
+        allowed[i] = False
+        Fn = np.vstack([Fn, P[i]])
+    return np.asarray(chosen, dtype=int)

@@ -1,0 +1,154 @@
+"""Optuna samplers (NSGA-II, TPE, GP, random) behind the ask/tell interface, over a persistent study.
+
+One categorical parameter per gene of ``space.to_genome``; each trial stores its canonical arch string in
+``user_attrs["arch"]``. Re-creating the strategy with the same ``storage`` and ``study_name`` resumes the
+study: the completed trials seed an evaluation cache, and an arch that was already evaluated is never proposed
+again (a sampler's repeat is told its cached objectives at once and marked ``user_attrs["duplicate"]``).
+
+Example::
+
+    s = OptunaSearch(space=space, sampler="tpe", storage="sqlite:///study.db", study_name="nb201-pixel3")
+    archs = s.ask(); s.tell(archs, F)          # F: (len(archs), n_objectives), minimised
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+
+from nas.search.base import Strategy
+
+SAMPLERS = ("nsga2", "tpe", "gp", "random")
+
+
+def make_sampler(name: str, seed: int, population_size: int = 24) -> Any:
+    """An Optuna sampler by short name, seeded."""
+    import optuna
+
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(population_size=int(population_size), seed=seed)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"sampler={name!r} is invalid; expected one of {list(SAMPLERS)}")
+
+
+class OptunaSearch(Strategy):
+    """An Optuna study driven by ask/tell; all objectives minimised.
+
+    Args:
+        space: a search space with ``genome_bounds/to_genome/from_genome`` and ``parse``.
+        sampler: ``"nsga2" | "tpe" | "gp" | "random"``.
+        storage: any Optuna storage URL (default a SQLite file ``sqlite:///optuna_study.db``); ``None`` keeps
+            the study in memory (no resume).
+        study_name: the study to create or resume.
+        n_objectives: number of objective columns told.
+        batch_size: archs per ``ask()``.
+        seed: sampler seed.
+        population_size: NSGA-II population.
+        max_retries: sampler repeats tolerated per proposal before a random unseen arch is enqueued.
+    """
+
+    def __init__(self, *, space: Any, sampler: str = "tpe", storage: str | None = "sqlite:///optuna_study.db",
+                 study_name: str = "hwnas", n_objectives: int = 2, batch_size: int = 1, seed: int = 0,
+                 population_size: int = 24, max_retries: int = 20) -> None:
+        for attr in ("genome_bounds", "to_genome", "from_genome", "parse"):
+            if not hasattr(space, attr):
+                raise ValueError(f"space {getattr(space, 'name', space)!r} lacks {attr}; expected an integer genome")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler={sampler!r} is invalid; expected one of {list(SAMPLERS)}")
+        if storage is not None and (not isinstance(storage, str) or "://" not in storage):
+            raise ValueError(f"storage={storage!r} is invalid; expected an Optuna storage URL like 'sqlite:///study.db'")
+        if not isinstance(study_name, str) or not study_name:
+            raise ValueError(f"study_name={study_name!r} is invalid; expected a non-empty string")
+        for key, val, lo in (("n_objectives", n_objectives, 1), ("batch_size", batch_size, 1),
+                             ("population_size", population_size, 2), ("max_retries", max_retries, 1)):
+            if not isinstance(val, int | np.integer) or val < lo:
+                raise ValueError(f"{key}={val!r} is invalid; expected an integer >= {lo}")
+        import optuna
+        from optuna.distributions import CategoricalDistribution
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.space = space
+        self.n_objectives = int(n_objectives)
+        self.batch_size = int(batch_size)
+        self.max_retries = int(max_retries)
+        self.rng = np.random.default_rng(int(seed))
+        lo, hi = space.genome_bounds()
+        self.dists = {f"g{k}": CategoricalDistribution(list(range(int(a), int(b) + 1))) for k, (a, b) in enumerate(zip(lo, hi))}
+        self.study = optuna.create_study(
+            storage=storage, study_name=study_name, load_if_exists=True,
+            directions=["minimize"] * self.n_objectives, sampler=make_sampler(sampler, int(seed), population_size),
+        )
+        self.cache_: dict[Hashable, np.ndarray] = {}
+        TS = optuna.trial.TrialState
+        for t in self.study.get_trials(deepcopy=False):
+            if t.state == TS.COMPLETE and "arch" in t.user_attrs and not t.user_attrs.get("duplicate"):
+                self.cache_[space.parse(t.user_attrs["arch"])] = np.asarray(t.values, dtype=np.float64)
+            elif t.state == TS.RUNNING:  # left over by an interrupted session: never told
+                self.study.tell(t.number, state=TS.FAIL)
+        self._pending: dict[Hashable, Any] = {}
+
+    @staticmethod
+    def _key(arch: Any) -> str:
+        return arch.to_string() if hasattr(arch, "to_string") else str(arch)
+
+    def _random_unseen(self) -> Any:
+        for _ in range(10_000):
+            a = self.space.sample(self.rng)
+            if a not in self.cache_ and a not in self._pending:
+                return a
+        raise ValueError("cannot find an unevaluated architecture; the space looks exhausted")
+
+    def _ask_one(self) -> tuple[Any, Any]:
+        import optuna
+
+        for attempt in range(self.max_retries + 1):
+            if attempt == self.max_retries:
+                g = self.space.to_genome(self._random_unseen())
+                self.study.enqueue_trial({f"g{k}": int(v) for k, v in enumerate(g)}, skip_if_exists=False)
+            trial = self.study.ask(self.dists)
+            arch = self.space.from_genome(np.array([trial.params[f"g{k}"] for k in range(len(self.dists))]))
+            trial.set_user_attr("arch", self._key(arch))
+            if arch in self.cache_:
+                trial.set_user_attr("duplicate", True)
+                self.study.tell(trial, self.cache_[arch].tolist())
+            elif arch in self._pending:
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                return arch, trial
+        raise ValueError("sampler kept proposing evaluated architectures")  # pragma: no cover
+
+    def ask(self) -> list[Any]:
+        out = []
+        for _ in range(self.batch_size):
+            arch, trial = self._ask_one()
+            self._pending[arch] = trial
+            out.append(arch)
+        return out
+
+    def tell(self, archs: Sequence[Any], F: np.ndarray) -> None:
+        F = np.asarray(F, dtype=np.float64).reshape(len(archs), -1)
+        if F.shape[1] != self.n_objectives:
+            raise ValueError(f"tell() got {F.shape[1]} objective columns; expected {self.n_objectives}")
+        for a, f in zip(archs, F, strict=True):
+            trial = self._pending.pop(a, None)
+            if trial is None:
+                raise ValueError(f"tell() got arch {self._key(a)!r} that is not pending from ask()")
+            if not np.isfinite(f).all():
+                import optuna
+
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                continue
+            self.study.tell(trial, f.tolist())
+            self.cache_[a] = f
+
+    @property
+    def history_(self) -> dict[Hashable, np.ndarray]:
+        """Every evaluated arch (this session and resumed ones) -> objective row."""
+        return self.cache_

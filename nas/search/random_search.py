@@ -1,0 +1,59 @@
+"""Random search: uniform draws of architectures not proposed before."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+
+from nas.search.base import Strategy
+
+
+class RandomSearch(Strategy):
+    """Uniform sampling without repeats; ``ask()`` returns ``batch_size`` archs never proposed before.
+
+    With ``candidates`` it samples that finite list without replacement (a tabular space), else
+    ``space.sample``.
+    """
+
+    def __init__(self, *, space: Any, batch_size: int = 10, seed: int = 0,
+                 candidates: Sequence[Hashable] | None = None) -> None:
+        if not hasattr(space, "sample"):
+            raise ValueError(f"space {space!r} has no sample(rng); expected a SearchSpace")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size={batch_size} is invalid; expected an integer >= 1")
+        self.space = space
+        self.batch_size = int(batch_size)
+        self.rng = np.random.default_rng(int(seed))
+        self._order = None if candidates is None else [candidates[i] for i in self.rng.permutation(len(candidates))]
+        self._pos = 0
+        self.seen_: set[Hashable] = set()
+        self.history_: dict[Hashable, np.ndarray] = {}
+
+    def ask(self) -> list[Hashable]:
+        out: list[Hashable] = []
+        tries = 0
+        while len(out) < self.batch_size:
+            if self._order is not None:
+                if self._pos >= len(self._order):
+                    break
+                a = self._order[self._pos]
+                self._pos += 1
+            else:
+                a = self.space.sample(self.rng)
+                tries += 1
+                if tries > 1000 * self.batch_size:
+                    break
+            if a not in self.seen_:
+                self.seen_.add(a)
+                out.append(a)
+        return out
+
+    def tell(self, archs: Sequence[Hashable], F: np.ndarray) -> None:
+        F = np.asarray(F, dtype=np.float64)
+        if len(F) != len(archs):
+            raise ValueError(f"tell() got {len(archs)} archs but {len(F)} objective rows; expected one row each")
+        for a, f in zip(archs, F, strict=True):
+            self.seen_.add(a)
+            self.history_[a] = f

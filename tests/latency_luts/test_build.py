@@ -1,0 +1,38 @@
+"""LUT building on a one-resolution OFA space and the LUT + residual estimator against real measurements."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from latency_luts.build import build_ofa_lut, measure_in_fresh_process, ofa_block_catalogue
+from latency_luts.lut import LatencyLUT
+from latency_luts.onnx_export import export_onnx
+from predictors.lut_residual import LUTResidualPredictor
+from search_spaces import create_search_space
+
+
+def test_catalogue_covers_every_block_of_random_archs():
+    space = create_search_space("ofa_mbv3", setting="imagenet")
+    cat = ofa_block_catalogue(space)
+    assert len(cat) == 1251
+    for a in space.sample_many(200, np.random.default_rng(0)):
+        assert all(k in cat for k in space.blocks(a))
+
+
+@pytest.mark.slow
+def test_lut_plus_residual_tracks_whole_network_latency(tmp_path):
+    space = create_search_space("ofa_mbv3", setting="imagenet", resolutions=[128])
+    lut = LatencyLUT.load(build_ofa_lut(space, rounds=8, out=tmp_path / "lut.json") and tmp_path / "lut.json")
+    assert lut.meta["n_blocks"] == len(lut.entries) > 50 and lut.space == "ofa_mbv3"
+    archs = [space.largest(), space.smallest()] + space.sample_many(10, np.random.default_rng(1))
+    net = space.build_supernet().eval()
+    paths = [str(export_onnx(space.extract(net, a).eval(), space.input_shape(a), tmp_path / f"{i}.onnx"))
+             for i, a in enumerate(archs)]
+    meas = np.array([r["latency_ms"] for r in measure_in_fresh_process(paths, [str(i) for i in range(len(paths))],
+                                                                        rounds=8)])
+    model = LUTResidualPredictor(lut, space).fit(archs[:4], meas[:4])
+    pred = model.predict(archs[4:])
+    assert spearmanr(pred, meas[4:]).statistic > 0.8
+    assert np.median(np.abs(pred - meas[4:]) / meas[4:]) < 0.15

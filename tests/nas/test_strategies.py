@@ -1,0 +1,110 @@
+"""Every search strategy on the real NB201 tabular problem (CIFAR-10 error, pixel2 latency)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from nas.bench.search_nb201 import HELP_TRAIN, Problem, make_strategy
+from nas.pareto import hv_ratio, pareto_mask
+from nas.search.closed_loop import ClosedLoopSearch
+from nas.search.loop import run_budget
+from nas.search.optuna_search import OptunaSearch
+from nas.search.random_search import RandomSearch
+
+DEVICE = "pixel2"
+CFG: dict[str, Any] = {"n_initial": 10, "batch_size": 10, "beta": 1.0, "pop_size": 12, "latency_model": "gp",
+                       "noises": [0.02, 0.05, 0.1]}
+
+
+@pytest.fixture(scope="module")
+def problem(shared_data: Path) -> Problem:
+    return Problem(str(shared_data / "nb201" / "nats_bench_tss_test_acc_200ep.csv"),
+                   str(shared_data / "latency" / "nb201_help.csv.gz"), [DEVICE], HELP_TRAIN)
+
+
+def _objective(problem: Problem):  # noqa: ANN202
+    F = problem.F(DEVICE)
+    calls: list[Any] = []
+
+    def f(archs: list[Any]) -> np.ndarray:
+        calls.extend(archs)
+        return F[[problem.row[a] for a in archs]]
+
+    return f, calls
+
+
+@pytest.mark.parametrize("name", ["ours", "random", "optuna_nsga2", "optuna_tpe", "pymoo_nsga2"])
+def test_no_arch_evaluated_twice_and_deterministic(problem: Problem, name: str) -> None:
+    fronts = []
+    for _ in range(2):
+        f, calls = _objective(problem)
+        order, F = run_budget(make_strategy(name, problem, 3, CFG), f, 40)
+        assert len(order) == 40 and len(calls) == 40 and len(set(calls)) == 40
+        np.testing.assert_array_equal(F, problem.F(DEVICE)[[problem.row[a] for a in order]])
+        fronts.append(sorted(a.to_string() for a, k in zip(order, pareto_mask(F), strict=True) if k))
+    assert fronts[0] == fronts[1]  # same seed twice -> identical front
+
+
+@pytest.mark.slow
+def test_optuna_gp_runs_without_repeats(problem: Problem) -> None:
+    f, calls = _objective(problem)
+    run_budget(make_strategy("optuna_gp", problem, 0, CFG), f, 14)
+    assert len(calls) == 14 == len(set(calls))
+
+
+def test_optuna_sqlite_resume_never_repeats(problem: Problem, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    f, calls = _objective(problem)
+    first = OptunaSearch(space=problem.space, sampler="tpe", storage=storage, study_name="resume", seed=0)
+    run_budget(first, f, 30)
+    again = OptunaSearch(space=problem.space, sampler="tpe", storage=storage, study_name="resume", seed=0)
+    assert len(again.history_) == 30  # completed trials seed the cache
+    run_budget(again, f, 20, cache=dict(again.history_))
+    assert len(calls) == 50 and len(set(calls)) == 50
+    assert len(again.history_) == 50
+
+
+def test_ours_beats_random_on_hv_ratio(problem: Problem) -> None:
+    F = problem.F(DEVICE)
+    true = F[pareto_mask(F)]
+    scores = {}
+    for name in ("ours", "random"):
+        f, _ = _objective(problem)
+        _, Fe = run_budget(make_strategy(name, problem, 0, CFG), f, 100)
+        scores[name] = hv_ratio(Fe, true, 1.1)
+    assert scores["ours"] > scores["random"] + 0.02, scores
+    assert scores["ours"] > 0.9, scores
+
+
+def test_ours_inner_search_is_fast(problem: Problem) -> None:
+    st = make_strategy("ours", problem, 0, CFG)
+    f, _ = _objective(problem)
+    run_budget(st, f, 30)
+    out = st.inner_search(20_000)
+    assert out["n_scored"] > 100 and len(out["front"]) >= 2
+    assert out["seconds"] < 5
+    assert st.inner_search(300, method="nsga2", pop_size=20)["n_scored"] > 20
+
+
+def test_bad_constructor_args_raise_one_line_errors(problem: Problem) -> None:
+    sp = problem.space
+    cases = [
+        (lambda: RandomSearch(space=sp, batch_size=0), "batch_size=0"),
+        (lambda: OptunaSearch(space=sp, sampler="cmaes", storage=None), "sampler='cmaes'"),
+        (lambda: OptunaSearch(space=sp, storage="study.db"), "storage='study.db'"),
+        (lambda: OptunaSearch(space=object(), storage=None), "genome"),
+        (lambda: ClosedLoopSearch(candidates=problem.archs, surrogates=[]), "surrogates"),
+        (lambda: ClosedLoopSearch(candidates=problem.archs[:5], surrogates=[None, None]), "fit/predict"),
+        (lambda: make_strategy("ours", problem, 0, {**CFG, "beta": -1.0}), "beta=-1.0"),
+        (lambda: make_strategy("ours", problem, 0, {**CFG, "n_initial": 2}), "n_initial=2"),
+    ]
+    for build, text in cases:
+        with pytest.raises(ValueError, match="invalid|expected") as e:
+            build()
+        assert text in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(TypeError):
+        RandomSearch(sp)  # type: ignore[misc]  # keyword-only

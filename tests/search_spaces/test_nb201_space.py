@@ -1,0 +1,66 @@
+"""The nb201 tabular space: registry, round-trips of all 15625 cells, genome, tabular accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from search_spaces import create_search_space
+from search_spaces.nb201.arch import NB201Architecture
+from search_spaces.nb201.space import active_edges, encode_structure
+from search_spaces.nb201.tabular import NB201Tabular
+
+
+@pytest.fixture(scope="module")
+def table(shared_data: Path) -> NB201Tabular:
+    return NB201Tabular(shared_data / "nb201" / "nats_bench_tss_test_acc_200ep.csv")
+
+
+def test_all_strings_round_trip_and_genome(table: NB201Tabular) -> None:
+    space = create_search_space("nb201")
+    assert len(table) == 15625
+    archs = [space.parse(s) for s in table.archs]
+    assert len(set(archs)) == 15625
+    assert [a.to_string() for a in archs] == table.archs
+    genomes = np.stack([space.to_genome(a) for a in archs])
+    lo, hi = space.genome_bounds()
+    assert genomes.shape == (15625, 6) and (genomes >= lo).all() and (genomes <= hi).all()
+    assert [space.from_genome(g) for g in genomes] == archs
+    assert set(space.all_archs()) == set(archs)
+    assert space.encode(archs[:3]).shape == (3, 30)
+
+
+def test_best_cifar10_arch_is_index_6111(table: NB201Tabular) -> None:
+    idx, arch, acc = table.best()
+    assert idx == 6111
+    assert acc == pytest.approx(94.37, abs=0.005)
+    assert table.error([arch])[0] == pytest.approx(100 - 94.37, abs=0.005)
+    assert table.indices([NB201Architecture.from_string(arch)])[0] == 6111
+
+
+def test_variation_and_structure_features() -> None:
+    space = create_search_space("nb201")
+    rng = np.random.default_rng(0)
+    a, b = space.sample(rng), space.sample(rng)
+    assert space.mutate(a, rng, prob=0.0) != a  # at least one edge always changes
+    child = space.crossover(a, b, rng)
+    assert all(c in (x, y) for c, x, y in zip(child.ops, a.ops, b.ops, strict=True))
+    dead = NB201Architecture(("nor_conv_3x3", "none", "none", "none", "none", "skip_connect"))
+    assert not active_edges(dead).any()  # node 1 never reaches the output, node 2 is never reached
+    assert encode_structure([dead])[0, -2] == 0.0
+    # an edge out of an unreachable node is dead: same function as with 'none' there
+    twin = NB201Architecture(("none",) * 6)
+    assert space.isomorphism_key(dead) == space.isomorphism_key(twin)
+    assert len(space.dedup([dead, twin, a])) == 1 + (space.isomorphism_key(a) != space.isomorphism_key(dead))
+
+
+def test_bad_inputs_raise_one_line_errors(tmp_path: Path) -> None:
+    space = create_search_space("nb201")
+    with pytest.raises(ValueError, match="encoding"):
+        create_search_space("nb201", encoding="graph")
+    with pytest.raises(ValueError, match="genome"):
+        space.from_genome(np.array([0, 1, 2, 3, 4, 5]))
+    with pytest.raises(ValueError, match="does not exist"):
+        NB201Tabular(tmp_path / "missing.csv")
