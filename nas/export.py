@@ -41,3 +41,13 @@ def export_subnet(module: torch.nn.Module, input_shape: tuple[int, ...], path: s
         export_onnx(module, input_shape, path, exporter="legacy", dynamic_batch=True)
     diff = onnx_parity(module, path, x_check)
     return {"onnx_path": str(path), "exporter": used, "onnx_max_abs_diff": diff}
+
+
+def int8_agreement(module: torch.nn.Module, int8_path: str | Path, x: torch.Tensor) -> float:
+    """Share of inputs on which the int8 ONNX model and the fp32 torch module predict the same class."""
+    module.eval()
+    with torch.no_grad():
+        ref = module(x).argmax(1).numpy()
+    sess = make_session(int8_path, OrtSettings(threads=1))
+    out = sess.run(None, {sess.get_inputs()[0].name: x.numpy().astype(np.float32)})[0]
+    return float((out.argmax(1) == ref).mean())

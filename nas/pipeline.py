@@ -65,6 +65,8 @@ def validate_config(cfg: DictConfig) -> None:
             raise ValueError(f"{key}={OmegaConf.select(cfg, key)!r} is invalid; expected 'legacy' or 'dynamo'")
     if cfg.device.get("runtime", "onnxruntime") not in ("onnxruntime", "remote"):
         raise ValueError(f"device.runtime={cfg.device.runtime!r} is invalid; expected 'onnxruntime' or 'remote'")
+    if cfg.device.precision not in ("fp32", "int8"):
+        raise ValueError(f"device.precision={cfg.device.precision!r} is invalid; expected 'fp32' or 'int8'")
     objs = list(cfg.search.objectives)
     if objs != ["accuracy", "latency_ms"]:
         raise ValueError(f"search.objectives={objs} is not supported yet; expected [accuracy, latency_ms]")

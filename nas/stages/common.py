@@ -13,10 +13,18 @@ from tqdm.auto import tqdm
 
 from latency_luts.measure import Measurement, OrtSettings, measure_onnx_models
 from latency_luts.onnx_export import export_onnx
+from latency_luts.quantize import quantize_qdq
 from nas.pipeline import RunContext
 from nas.training import evaluate, recalibrate_bn
 
 log = logging.getLogger(__name__)
+
+
+def calibration_batch(ctx: RunContext, arch: Any, n: int = 64) -> np.ndarray:
+    """Real training images at the arch's resolution, for static int8 calibration."""
+    from nas.data import resize
+
+    return resize(ctx.data.x_train[:n], arch.r).numpy()
 
 
 class NeedsMeasurement(Exception):
@@ -74,8 +82,11 @@ def measure_archs(ctx: RunContext, supernet: Any, archs: Sequence[Any], desc: st
         paths = []
         for i, arch in enumerate(tqdm(archs, desc=desc, unit="subnet", leave=False)):
             sub = ctx.space.extract(supernet, arch).eval()
-            paths.append(export_onnx(sub, ctx.space.input_shape(arch, dev.batch), Path(tmp) / f"{i}.onnx",
-                                     exporter=ctx.cfg.measure.exporter))
+            path = export_onnx(sub, ctx.space.input_shape(arch, dev.batch), Path(tmp) / f"{i}.onnx",
+                               exporter=ctx.cfg.measure.exporter)
+            if dev.precision == "int8":
+                path = quantize_qdq(path, Path(tmp) / f"{i}_int8.onnx", calibration_batch(ctx, arch), dev.batch)
+            paths.append(path)
         settings = OrtSettings(dev.threads, dev.graph_optimization, dev.execution_mode, dev.spinning)
         return measure_onnx_models(
             paths, settings, warmup=dev.warmup, rounds=dev.rounds, batch=dev.batch, cv_threshold=dev.cv_threshold,

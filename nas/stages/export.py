@@ -9,9 +9,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from latency_luts.measure import OrtSettings, measure_onnx_models
+from latency_luts.quantize import quantize_qdq
 from nas.data import resize
-from nas.export import export_subnet
+from nas.export import export_subnet, int8_agreement
 from nas.pipeline import RunContext, write_csv_atomic
+from nas.stages.common import calibration_batch
 from nas.training import recalibrate_bn
 
 log = logging.getLogger(__name__)
@@ -30,8 +32,14 @@ def run(ctx: RunContext) -> dict:
         recalibrate_bn(sub, ctx.data.x_train[: int(cfg.predictor.calib_images)], arch.r)
         x = resize(ctx.data.x_test[: int(cfg.export.parity_batch)], arch.r).contiguous()
         path = out_dir / f"pareto_{i:02d}_r{arch.r}.onnx"
-        rows.append(export_subnet(sub.eval(), space.input_shape(arch, 1), path, x, cfg.export.exporter,
-                                  bool(cfg.export.fallback_to_legacy)))
+        row = export_subnet(sub.eval(), space.input_shape(arch, 1), path, x, cfg.export.exporter,
+                            bool(cfg.export.fallback_to_legacy))
+        if cfg.device.precision == "int8":  # the deployable file is the static-QDQ int8 model
+            q = quantize_qdq(path, path.with_name(path.stem + "_int8.onnx"), calibration_batch(ctx, arch))
+            xt = resize(ctx.data.x_test, arch.r).contiguous()
+            row["int8_top1_agreement"] = int8_agreement(sub, q, xt)
+            row["fp32_onnx_path"], row["onnx_path"] = row["onnx_path"], str(q)
+        rows.append(row)
     res = pd.DataFrame(rows)
     dev = cfg.device
     if dev.runtime == "remote":  # the exported files run on the remote device; its timings are in pareto.csv
@@ -45,7 +53,10 @@ def run(ctx: RunContext) -> dict:
     pareto["onnx_path"] = [str(p.relative_to(ctx.run_dir)) if p.is_relative_to(ctx.run_dir) else str(p)
                            for p in map(Path, res.onnx_path)]
     pareto["exporter"] = res.exporter
-    pareto["onnx_max_abs_diff"] = res.onnx_max_abs_diff
+    pareto["onnx_max_abs_diff"] = res.onnx_max_abs_diff  # fp32 file vs torch
+    for extra in ("int8_top1_agreement", "fp32_onnx_path"):
+        if extra in res:
+            pareto[extra] = res[extra]
     pareto["onnx_latency_ms"] = [m.latency_ms for m in ms] if ms else pareto["latency_ms"]
     write_csv_atomic(ctx.path("pareto.csv"), pareto)
     worst = float(res.onnx_max_abs_diff.max())

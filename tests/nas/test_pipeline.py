@@ -155,3 +155,20 @@ def test_remote_device_round_trip_through_a_kit(run, tmp_path):
     got = pd.read_csv(tmp_path / "measurements.csv")
     sent = pd.read_csv(csv)
     assert dict(zip(got.arch, got.latency_ms)) == pytest.approx(dict(zip(sent.arch, sent.latency_ms)))
+
+
+@pytest.mark.slow
+def test_int8_precision_measures_and_exports_qdq_models(run, tmp_path):
+    import shutil
+
+    src, _ = run
+    (tmp_path / "checkpoints").mkdir()
+    shutil.copy(src / "checkpoints" / "supernet.pt", tmp_path / "checkpoints" / "supernet.pt")
+    (tmp_path / "stages").mkdir()
+    shutil.copy(src / "stages" / "train.json", tmp_path / "stages" / "train.json")
+    run_pipeline(compose_cfg(tmp_path, "device.precision=int8", "measure.n_archs=6", "search.budget=2"))
+    pareto = pd.read_csv(tmp_path / "pareto.csv")
+    assert pareto.onnx_path.str.endswith("_int8.onnx").all()
+    assert (pareto.onnx_max_abs_diff <= 1e-4).all()  # the fp32 file still matches torch
+    assert (pareto.int8_top1_agreement >= 0.8).all()
+    assert all((tmp_path / p).is_file() for p in pareto.onnx_path)
