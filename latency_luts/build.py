@@ -7,6 +7,7 @@ every subnet that contains it. Blocks are exported to ONNX and timed with the in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from latency_luts.lut import LatencyLUT
+from latency_luts.measure import OrtSettings
 from latency_luts.onnx_export import export_onnx
 from latency_luts.profile import local_ort_profile
 
@@ -59,20 +61,31 @@ _WORKER = """
 import json, sys
 from latency_luts.measure import OrtSettings, measure_onnx_models
 job = json.load(open(sys.argv[1]))
-ms = measure_onnx_models(job["paths"], OrtSettings(threads=job["threads"]), warmup=job["warmup"],
-                         rounds=job["rounds"], names=job["names"], seed=job["seed"], progress=False)
+ms = measure_onnx_models(job["paths"], OrtSettings(**job["settings"]), warmup=job["warmup"], rounds=job["rounds"],
+                         batch=job["batch"], cv_threshold=job["cv_threshold"], max_extra_rounds=job["max_extra_rounds"],
+                         names=job["names"], seed=job["seed"], progress=job["progress"])
 json.dump([m.as_dict() for m in ms], open(sys.argv[2], "w"))
 """
 
 
 def measure_in_fresh_process(paths: list[str], names: list[str], threads: int = 1, warmup: int = 3, rounds: int = 20,
-                             seed: int = 0) -> list[dict[str, Any]]:
-    """Time ONNX files with the interleaved protocol in a separate Python process; one dict per model."""
+                             seed: int = 0, settings: OrtSettings | None = None, batch: int = 1,
+                             cv_threshold: float = 0.05, max_extra_rounds: int = 0,
+                             progress: bool = False) -> list[dict[str, Any]]:
+    """Time ONNX files with the interleaved protocol in a separate Python process (limits drift and memory
+    growth across batches); one dict per model, as :class:`latency_luts.measure.Measurement` fields."""
+    settings = settings or OrtSettings(threads=threads)
     with tempfile.TemporaryDirectory(prefix="hwnas-job-") as tmp:
         job, out = Path(tmp) / "job.json", Path(tmp) / "out.json"
-        job.write_text(json.dumps({"paths": paths, "names": names, "threads": threads, "warmup": warmup,
-                                   "rounds": rounds, "seed": seed}))
-        subprocess.run([sys.executable, "-c", _WORKER, str(job), str(out)], check=True, env=dict(os.environ))
+        job.write_text(json.dumps({"paths": [str(p) for p in paths], "names": list(names),
+                                   "settings": dataclasses.asdict(settings), "warmup": warmup, "rounds": rounds,
+                                   "batch": batch, "cv_threshold": cv_threshold, "max_extra_rounds": max_extra_rounds,
+                                   "seed": seed, "progress": progress}))
+        proc = subprocess.run([sys.executable, "-c", _WORKER, str(job), str(out)], env=dict(os.environ),
+                              stdout=subprocess.DEVNULL, stderr=None if progress else subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            tail = (proc.stderr or "").strip().splitlines()[-1:]
+            raise RuntimeError(f"measurement worker failed with exit code {proc.returncode}: {tail}")
         return json.loads(out.read_text())
 
 

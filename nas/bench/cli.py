@@ -16,6 +16,7 @@ BENCHES = {
     "quickstart": "nas.bench.quickstart",
     "latency_fewshot": "nas.bench.latency_fewshot",
     "lut_accuracy": "nas.bench.lut_accuracy",
+    "latency_cpu_calibration": "nas.bench.latency_cpu_calibration",
     "search_nb201": "nas.bench.search_nb201",
 }
 
@@ -42,7 +43,7 @@ def _app(cfg: DictConfig) -> None:
     except (ValueError, FileNotFoundError) as e:
         print(f"hwnas-bench: error: {e}", file=sys.stderr)
         sys.exit(2)
-    if name != "latency_fewshot":  # that bench prints its own per-device table
+    if name not in ("latency_fewshot", "latency_cpu_calibration"):  # these print their own tables
         _print_table(result)
     print(f"result: {bcfg.out}")
 

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from latency_luts.measure import Measurement, OrtSettings, measure_onnx_models
+from latency_luts.build import measure_in_fresh_process
+from latency_luts.measure import Measurement, OrtSettings
 from latency_luts.onnx_export import export_onnx
 from latency_luts.quantize import quantize_qdq
 from nas.pipeline import RunContext
@@ -88,10 +89,13 @@ def measure_archs(ctx: RunContext, supernet: Any, archs: Sequence[Any], desc: st
                 path = quantize_qdq(path, Path(tmp) / f"{i}_int8.onnx", calibration_batch(ctx, arch), dev.batch)
             paths.append(path)
         settings = OrtSettings(dev.threads, dev.graph_optimization, dev.execution_mode, dev.spinning)
-        return measure_onnx_models(
-            paths, settings, warmup=dev.warmup, rounds=dev.rounds, batch=dev.batch, cv_threshold=dev.cv_threshold,
-            max_extra_rounds=dev.max_extra_rounds, seed=int(ctx.cfg.seed), names=[a.to_string() for a in archs],
+        # all models of the batch in one fresh process, interleaved rounds (see latency_luts.measure)
+        rows = measure_in_fresh_process(
+            [str(p) for p in paths], [a.to_string() for a in archs], warmup=dev.warmup, rounds=dev.rounds,
+            seed=int(ctx.cfg.seed), settings=settings, batch=dev.batch, cv_threshold=dev.cv_threshold,
+            max_extra_rounds=dev.max_extra_rounds, progress=True,
         )
+        return [Measurement(**r) for r in rows]
 
 
 def evaluate_archs(ctx: RunContext, supernet: Any, archs: Sequence[Any], splits: Sequence[str] = ("val",),

@@ -1,0 +1,104 @@
+"""bench=latency_cpu_calibration: a predictor meta-trained on GPU devices, calibrated to THIS CPU in 20 timings.
+
+Meta-training data: every device of the given interchange files (HELP's OFA-MobileNetV3 GPU latencies by
+default). Target: this machine's CPU with onnxruntime (ImageNet setting, fp32, batch 1, ``threads``). A pool of
+``n_pool`` archs from those files is exported and timed here twice (two fresh processes, interleaved rounds,
+minimum); the pass-to-pass agreement is reported. Each method chooses ``budget`` archs of the pool to "measure",
+adapts, and is scored on all the other pool archs. Ours and the ridge baseline run in the same process.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+from tqdm.auto import tqdm
+
+from latency_luts.build import measure_in_fresh_process
+from latency_luts.interchange import latency_matrix, load_latency_table
+from latency_luts.onnx_export import export_onnx
+from nas.bench.latency_fewshot import encode
+from nas.pipeline import write_csv_atomic, write_json_atomic
+from predictors.fewshot import FewShotLatencyPredictor
+from predictors.fewshot_baseline import SourceRidgeBaseline
+from search_spaces import create_search_space
+
+log = logging.getLogger(__name__)
+
+
+def measure_pool(archs: list[str], threads: int, rounds: int, seed: int) -> pd.DataFrame:
+    """Two interleaved-round passes over the pool, each in a fresh process; columns pass1, pass2, latency_ms."""
+    space = create_search_space("ofa_mbv3", setting="imagenet", n_classes=1000)
+    net = space.build_supernet().eval()
+    with tempfile.TemporaryDirectory(prefix="hwnas-calib-") as tmp:
+        paths = []
+        for i, s in enumerate(tqdm(archs, desc="export pool subnets", unit="subnet")):
+            a = space.parse(s)
+            paths.append(str(export_onnx(space.extract(net, a).eval(), space.input_shape(a), Path(tmp) / f"{i}.onnx")))
+        passes = [measure_in_fresh_process(paths, archs, threads=threads, rounds=rounds, seed=seed + p) for p in range(2)]
+    df = pd.DataFrame({"arch": archs, "pass1": [r["latency_ms"] for r in passes[0]],
+                       "pass2": [r["latency_ms"] for r in passes[1]], "cv": [r["cv"] for r in passes[0]]})
+    df["latency_ms"] = np.minimum(df.pass1, df.pass2)
+    return df
+
+
+def _scores(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    rel = np.abs(pred - y) / y
+    return {"spearman": float(spearmanr(pred, y).statistic), "mape": float(rel.mean()),
+            "within10": float((rel <= 0.10).mean())}
+
+
+def run(cfg: Any) -> dict[str, Any]:
+    if not cfg.get("data"):
+        raise ValueError("bench.data is empty; expected interchange CSVs of source devices, e.g. ofa_mbv3_help.csv.gz")
+    n_pool, budget, seeds = int(cfg.n_pool), int(cfg.budget), int(cfg.seeds)
+    if n_pool < budget + 200:
+        raise ValueError(f"bench.n_pool={n_pool} is too small; expected >= budget + 200 = {budget + 200}")
+    mat = latency_matrix(load_latency_table(list(cfg.data), space="ofa_mbv3")).dropna()
+    archs = list(mat.index)
+    pool = list(np.random.default_rng(int(cfg.seed)).choice(archs, n_pool, replace=False))
+    cache = Path(cfg.measurements) if cfg.get("measurements") else None
+    if cache is not None and cache.is_file():
+        meas = pd.read_csv(cache)
+        if set(meas.arch) != set(pool):
+            raise ValueError(f"{cache} holds other archs than this pool (seed/n_pool changed); expected a match")
+        log.info("using cached CPU timings from %s", cache)
+    else:
+        meas = measure_pool(pool, int(cfg.threads), int(cfg.rounds), int(cfg.seed))
+        if cache is not None:
+            out = meas.assign(space="ofa_mbv3", device=f"local_cpu_ort_{int(cfg.threads)}t")
+            write_csv_atomic(cache, out[["space", "arch", "device", "latency_ms", "pass1", "pass2", "cv"]])
+    meas = meas.set_index("arch").loc[pool]
+    y = meas.latency_ms.to_numpy()
+    features = {k: pd.DataFrame(v, index=archs) for k, v in encode("ofa_mbv3", archs).items()}
+    models = {"ours": FewShotLatencyPredictor().meta_fit(mat, features), "baseline": SourceRidgeBaseline().meta_fit(mat)}
+    res: dict[str, list[dict[str, float]]] = {k: [] for k in models}
+    for seed in tqdm(range(seeds), desc="calibrate", unit="seed"):
+        for name, model in models.items():
+            picked = model.select(pool, budget, np.random.default_rng(seed))
+            idx = [pool.index(a) for a in picked]
+            model.adapt(picked, y[idx])
+            rest = [i for i in range(n_pool) if i not in set(idx)]
+            res[name].append(_scores(model.predict([pool[i] for i in rest]), y[rest]))
+    summary = {name: {f"{k}_mean": float(np.mean([r[k] for r in rs])) for k in ("spearman", "mape", "within10")}
+               | {"spearman_std": float(np.std([r["spearman"] for r in rs]))} for name, rs in res.items()}
+    result = {
+        "bench": "latency_cpu_calibration", "budget": budget, "n_pool": n_pool, "n_eval": n_pool - budget,
+        "seeds": seeds, "source_devices": list(mat.columns), "threads": int(cfg.threads),
+        "repeat_spearman": float(spearmanr(meas.pass1, meas.pass2).statistic),
+        "repeat_median_gap": float(np.median(np.abs(meas.pass1 - meas.pass2) / y)),
+        "median_cv": float(np.median(meas.cv)), "latency_range_ms": [float(y.min()), float(y.max())],
+        "ours": summary["ours"], "baseline": summary["baseline"],
+    }
+    write_json_atomic(Path(cfg.out), result)
+    print(f"{'method':<10}{'spearman':>10}{'MAPE%':>8}{'w10':>7}")
+    for name in ("ours", "baseline"):
+        s = summary[name]
+        print(f"{name:<10}{s['spearman_mean']:>10.4f}{100 * s['mape_mean']:>8.2f}{s['within10_mean']:>7.3f}")
+    print(f"repeat Spearman {result['repeat_spearman']:.4f}, median CV {result['median_cv']:.3f}")
+    return result
