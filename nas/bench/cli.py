@@ -17,6 +17,7 @@ BENCHES = {
     "latency_fewshot": "nas.bench.latency_fewshot",
     "lut_accuracy": "nas.bench.lut_accuracy",
     "latency_cpu_calibration": "nas.bench.latency_cpu_calibration",
+    "supernet_overhead": "nas.bench.supernet_overhead",
     "search_nb201": "nas.bench.search_nb201",
 }
 
@@ -43,7 +44,7 @@ def _app(cfg: DictConfig) -> None:
     except (ValueError, FileNotFoundError) as e:
         print(f"hwnas-bench: error: {e}", file=sys.stderr)
         sys.exit(2)
-    if name not in ("latency_fewshot", "latency_cpu_calibration"):  # these print their own tables
+    if name not in ("latency_fewshot", "latency_cpu_calibration", "supernet_overhead"):  # own tables
         _print_table(result)
     print(f"result: {bcfg.out}")
 
