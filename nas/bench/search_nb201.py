@@ -195,7 +195,8 @@ def run(cfg: Any) -> dict[str, Any]:
             result["devices"][dev] = per
     ours = [p["ours"]["evals_to_99pct_median"] for p in result["devices"].values() if "ours" in p]
     result["ours_max_evals_to_99pct"] = max(ours) if ours else None
-    result["target_met"] = bool(ours) and max(ours) <= 300 and all(
+    # "never reached" is recorded as budget + 1, so the target needs a median strictly within the budget
+    result["target_met"] = bool(ours) and max(ours) <= min(300, int(c["budget"])) and all(
         p["inner_search_seconds"] <= 2 for p in result["devices"].values())
     result["seconds"] = time.perf_counter() - t_start
     if c["out"]:
