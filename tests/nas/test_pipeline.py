@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,13 @@ from search_spaces import create_search_space
 def compose_cfg(run_dir: Path, *overrides: str):
     with initialize_config_module(config_module="nas.conf", version_base="1.3"):
         return compose("config", overrides=["experiment=smoke", f"run_dir={run_dir}", *overrides])
+
+
+def reuse_trained_supernet(src: Path, dst: Path) -> None:
+    """Start a new run directory from a finished train stage (checkpoint + stage marker)."""
+    for part in ("checkpoints/supernet.pt", "stages/train.json"):
+        (dst / part).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src / part, dst / part)
 
 
 @pytest.fixture(scope="module")
@@ -135,16 +143,10 @@ def test_bad_config_values_fail_before_anything_is_written(tmp_path):
 @pytest.mark.slow
 def test_remote_device_round_trip_through_a_kit(run, tmp_path):
     """device=remote: hwnas writes a kit and stops; the agent times it; the rerun uses those timings."""
-    import shutil
-
     from latency_luts.agent import main as agent_main
     from nas.stages.common import NeedsMeasurement
 
-    src, _ = run
-    (tmp_path / "checkpoints").mkdir()
-    shutil.copy(src / "checkpoints" / "supernet.pt", tmp_path / "checkpoints" / "supernet.pt")
-    (tmp_path / "stages").mkdir()
-    shutil.copy(src / "stages" / "train.json", tmp_path / "stages" / "train.json")
+    reuse_trained_supernet(run[0], tmp_path)
     with pytest.raises(NeedsMeasurement, match="10 subnets need timing on my_device"):
         run_pipeline(compose_cfg(tmp_path, "device=remote", "stages=[train,measure]"))
     kit = tmp_path / "kits" / "measure"
@@ -159,13 +161,7 @@ def test_remote_device_round_trip_through_a_kit(run, tmp_path):
 
 @pytest.mark.slow
 def test_int8_precision_measures_and_exports_qdq_models(run, tmp_path):
-    import shutil
-
-    src, _ = run
-    (tmp_path / "checkpoints").mkdir()
-    shutil.copy(src / "checkpoints" / "supernet.pt", tmp_path / "checkpoints" / "supernet.pt")
-    (tmp_path / "stages").mkdir()
-    shutil.copy(src / "stages" / "train.json", tmp_path / "stages" / "train.json")
+    reuse_trained_supernet(run[0], tmp_path)
     run_pipeline(compose_cfg(tmp_path, "device.precision=int8", "measure.n_archs=6", "search.budget=2"))
     pareto = pd.read_csv(tmp_path / "pareto.csv")
     assert pareto.onnx_path.str.endswith("_int8.onnx").all()
