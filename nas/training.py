@@ -82,6 +82,7 @@ def train_supernet(
     cfg: TrainConfig,
     checkpoint: Path | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
+    calib_images: int = 512,
 ) -> dict[str, Any]:
     """Sandwich-rule training: each step trains the largest, the smallest and ``n_random`` random subnets.
 
@@ -146,7 +147,7 @@ def train_supernet(
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
         record = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_acc_largest": correct / seen}
         if epoch + 1 == cfg.epochs or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
-            record["val_acc_largest"] = subnet_accuracy(space, supernet, largest, data, split="val")
+            record["val_acc_largest"] = subnet_accuracy(space, supernet, largest, data, "val", calib_images)
         history.append(record)
         log.info("epoch %d/%d: loss %.4f, train acc (largest) %.3f, val acc (largest, BN recalibrated) %s",
                  epoch + 1, cfg.epochs, record["loss"], record["train_acc_largest"], record.get("val_acc_largest", "-"))

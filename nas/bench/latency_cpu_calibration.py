@@ -10,7 +10,6 @@ adapts, and is scored on all the other pool archs. Ours and the ridge baseline r
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,38 +18,15 @@ import pandas as pd
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from latency_luts.build import measure_in_fresh_process
 from latency_luts.interchange import latency_matrix, load_latency_table
-from latency_luts.onnx_export import export_onnx
 from nas.bench.latency_fewshot import encode
+from nas.bench.timing import latency_scores, time_subnets_twice
 from nas.pipeline import write_csv_atomic, write_json_atomic
 from predictors.fewshot import FewShotLatencyPredictor
 from predictors.fewshot_baseline import SourceRidgeBaseline
 from search_spaces import create_search_space
 
 log = logging.getLogger(__name__)
-
-
-def measure_pool(archs: list[str], threads: int, rounds: int, seed: int) -> pd.DataFrame:
-    """Two interleaved-round passes over the pool, each in a fresh process; columns pass1, pass2, latency_ms."""
-    space = create_search_space("ofa_mbv3", setting="imagenet", n_classes=1000)
-    net = space.build_supernet().eval()
-    with tempfile.TemporaryDirectory(prefix="hwnas-calib-") as tmp:
-        paths = []
-        for i, s in enumerate(tqdm(archs, desc="export pool subnets", unit="subnet")):
-            a = space.parse(s)
-            paths.append(str(export_onnx(space.extract(net, a).eval(), space.input_shape(a), Path(tmp) / f"{i}.onnx")))
-        passes = [measure_in_fresh_process(paths, archs, threads=threads, rounds=rounds, seed=seed + p) for p in range(2)]
-    df = pd.DataFrame({"arch": archs, "pass1": [r["latency_ms"] for r in passes[0]],
-                       "pass2": [r["latency_ms"] for r in passes[1]], "cv": [r["cv"] for r in passes[0]]})
-    df["latency_ms"] = np.minimum(df.pass1, df.pass2)
-    return df
-
-
-def _scores(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    rel = np.abs(pred - y) / y
-    return {"spearman": float(spearmanr(pred, y).statistic), "mape": float(rel.mean()),
-            "within10": float((rel <= 0.10).mean())}
 
 
 def run(cfg: Any) -> dict[str, Any]:
@@ -69,7 +45,9 @@ def run(cfg: Any) -> dict[str, Any]:
             raise ValueError(f"{cache} holds other archs than this pool (seed/n_pool changed); expected a match")
         log.info("using cached CPU timings from %s", cache)
     else:
-        meas = measure_pool(pool, int(cfg.threads), int(cfg.rounds), int(cfg.seed))
+        space = create_search_space("ofa_mbv3", setting="imagenet", n_classes=1000)
+        meas = time_subnets_twice(space, [space.parse(a) for a in pool], int(cfg.threads), int(cfg.rounds),
+                                  int(cfg.seed))
         if cache is not None:
             out = meas.assign(space="ofa_mbv3", device=f"local_cpu_ort_{int(cfg.threads)}t")
             write_csv_atomic(cache, out[["space", "arch", "device", "latency_ms", "pass1", "pass2", "cv"]])
@@ -83,8 +61,9 @@ def run(cfg: Any) -> dict[str, Any]:
             picked = model.select(pool, budget, np.random.default_rng(seed))
             idx = [pool.index(a) for a in picked]
             model.adapt(picked, y[idx])
-            rest = [i for i in range(n_pool) if i not in set(idx)]
-            res[name].append(_scores(model.predict([pool[i] for i in rest]), y[rest]))
+            taken = set(idx)
+            rest = [i for i in range(n_pool) if i not in taken]
+            res[name].append(latency_scores(model.predict([pool[i] for i in rest]), y[rest]))
     summary = {name: {f"{k}_mean": float(np.mean([r[k] for r in rs])) for k in ("spearman", "mape", "within10")}
                | {"spearman_std": float(np.std([r["spearman"] for r in rs]))} for name, rs in res.items()}
     result = {

@@ -8,18 +8,16 @@ the LUT residual is fitted on ``bench.fit`` other subnets; the estimate is compa
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy.stats import spearmanr
-from tqdm.auto import tqdm
 
-from latency_luts.build import build_ofa_lut, measure_in_fresh_process
+from latency_luts.build import build_ofa_lut
 from latency_luts.lut import LatencyLUT
-from latency_luts.onnx_export import export_onnx
+from nas.bench.timing import latency_scores, time_subnets_twice
 from nas.pipeline import write_json_atomic
 from predictors.lut_residual import LUTResidualPredictor
 from search_spaces import create_search_space
@@ -31,12 +29,6 @@ def default_lut_path() -> Path:
     from importlib import resources
 
     return Path(str(resources.files("latency_luts") / "data" / "ofa_mbv3_imagenet_ort_cpu_1thread.json"))
-
-
-def _metrics(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    rel = np.abs(pred - y) / y
-    return {"spearman": float(spearmanr(pred, y).statistic), "within10": float((rel <= 0.10).mean()),
-            "mape": float(rel.mean())}
 
 
 def run(cfg: Any) -> dict:
@@ -55,29 +47,19 @@ def run(cfg: Any) -> dict:
     else:
         raise ValueError(f"no LUT at {lut_path}; expected a LUT file or bench.build_lut=true")
     archs = space.sample_many(n + n_fit, np.random.default_rng(seed))
-    names = [a.to_string() for a in archs]
-    net = space.build_supernet().eval()
-    with tempfile.TemporaryDirectory(prefix="hwnas-lutacc-") as tmp:
-        paths = [str(export_onnx(space.extract(net, a).eval(), space.input_shape(a), Path(tmp) / f"{i}.onnx"))
-                 for i, a in enumerate(tqdm(archs, desc="export subnets", unit="subnet"))]
-        passes = []
-        for p in range(2):
-            log.info("whole-network pass %d/2 over %d subnets (fresh process)", p + 1, len(paths))
-            passes.append(measure_in_fresh_process(paths, names, threads=int(cfg.threads), rounds=int(cfg.rounds),
-                                                   seed=seed + p))
-    m1 = np.array([r["latency_ms"] for r in passes[0]])
-    m2 = np.array([r["latency_ms"] for r in passes[1]])
-    measured = np.minimum(m1, m2)
+    timed = time_subnets_twice(space, archs, int(cfg.threads), int(cfg.rounds), seed)
+    m1, m2 = timed.pass1.to_numpy(), timed.pass2.to_numpy()
+    measured = timed.latency_ms.to_numpy()
     fit_idx, test_idx = np.arange(n, n + n_fit), np.arange(n)
     model = LUTResidualPredictor(lut, space).fit([archs[i] for i in fit_idx], measured[fit_idx])
     test = [archs[i] for i in test_idx]
     result = {
         "bench": "lut_accuracy", "n": n, "fit": n_fit, "threads": int(cfg.threads), "rounds": int(cfg.rounds),
-        **_metrics(model.predict(test), measured[test_idx]),
+        **latency_scores(model.predict(test), measured[test_idx]),
         "repeat_spearman": float(spearmanr(m1[test_idx], m2[test_idx]).statistic),
         "repeat_median_gap": float(np.median(np.abs(m1 - m2) / np.minimum(m1, m2))),
-        "median_cv": float(np.median([r["cv"] for r in passes[0]])),
-        "lut_sum_only": _metrics(model.estimate_lut_sum(test), measured[test_idx]),
+        "median_cv": float(timed.cv.median()),
+        "lut_sum_only": latency_scores(model.estimate_lut_sum(test), measured[test_idx]),
         "latency_range_ms": [float(measured.min()), float(measured.max())],
         "lut": str(lut_path), "lut_blocks": len(lut.entries), "lut_build_seconds": t_lut,
         "lut_meta": lut.meta,

@@ -52,7 +52,8 @@ def run(ctx: RunContext) -> dict:
         strategy.tell(archs, objective(archs))
     front, F = strategy.front()
     search_seconds = time.perf_counter() - t0
-    new_idx = [i for i, a in enumerate(front) if a not in set(seen)]
+    seen_set = set(seen)
+    new_idx = [i for i, a in enumerate(front) if a not in seen_set]
     picks = [front[new_idx[i]] for i in spread_pick(F[new_idx, 1], int(cfg.search.budget))] if new_idx else []
     log.info("NSGA-II: %d evaluations of the predictors, predicted front of %d subnets, %d new picked for real "
              "evaluation (%.1f s)", len(strategy.history_), len(front), len(picks), search_seconds)

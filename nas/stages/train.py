@@ -18,11 +18,14 @@ def run(ctx: RunContext) -> dict:
     partial = ctx.checkpoint.with_name("supernet.partial.pt")
     if "train" in ctx.cfg.force and partial.exists():
         partial.unlink()
-    result = train_supernet(supernet, ctx.space, ctx.data, tcfg, checkpoint=partial)
+    n_cal = int(ctx.cfg.predictor.calib_images)
+    result = train_supernet(supernet, ctx.space, ctx.data, tcfg, checkpoint=partial, calib_images=n_cal)
     partial.replace(ctx.checkpoint)  # a finished checkpoint appears only when training is complete
-    accs = {
-        name: subnet_accuracy(ctx.space, supernet, arch, ctx.data, "val", ctx.cfg.predictor.calib_images)
-        for name, arch in (("largest", ctx.space.largest()), ("smallest", ctx.space.smallest()))
+    last = result["history"][-1] if result["history"] else {}
+    accs = {  # train_supernet evaluates the largest subnet (same BN recalibration) after its last epoch
+        "largest": last["val_acc_largest"] if "val_acc_largest" in last
+        else subnet_accuracy(ctx.space, supernet, ctx.space.largest(), ctx.data, "val", n_cal),
+        "smallest": subnet_accuracy(ctx.space, supernet, ctx.space.smallest(), ctx.data, "val", n_cal),
     }
     write_json_atomic(ctx.path("train_history.json"), result["history"])
     log.info("supernet val accuracy after BN recalibration: largest %.3f, smallest %.3f", accs["largest"], accs["smallest"])

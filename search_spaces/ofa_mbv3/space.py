@@ -106,8 +106,8 @@ class OFAMobileNetV3Space(SearchSpace):
             per_stage = [sum(b.macs() for b in specs if b.stage == s) / 1e6 for s in range(N_STAGES)]
             rows.append(
                 per_stage
-                + [count_macs(a, self.n_classes, self.in_channels, self.setting) / 1e6,
-                   count_params(a, self.n_classes, self.in_channels, self.setting) / 1e6, a.r / 100.0]
+                + [count_macs(a, self.n_classes, self.in_channels, self.setting, specs) / 1e6,
+                   count_params(a, self.n_classes, self.in_channels, self.setting, specs) / 1e6, a.r / 100.0]
             )
         return np.asarray(rows, dtype=np.float64)
 

@@ -126,20 +126,25 @@ def head_spec(n_classes: int, final_hw: int) -> dict[str, int]:
     return {"in_hw": final_hw, "cin": STAGE_WIDTHS[-1], "expand": FINAL_EXPAND, "last": LAST_CHANNEL, "classes": n_classes}
 
 
-def count_params(arch: OFAArchitecture, n_classes: int = 1000, in_channels: int = 3, setting: str = "imagenet") -> int:
-    """Closed-form parameter count of the static subnet (convs without bias, BN affine, SE and head biases)."""
+def count_params(arch: OFAArchitecture, n_classes: int = 1000, in_channels: int = 3, setting: str = "imagenet",
+                 specs: list[BlockSpec] | None = None) -> int:
+    """Closed-form parameter count of the static subnet (convs without bias, BN affine, SE and head biases).
+
+    ``specs``: the arch's ``block_specs`` when the caller already has them.
+    """
     p = in_channels * STEM_CHANNELS * 9 + 2 * STEM_CHANNELS
-    p += sum(b.params() for b in block_specs(arch, setting))
+    p += sum(b.params() for b in (specs or block_specs(arch, setting)))
     p += STAGE_WIDTHS[-1] * FINAL_EXPAND + 2 * FINAL_EXPAND  # final expand 1x1 + BN
     p += FINAL_EXPAND * LAST_CHANNEL  # feature mix 1x1, no BN, no bias
     p += LAST_CHANNEL * n_classes + n_classes
     return p
 
 
-def count_macs(arch: OFAArchitecture, n_classes: int = 1000, in_channels: int = 3, setting: str = "imagenet") -> int:
-    """Closed-form multiply-accumulates of one forward pass at the arch's resolution."""
+def count_macs(arch: OFAArchitecture, n_classes: int = 1000, in_channels: int = 3, setting: str = "imagenet",
+               specs: list[BlockSpec] | None = None) -> int:
+    """Closed-form multiply-accumulates of one forward pass at the arch's resolution (``specs`` as above)."""
     stem_hw = conv_out(arch.r, 3, SETTINGS[setting]["stem_stride"])
-    blocks = block_specs(arch, setting)
+    blocks = specs or block_specs(arch, setting)
     m = stem_hw * stem_hw * in_channels * STEM_CHANNELS * 9
     m += sum(b.macs() for b in blocks)
     fhw = blocks[-1].out_hw
