@@ -128,7 +128,7 @@ def train_supernet(
             xb = random_shift(data.x_train[idx], cfg.augment_shift, gen).contiguous(memory_format=torch.channels_last)
             yb = data.y_train[idx]
             opt.zero_grad(set_to_none=True)
-            logits = supernet(resize(xb, largest.r), largest)
+            logits = supernet(resize(xb, space.resolution(largest)), largest)
             loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
             loss.backward()
             soft = F.softmax(logits.detach() / cfg.kd_temperature, dim=1)
@@ -136,7 +136,7 @@ def train_supernet(
             correct += int((logits.argmax(1) == yb).sum())
             seen += len(yb)
             for arch in [smallest] + [space.sample(rng) for _ in range(cfg.n_random)]:
-                out = supernet(resize(xb, arch.r), arch)
+                out = supernet(resize(xb, space.resolution(arch)), arch)
                 kd = -(soft * F.log_softmax(out / cfg.kd_temperature, dim=1)).sum(1).mean()
                 ce = F.cross_entropy(out, yb, label_smoothing=cfg.label_smoothing)
                 (cfg.kd_weight * kd + (1 - min(cfg.kd_weight, 1.0)) * ce).backward()
@@ -196,6 +196,6 @@ def subnet_accuracy(space: SearchSpace, supernet: nn.Module, arch: Any, data: Da
                     calib_images: int = 512) -> float:
     """Accuracy of ``arch`` extracted from ``supernet`` after BN recalibration on training images."""
     sub = space.extract(supernet, arch)
-    recalibrate_bn(sub, data.x_train[:calib_images], arch.r)
+    recalibrate_bn(sub, data.x_train[:calib_images], space.resolution(arch))
     x, y = (data.x_val, data.y_val) if split == "val" else (data.x_test, data.y_test)
-    return evaluate(sub, x, y, arch.r, sub)
+    return evaluate(sub, x, y, space.resolution(arch), sub)

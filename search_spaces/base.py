@@ -54,6 +54,11 @@ class SearchSpace(ABC):
             out.append(a)
         return out
 
+    def resolution(self, arch: Any) -> int:
+        """Input image side length (pixels) the subnet ``arch`` runs at; spaces without an elastic
+        resolution return their fixed input size."""
+        return int(arch.r)
+
     # --- optional: weight-sharing spaces ---------------------------------------------------------
     def build_supernet(self) -> Any:
         raise NotImplementedError(f"search space {self.name!r} has no supernet")

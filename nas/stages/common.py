@@ -25,7 +25,7 @@ def calibration_batch(ctx: RunContext, arch: Any, n: int = 64) -> np.ndarray:
     """Real training images at the arch's resolution, for static int8 calibration."""
     from nas.data import resize
 
-    return resize(ctx.data.x_train[:n], arch.r).numpy()
+    return resize(ctx.data.x_train[:n], ctx.space.resolution(arch)).numpy()
 
 
 class NeedsMeasurement(Exception):
@@ -106,10 +106,10 @@ def evaluate_archs(ctx: RunContext, supernet: Any, archs: Sequence[Any], splits:
     out: dict[str, list[float]] = {s: [] for s in splits}
     for arch in tqdm(archs, desc=desc, unit="subnet", leave=False):
         sub = ctx.space.extract(supernet, arch)
-        recalibrate_bn(sub, data.x_train[:n_cal], arch.r)
+        recalibrate_bn(sub, data.x_train[:n_cal], ctx.space.resolution(arch))
         for s in splits:
             x, y = (data.x_val, data.y_val) if s == "val" else (data.x_test, data.y_test)
-            out[s].append(evaluate(sub, x, y, arch.r, sub))
+            out[s].append(evaluate(sub, x, y, ctx.space.resolution(arch), sub))
     return out
 
 

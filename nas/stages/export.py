@@ -29,14 +29,14 @@ def run(ctx: RunContext) -> dict:
     for i, s in enumerate(tqdm(pareto.arch, desc="export Pareto subnets to ONNX", unit="subnet", leave=False)):
         arch = space.parse(s)
         sub = space.extract(supernet, arch)
-        recalibrate_bn(sub, ctx.data.x_train[: int(cfg.predictor.calib_images)], arch.r)
-        x = resize(ctx.data.x_test[: int(cfg.export.parity_batch)], arch.r).contiguous()
-        path = out_dir / f"pareto_{i:02d}_r{arch.r}.onnx"
+        recalibrate_bn(sub, ctx.data.x_train[: int(cfg.predictor.calib_images)], ctx.space.resolution(arch))
+        x = resize(ctx.data.x_test[: int(cfg.export.parity_batch)], ctx.space.resolution(arch)).contiguous()
+        path = out_dir / f"pareto_{i:02d}_r{ctx.space.resolution(arch)}.onnx"
         row = export_subnet(sub.eval(), space.input_shape(arch, 1), path, x, cfg.export.exporter,
                             bool(cfg.export.fallback_to_legacy))
         if cfg.device.precision == "int8":  # the deployable file is the static-QDQ int8 model
             q = quantize_qdq(path, path.with_name(path.stem + "_int8.onnx"), calibration_batch(ctx, arch))
-            xt = resize(ctx.data.x_test, arch.r).contiguous()
+            xt = resize(ctx.data.x_test, ctx.space.resolution(arch)).contiguous()
             row["int8_top1_agreement"] = int8_agreement(sub, q, xt)
             row["fp32_onnx_path"], row["onnx_path"] = row["onnx_path"], str(q)
         rows.append(row)

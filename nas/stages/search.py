@@ -77,7 +77,7 @@ def run(ctx: RunContext) -> dict:
         "predicted_accuracy": pred_acc, "predicted_accuracy_std": acc_std,
         "val_accuracy": accs["val"], "test_accuracy": accs["test"],
         "params": [space.params(a) for a in archs], "macs": [space.macs(a) for a in archs],
-        "resolution": [a.r for a in archs],
+        "resolution": [ctx.space.resolution(a) for a in archs],
     })
     Fm = np.column_stack([1.0 - cand.val_accuracy.to_numpy(), cand.latency_ms.to_numpy()])
     cand["pareto"] = pareto_mask(Fm)
