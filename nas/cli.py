@@ -44,15 +44,21 @@ def precheck_overrides(argv: list[str]) -> None:
 @hydra.main(config_path=f"pkg://{CONFIG_PACKAGE}", config_name="config", version_base="1.3")
 def _app(cfg: DictConfig) -> None:
     from nas.stages.common import NeedsMeasurement
+    from nas.training import TrainingPaused
 
     try:
         summary = run_pipeline(cfg)
     except NeedsMeasurement as e:
         print(f"hwnas: waiting for device measurements: {e}", file=sys.stderr)
         sys.exit(3)
+    except TrainingPaused as e:
+        print(f"hwnas: {e}", file=sys.stderr)
+        sys.exit(4)
     except (ValueError, FileNotFoundError) as e:
         print(f"hwnas: error: {e}", file=sys.stderr)
         sys.exit(2)
+    if "rank" in summary:  # a helper rank of a torchrun job: rank 0 reports
+        return
     log.info("run directory: %s", summary["run_dir"])
     if "hypervolume" in summary:
         log.info("Pareto front: %s subnets, hypervolume %.4f; see pareto.csv and pareto.png",

@@ -79,6 +79,7 @@ class RunContext:
     cfg: DictConfig
     run_dir: Path
     records: dict[str, Any] = field(default_factory=dict)
+    dist: Any = None  # nas.distributed.DistContext of a torchrun job; None = one process
 
     @cached_property
     def data(self):  # noqa: ANN201
@@ -143,6 +144,10 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str
     import torch
 
     torch.set_num_threads(int(cfg.threads))
+    if _torchrun_world() > 1:
+        worker = _join_torchrun(ctx)
+        if worker is not None:
+            return worker
 
     summary: dict[str, Any] = {
         "run_dir": str(run_dir),
@@ -173,6 +178,36 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str
         summary["stages"][name] = ctx.records[name]
         write_json_atomic(run_dir / "summary.json", _finalise(summary))
     return _finalise(summary)
+
+
+def _torchrun_world() -> int:
+    from nas.distributed import env_world_size
+
+    return env_world_size()
+
+
+def _join_torchrun(ctx: RunContext) -> dict[str, Any] | None:
+    """Under torchrun: join the process group; ranks > 0 only help train and return their (empty) record.
+
+    Rank 0 decides whether the train stage runs (its run directory holds the markers and checkpoints) and
+    runs every other stage alone; the other ranks never write into a run directory.
+    """
+    import torch
+
+    from nas.distributed import broadcast_object, init_from_env
+
+    dev = str(ctx.cfg.train.get("device", "auto"))
+    cuda = dev.startswith("cuda") or (dev == "auto" and torch.cuda.is_available())
+    ctx.dist = init_from_env("cuda" if cuda else "cpu")
+    marker = ctx.run_dir / "stages" / "train.json"
+    will_train = "train" in ctx.cfg.stages and (not marker.exists() or "train" in ctx.cfg.force)
+    will_train, main_dir = broadcast_object((will_train, str(ctx.run_dir)), ctx.dist)
+    if ctx.dist.is_main:
+        log.info("torchrun job of %d processes; rank 0 writes %s", ctx.dist.world, ctx.run_dir)
+        return None
+    if will_train:
+        importlib.import_module("nas.stages.train").run(ctx)
+    return {"run_dir": main_dir, "rank": ctx.dist.rank, "stages": {}}
 
 
 def _finalise(summary: dict[str, Any]) -> dict[str, Any]:

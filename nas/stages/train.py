@@ -1,4 +1,7 @@
-"""Stage 1: train the weight-sharing supernet (sandwich rule, in-place distillation) -> checkpoints/supernet.pt."""
+"""Stage 1: train the weight-sharing supernet (sandwich rule, in-place distillation) -> checkpoints/supernet.pt.
+
+Under ``torchrun`` every rank enters this stage (see ``nas.pipeline``); only rank 0 writes files.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +9,28 @@ import logging
 
 from omegaconf import OmegaConf
 
+from nas.distributed import DistContext
 from nas.pipeline import RunContext, write_json_atomic
 from nas.training import TrainConfig, subnet_accuracy, train_supernet
 
 log = logging.getLogger(__name__)
 
 
+def train_config(ctx: RunContext) -> TrainConfig:
+    return TrainConfig(**OmegaConf.to_container(ctx.cfg.train, resolve=True))
+
+
 def run(ctx: RunContext) -> dict:
-    tcfg = TrainConfig(**OmegaConf.to_container(ctx.cfg.train, resolve=True))
+    dist: DistContext = ctx.dist or DistContext()
+    tcfg = train_config(ctx)
     supernet = ctx.space.build_supernet()
     partial = ctx.checkpoint.with_name("supernet.partial.pt")
-    if "train" in ctx.cfg.force and partial.exists():
+    if dist.is_main and "train" in ctx.cfg.force and partial.exists():
         partial.unlink()
     n_cal = int(ctx.cfg.predictor.calib_images)
-    result = train_supernet(supernet, ctx.space, ctx.data, tcfg, checkpoint=partial, calib_images=n_cal)
+    result = train_supernet(supernet, ctx.space, ctx.data, tcfg, checkpoint=partial, calib_images=n_cal, dist=dist)
+    if not dist.is_main:
+        return {}
     partial.replace(ctx.checkpoint)  # a finished checkpoint appears only when training is complete
     last = result["history"][-1] if result["history"] else {}
     accs = {  # train_supernet evaluates the largest subnet (same BN recalibration) after its last epoch
@@ -32,6 +43,10 @@ def run(ctx: RunContext) -> dict:
     return {
         "epochs": tcfg.epochs,
         "steps_per_epoch": result["steps_per_epoch"],
+        "world_size": result["world_size"],
+        "device": result["device"],
+        "amp": result["amp"],
+        "progressive": bool(tcfg.progressive),
         "val_acc_largest": accs["largest"],
         "val_acc_smallest": accs["smallest"],
         "checkpoint": str(ctx.checkpoint),

@@ -64,6 +64,34 @@ class OFAMobileNetV3Space(SearchSpace):
     def smallest(self) -> OFAArchitecture:
         return OFAArchitecture.smallest(min(self.resolutions))
 
+    # --- progressive shrinking (OFA's schedule: elastic kernel, then depth, then expand) ---------
+    PHASES = ("kernel", "depth", "expand")
+
+    def progressive_phases(self) -> tuple[str, ...]:
+        return self.PHASES
+
+    def _phase_choices(self, phase: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """(kernel, expand, depth) choices open in progressive-shrinking ``phase`` (0-based)."""
+        if not 0 <= phase < len(self.PHASES):
+            raise ValueError(f"progressive phase {phase} is out of range; expected 0..{len(self.PHASES) - 1}")
+        depths = DEPTH_CHOICES if phase >= 1 else (max(DEPTH_CHOICES),)
+        expands = EXPAND_CHOICES if phase >= 2 else (max(EXPAND_CHOICES),)
+        return KERNEL_CHOICES, expands, depths
+
+    def sample_phase(self, rng: np.random.Generator, phase: int) -> OFAArchitecture:
+        """A subnet drawn from the part of the space open in progressive-shrinking ``phase``."""
+        ks, es, ds = self._phase_choices(phase)
+        return OFAArchitecture(
+            tuple(rng.choice(ks, N_LAYERS)), tuple(rng.choice(es, N_LAYERS)), tuple(rng.choice(ds, N_STAGES)),
+            int(rng.choice(self.resolutions)),
+        ).canonical()
+
+    def smallest_phase(self, phase: int) -> OFAArchitecture:
+        """The smallest subnet open in progressive-shrinking ``phase`` (the sandwich's lower slice)."""
+        ks, es, ds = self._phase_choices(phase)
+        return OFAArchitecture((min(ks),) * N_LAYERS, (min(es),) * N_LAYERS, (min(ds),) * N_STAGES,
+                               min(self.resolutions)).canonical()
+
     def mutate(self, arch: OFAArchitecture, rng: np.random.Generator, prob: float = 0.1) -> OFAArchitecture:
         ks, e, d = list(arch.ks), list(arch.e), list(arch.d)
         for i in range(N_LAYERS):
