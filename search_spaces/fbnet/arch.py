@@ -81,7 +81,7 @@ def _layer_shapes(strides: Sequence[int], input_size: int) -> list[tuple[int, in
     c_in, size = STEM_CHANNELS, input_size
     for s, (n, c_out, st) in enumerate(zip(STAGE_LAYERS, STAGE_CHANNELS, strides, strict=True)):
         for i in range(n):
-            out = size // (st if i == 0 else 1)
+            out = (size - 1) // (st if i == 0 else 1) + 1  # 'same'-padded conv output side
             shapes.append((s, c_in, c_out, size, out))
             c_in, size = c_out, out
     return shapes
@@ -103,17 +103,20 @@ def op_cost(op: str, c_in: int, c_out: int, size_in: int, size_out: int) -> tupl
     return float(pw), float(dw), float(act)
 
 
-def encode_costs(archs: Sequence[FBNetArchitecture], dataset: str = "cifar100") -> np.ndarray:
+def encode_costs(archs: Sequence[FBNetArchitecture], dataset: str = "cifar100",
+                 input_size: int | None = None) -> np.ndarray:
     """Analytic cost features: totals of (pointwise MACs, depthwise MACs, activations, non-skip layers) and the
     per-stage (pointwise MACs, depthwise MACs, activations); ``(n, 4 + 7 * 3)`` float64, in millions.
 
     ``dataset`` picks the macro-architecture: ``cifar100`` (32x32 input, stem stride 1) or ``imagenet``
-    (224x224, stem stride 2).
+    (224x224, stem stride 2); ``input_size`` overrides the input side.
     """
     if dataset == "cifar100":
-        shapes = _layer_shapes(CIFAR100_STRIDES, 32)
+        size = 32 if input_size is None else int(input_size)
+        shapes = _layer_shapes(CIFAR100_STRIDES, size)
     elif dataset == "imagenet":
-        shapes = _layer_shapes(IMAGENET_STRIDES, 112)
+        size = 224 if input_size is None else int(input_size)
+        shapes = _layer_shapes(IMAGENET_STRIDES, (size - 1) // 2 + 1)
     else:
         raise ValueError(f"fbnet dataset {dataset!r} is invalid; expected 'cifar100' or 'imagenet'")
     x = np.zeros((len(archs), 4 + len(STAGE_LAYERS) * 3), dtype=np.float64)

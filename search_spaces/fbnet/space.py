@@ -1,56 +1,94 @@
-"""The ``fbnet`` search space (HW-NAS-Bench's FBNet): sampling, variation, encodings, LUT block keys.
-
-The weight-sharing FBNet supernet is not built yet (issue "Search spaces II"); this space serves latency
-prediction, LUTs and predictor-driven search.
-"""
+"""The ``fbnet`` search space (HW-NAS-Bench's FBNet): sampling, variation, encodings, supernet, extraction,
+closed-form costs and LUT block keys."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
 from search_spaces.base import SearchSpace
-from search_spaces.fbnet.arch import (
-    CIFAR100_STRIDES,
-    IMAGENET_STRIDES,
-    N_LAYERS,
-    OPS,
-    STAGE_CHANNELS,
-    STAGE_LAYERS,
-    STEM_CHANNELS,
-    FBNetArchitecture,
-    encode_costs,
-    encode_onehot,
+from search_spaces.fbnet.arch import N_LAYERS, OPS, FBNetArchitecture, encode_costs, encode_onehot
+from search_spaces.fbnet.structure import (
+    SETTINGS,
+    check_dataset,
+    count_macs,
+    count_params,
+    layer_specs,
+    op_params,
 )
 from search_spaces.registry import register_search_space
 
-SETTINGS = {
-    "cifar100": {"strides": CIFAR100_STRIDES, "input": 32, "stem_stride": 1, "head": 1504},
-    "imagenet": {"strides": IMAGENET_STRIDES, "input": 224, "stem_stride": 2, "head": 1984},
-}
+__all__ = ["SETTINGS", "FBNetSpace", "op_params"]
 
 
-def op_params(op: str) -> tuple[int, int, int]:
-    """(expansion, kernel, group) of an op name; skip -> (1, 1, 1)."""
-    if op == "skip":
-        return 1, 1, 1
-    parts = op.split("_")
-    return int(parts[1][1:]), int(parts[0][1:]), int(parts[2][1:]) if len(parts) > 2 else 1
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or int(value) <= 0:
+        raise ValueError(f"fbnet {name}={value!r} is invalid; expected a positive integer")
+    return int(value)
 
 
 @register_search_space("fbnet")
 class FBNetSpace(SearchSpace):
-    """22 searchable layers x 9 ops; ``dataset`` picks the CIFAR-100 or ImageNet macro-architecture."""
+    """22 searchable layers x 9 ops; ``dataset`` picks the CIFAR-100 or ImageNet macro-architecture.
 
-    def __init__(self, dataset: str = "cifar100", n_classes: int | None = None) -> None:
-        if dataset not in SETTINGS:
-            raise ValueError(f"fbnet dataset {dataset!r} is invalid; expected one of {sorted(SETTINGS)}")
+    ``input_size`` (default 32 / 224) is the fixed input side of every subnet; ``n_classes`` defaults to the
+    dataset's (100 / 1000), ``in_channels`` to 3.
+    """
+
+    def __init__(self, dataset: str = "cifar100", n_classes: int | None = None, in_channels: int = 3,
+                 input_size: int | None = None, dropout: float = 0.1) -> None:
+        st = check_dataset(dataset)
         self.dataset = dataset
-        self.n_classes = int(n_classes or (100 if dataset == "cifar100" else 1000))
+        self.n_classes = _positive_int("n_classes", st["classes"] if n_classes is None else n_classes)
+        if self.n_classes < 2:
+            raise ValueError(f"fbnet n_classes={n_classes!r} is invalid; expected an integer >= 2")
+        self.in_channels = _positive_int("in_channels", in_channels)
+        self.input_size = _positive_int("input_size", st["input"] if input_size is None else input_size)
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"fbnet dropout={dropout!r} is invalid; expected a probability in [0, 1)")
+        self.dropout = float(dropout)
 
+    # --- architectures -------------------------------------------------------------------------
     def sample(self, rng: np.random.Generator) -> FBNetArchitecture:
         return FBNetArchitecture.from_index(rng.integers(0, len(OPS), N_LAYERS))
+
+    def largest(self) -> FBNetArchitecture:
+        """Every layer k5_e6: the supernet's full weights."""
+        return FBNetArchitecture(("k5_e6",) * N_LAYERS)
+
+    def smallest(self) -> FBNetArchitecture:
+        """The fewest-MAC subnet: per layer the cheapest op. That is skip, except at a shape-changing layer where
+        the 1x1 skip conv can cost more than ``k3_e1_g2`` (layer shapes do not depend on the ops, so the per-layer
+        minimum is the global one)."""
+        return self._cheapest(OPS)
+
+    def _cheapest(self, ops: Sequence[str]) -> FBNetArchitecture:
+        specs = layer_specs(self.largest(), self.dataset, self.input_size)
+        pick = [min(ops, key=lambda o, s=s: (replace(s, op=o).macs(), o != "skip")) for s in specs]
+        return FBNetArchitecture(tuple(pick))
+
+    # --- progressive shrinking: elastic kernel, then expansion, then groups and skip ----------------
+    PHASES = ("kernel", "expand", "all")
+    _PHASE_OPS = (("k3_e6", "k5_e6"), ("k3_e1", "k3_e3", "k3_e6", "k5_e1", "k5_e3", "k5_e6"), OPS)
+
+    def progressive_phases(self) -> tuple[str, ...]:
+        return self.PHASES
+
+    def _phase_ops(self, phase: int) -> tuple[str, ...]:
+        if not 0 <= phase < len(self.PHASES):
+            raise ValueError(f"progressive phase {phase} is out of range; expected 0..{len(self.PHASES) - 1}")
+        return self._PHASE_OPS[phase]
+
+    def sample_phase(self, rng: np.random.Generator, phase: int) -> FBNetArchitecture:
+        """A subnet drawn from the ops open in progressive-shrinking ``phase``."""
+        ops = self._phase_ops(phase)
+        return FBNetArchitecture(tuple(ops[int(i)] for i in rng.integers(0, len(ops), N_LAYERS)))
+
+    def smallest_phase(self, phase: int) -> FBNetArchitecture:
+        """The fewest-MAC subnet open in ``phase`` (the sandwich's lower slice)."""
+        return self._cheapest(self._phase_ops(phase))
 
     def mutate(self, arch: FBNetArchitecture, rng: np.random.Generator, prob: float = 0.1) -> FBNetArchitecture:
         ops = [OPS[int(rng.integers(len(OPS)))] if rng.random() < prob else o for o in arch.ops]
@@ -62,12 +100,40 @@ class FBNetSpace(SearchSpace):
     def parse(self, text: str) -> FBNetArchitecture:
         return FBNetArchitecture.from_string(text)
 
+    def resolution(self, arch: FBNetArchitecture) -> int:
+        return self.input_size
+
+    # --- features and costs --------------------------------------------------------------------
     def encode(self, archs: Sequence[FBNetArchitecture]) -> np.ndarray:
         return encode_onehot(archs)
 
     def cost_features(self, archs: Sequence[FBNetArchitecture]) -> np.ndarray:
-        return encode_costs(archs, self.dataset)
+        """Analytic per-stage costs of :func:`encode_costs` plus total MACs (M) and params (M) of the subnet."""
+        base = encode_costs(archs, self.dataset, self.input_size)
+        extra = np.asarray([[self.macs(a) / 1e6, self.params(a) / 1e6] for a in archs], dtype=np.float64)
+        return np.hstack([base, extra.reshape(len(archs), 2)])
 
+    def params(self, arch: FBNetArchitecture) -> int:
+        return count_params(arch, self.n_classes, self.in_channels, self.dataset)
+
+    def macs(self, arch: FBNetArchitecture) -> int:
+        return count_macs(arch, self.n_classes, self.in_channels, self.dataset, self.input_size)
+
+    def input_shape(self, arch: FBNetArchitecture, batch: int = 1) -> tuple[int, int, int, int]:
+        return (batch, self.in_channels, self.input_size, self.input_size)
+
+    # --- supernet ------------------------------------------------------------------------------
+    def build_supernet(self):  # noqa: ANN201 - torch imported lazily
+        from search_spaces.fbnet.supernet import FBNetSupernet
+
+        return FBNetSupernet(self.n_classes, self.in_channels, self.dataset, self.dropout)
+
+    def extract(self, supernet, arch: FBNetArchitecture):  # noqa: ANN001, ANN201
+        from search_spaces.fbnet.static import extract_subnet
+
+        return extract_subnet(supernet, arch)
+
+    # --- integer genome ------------------------------------------------------------------------
     def genome_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(N_LAYERS, dtype=int), np.full(N_LAYERS, len(OPS) - 1, dtype=int)
 
@@ -77,23 +143,11 @@ class FBNetSpace(SearchSpace):
     def from_genome(self, g: np.ndarray) -> FBNetArchitecture:
         return FBNetArchitecture.from_index(np.asarray(np.rint(g), dtype=int))
 
+    # --- LUT keys ------------------------------------------------------------------------------
     def layer_shapes(self) -> list[tuple[int, int, int, int]]:
         """(input H/W, Cin, Cout, stride) of each searchable layer, in order."""
-        st = SETTINGS[self.dataset]
-        hw = st["input"] // st["stem_stride"]
-        cin, out = STEM_CHANNELS, []
-        for n, cout, s in zip(STAGE_LAYERS, STAGE_CHANNELS, st["strides"]):
-            for i in range(n):
-                stride = s if i == 0 else 1
-                out.append((hw, cin, cout, stride))
-                hw, cin = hw // stride, cout
-        return out
+        return [(s.in_hw, s.cin, s.cout, s.stride) for s in layer_specs(self.largest(), self.dataset, self.input_size)]
 
     def blocks(self, arch: FBNetArchitecture) -> list[str]:
         """HW-NAS-Bench-style block keys: op, input H/W, Cin, Cout, expansion, kernel, stride, group."""
-        keys = []
-        for (hw, cin, cout, stride), op in zip(self.layer_shapes(), arch.ops):
-            e, k, g = op_params(op)
-            kind = "skip" if op == "skip" else "ir"
-            keys.append(f"{kind}_hw{hw}_cin{cin}_cout{cout}_e{e}_k{k}_s{stride}_g{g}")
-        return keys
+        return [s.key() for s in layer_specs(arch, self.dataset, self.input_size)]
