@@ -11,10 +11,15 @@ BLOCKS = ("src", "proj", "pmean", "enc", "phys")
 
 def grams(blocks: dict[str, np.ndarray], tr: np.ndarray, query: np.ndarray) -> dict[str, tuple]:
     """Per-block linear-kernel pieces (train x train, query x train, query diag), centred on the train mean."""
+    return grams_between({n: b[tr] for n, b in blocks.items()}, {n: b[query] for n, b in blocks.items()})
+
+
+def grams_between(train: dict[str, np.ndarray], query: dict[str, np.ndarray]) -> dict[str, tuple]:
+    """:func:`grams` of given train rows and query rows (same block names)."""
     out = {}
-    for name, b in blocks.items():
-        m = b[tr].mean(0)
-        btr, bq = b[tr] - m, b[query] - m
+    for name, b_tr in train.items():
+        m = b_tr.mean(0)
+        btr, bq = b_tr - m, query[name] - m
         out[name] = (btr @ btr.T, bq @ btr.T, (bq**2).sum(1))
     return out
 

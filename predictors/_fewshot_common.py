@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def arch_key(arch: Any) -> str:

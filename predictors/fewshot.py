@@ -25,7 +25,13 @@ Cholesky in feature space) and the strength ``kappa`` of the meta-learned prior 
 ``adapt`` computes the closed-form posterior of *every* configuration and averages them (Bayesian model
 averaging) with weights ``marginal likelihood of the measurements x exp(kappa * meta score)``; so a noisy
 target falls back to heavily regularised models and an additive one to per-op costs.
-``predict(..., return_std=True)`` returns the mixture's predictive std (ms). The ridge baseline lives in
+``predict(..., return_std=True)`` returns the mixture's predictive std (ms).
+
+Architectures absent from the source table (e.g. the search's proposals): given a ``featurizer`` at
+``meta_fit`` (e.g. :class:`predictors.arch_features.SpaceFeaturizer`), their source latencies are imputed
+from their features by per-source-device regressors (:mod:`predictors._impute`); every other block is exact.
+Their predictive std adds the held-out imputation error propagated through each configuration's weights on
+the ``src`` block. The ridge baseline lives in
 :mod:`predictors.fewshot_baseline`; the linear algebra in :mod:`predictors._blr`.
 """
 
@@ -34,7 +40,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,14 +48,16 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from predictors import _blr
+from predictors._fewshot_blocks import new_blocks, norm_blocks, table_blocks
 from predictors._fewshot_common import (
+    arch_key,
     check_source_table,
     load_pickle,
-    rows_of,
     save_pickle,
     validate_budget,
     validate_measurements,
 )
+from predictors._impute import SourceImputer, check_featurizer, featurize_blocks, imputation_cov
 from predictors.fewshot_baseline import SourceRidgeBaseline
 
 __all__ = ["FewShotLatencyPredictor", "SourceRidgeBaseline"]
@@ -60,13 +68,6 @@ FEATURE_BLOCKS = ("enc", "phys")
 def device_family(name: str) -> str:
     """Hardware family of a device name: the name without a trailing ``_<batch size>`` (``1080ti_32`` -> ``1080ti``)."""
     return re.sub(r"_\d+$", "", str(name))
-
-
-def _standardise(a: np.ndarray) -> np.ndarray:
-    a = a - a.mean(0)
-    sd = a.std(0)
-    sd[sd == 0] = 1.0
-    return a / sd
 
 
 def _rowwise_spearman(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -93,6 +94,10 @@ class FewShotLatencyPredictor:
         meta_tasks: simulated few-shot tasks per held-out source device.
         meta_budget, meta_pool, meta_query: budget, pool size and query size of those tasks.
         feature_alpha: ridge penalty of the per-op cost fit on each source device.
+        impute: how :meth:`meta_fit` learns to impute the source latencies of architectures absent from the
+            table (only with a ``featurizer``): ``"boost"`` (ridge + boosted trees on its residual, per device
+            where that helps), ``"ridge"`` (additive per-op model) or ``"none"`` (only table archs can be
+            scored).
         leave_out: ``"family"`` holds out every source device of the held-out device's family (same name up
             to a trailing ``_<batch>``, e.g. ``1080ti_1``/``1080ti_32``) when simulating a new device, so the
             meta-learned prior is judged on genuinely new hardware; ``"device"`` holds out one device only.
@@ -117,6 +122,7 @@ class FewShotLatencyPredictor:
         meta_query: int = 1000,
         feature_alpha: float = 1e-2,
         leave_out: str = "family",
+        impute: str = "boost",
         random_state: int = 0,
     ) -> None:
         self.src_scales = src_scales
@@ -134,6 +140,7 @@ class FewShotLatencyPredictor:
         self.meta_query = meta_query
         self.feature_alpha = feature_alpha
         self.leave_out = leave_out
+        self.impute = impute
         self.random_state = random_state
 
     # ------------------------------------------------------------------ features
@@ -141,6 +148,8 @@ class FewShotLatencyPredictor:
         for t in self.transforms:
             if t not in ("raw", "log"):
                 raise ValueError(f"transform {t!r} is invalid; expected 'raw' or 'log'")
+        if self.impute not in ("boost", "ridge", "none"):
+            raise ValueError(f"impute={self.impute!r} is invalid; expected 'boost', 'ridge' or 'none'")
         if self.leave_out not in ("family", "device"):
             raise ValueError(f"leave_out={self.leave_out!r} is invalid; expected 'family' or 'device'")
         for s in self.selections:
@@ -148,47 +157,6 @@ class FewShotLatencyPredictor:
                 raise ValueError(f"selection {s!r} is invalid; expected 'random', 'kmeans' or 'variance'")
         if any(k < 0 for k in self.prior_strengths) or not len(self.prior_strengths):
             raise ValueError(f"prior_strengths={list(self.prior_strengths)} is invalid; expected values >= 0")
-
-    def _raw_blocks(self, lat: np.ndarray, feats: dict[str, np.ndarray], transform: str) -> dict[str, np.ndarray]:
-        """Unscaled, per-column standardised blocks (columns of src/proj = source devices)."""
-        t = np.log(lat) if transform == "log" else lat / lat.mean(0)
-        out = {"src": _standardise(t)}
-        if "enc" in feats:
-            enc = feats["enc"]
-            out["proj"] = _standardise(np.hstack([enc, np.ones((len(enc), 1))]) @ self._op_costs(enc, t))
-        for name, x in feats.items():
-            sd = x.std(0)
-            out[name] = np.where(sd > 0, (x - x.mean(0)) / np.where(sd > 0, sd, 1.0), 0.0)
-        return out
-
-    def _op_costs(self, enc: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """Per-op costs (n_feat, n_src) of each source column of ``t``: ridge on the encoding, refitted
-        without outliers (|residual| > 3 robust std), so that a few failed/odd measurements do not leak."""
-        x = np.hstack([enc, np.ones((len(enc), 1))])
-        pen = self.feature_alpha * len(enc) * np.eye(x.shape[1])
-        pen[-1, -1] = 0.0
-        costs = np.empty((x.shape[1], t.shape[1]))
-        for j in range(t.shape[1]):
-            keep = np.ones(len(x), dtype=bool)
-            for _ in range(3):
-                xk = x[keep]
-                costs[:, j] = np.linalg.solve(xk.T @ xk + pen * keep.mean(), xk.T @ t[keep, j])
-                resid = t[:, j] - x @ costs[:, j]
-                mad = 1.4826 * np.median(np.abs(resid - np.median(resid))) + 1e-12
-                keep = np.abs(resid - np.median(resid)) <= 3 * mad
-        return costs
-
-    @staticmethod
-    def _norm_blocks(blocks: dict[str, np.ndarray], drop: Sequence[int] | None = None) -> dict[str, np.ndarray]:
-        """Drop source columns ``drop`` (leave-out) and divide each block by sqrt(width)."""
-        out = {}
-        for name, b in blocks.items():
-            if drop is not None and name in ("src", "proj"):
-                b = np.delete(b, drop, axis=1)
-            out[name] = b / np.sqrt(max(b.shape[1], 1))
-        if "proj" in out:  # hierarchical prior: the sources' average additive model as its own direction
-            out["pmean"] = _standardise(out["proj"].mean(1, keepdims=True))
-        return out
 
     def _configs(self, names: Sequence[str]) -> list[tuple[str, tuple[float, ...], float]]:
         has_enc = "enc" in names
@@ -204,14 +172,27 @@ class FewShotLatencyPredictor:
         return [(g[0], tuple(g[1:-1]), g[-1]) for g in grid if any(g[1:-1])]
 
     # ------------------------------------------------------------------ public API
-    def meta_fit(self, source_table: pd.DataFrame, arch_features: Any = None) -> FewShotLatencyPredictor:
+    def meta_fit(self, source_table: pd.DataFrame, arch_features: Any = None,
+                 featurizer: Callable[[list[str]], Any] | None = None) -> FewShotLatencyPredictor:
         """Learn the prior from an archs x source-devices latency table.
 
         ``arch_features`` (rows aligned with ``source_table``, DataFrames are aligned by arch string): either
         one matrix (the architecture encoding, block ``enc``) or a mapping with keys ``"enc"`` and/or
         ``"phys"`` (analytic cost features). Without it only the source latencies are used.
+
+        ``featurizer`` (a picklable callable: list of canonical arch strings -> features in the same form)
+        lets :meth:`select`, :meth:`adapt` and :meth:`predict` take architectures absent from the table:
+        their source latencies are imputed from their features (see ``impute``) and the imputation error
+        widens ``return_std``. Without ``arch_features`` it computes them for the table too.
         """
         self._check_params()
+        if featurizer is not None and not callable(featurizer):
+            raise ValueError(f"featurizer {featurizer!r} is not callable; expected archs -> features")
+        if arch_features is None and featurizer is not None:
+            keys = [arch_key(a) for a in source_table.index]
+            arch_features = featurizer(keys)
+            arch_features = ({k: pd.DataFrame(np.asarray(v), index=keys) for k, v in arch_features.items()}
+                             if isinstance(arch_features, Mapping) else pd.DataFrame(np.asarray(arch_features), index=keys))
         if isinstance(arch_features, Mapping):
             unknown = sorted(set(arch_features) - set(FEATURE_BLOCKS))
             if unknown:
@@ -229,7 +210,9 @@ class FewShotLatencyPredictor:
         if n < self.meta_budget + 10:
             raise ValueError(f"source_table has {n} archs; expected at least {self.meta_budget + 10}")
         lat = table.to_numpy()
-        raw = {t: self._raw_blocks(lat, feats, t) for t in self.transforms}
+        raw, stats = {}, {}
+        for t in self.transforms:
+            raw[t], stats[t] = table_blocks(lat, feats, t, self.feature_alpha)
         configs = self._configs(list(feats))
         rng = np.random.default_rng(self.random_state)
         n_pool = min(self.meta_pool, n // 2)
@@ -246,7 +229,7 @@ class FewShotLatencyPredictor:
         held = [[i for i, f in enumerate(family) if f == family[j]] for j in range(lat.shape[1])]
         if any(len(h) == lat.shape[1] for h in held):
             raise ValueError(f"meta_fit needs source devices of >= 2 families for leave_out='family', got {family}")
-        loo = [{t: self._norm_blocks(raw[t], drop=held[j]) for t in self.transforms} for j in range(lat.shape[1])]
+        loo = [{t: norm_blocks(raw[t], drop=held[j]) for t in self.transforms} for j in range(lat.shape[1])]
         self._set_configs(configs)
         n_keep = min(64, len(configs))
 
@@ -300,9 +283,12 @@ class FewShotLatencyPredictor:
         self.log_prior_ = kappa * per_rule[rule]
         self.meta_table_ = {f"{r}/kappa={k:g}": float(v.mean()) for (r, k), v in table_scores.items()}
         self.geometry_ = geometry
-        self.blocks_ = {t: self._norm_blocks(raw[t]) for t in self.transforms}
+        self.blocks_ = {t: norm_blocks(raw[t]) for t in self.transforms}
         self.source_devices_ = list(table.columns)
         self.index_ = {a: i for i, a in enumerate(table.index)}
+        self.block_stats_ = stats
+        self.featurizer_ = featurizer
+        self._fit_imputer(table, feats, lat, featurizer)
         return self
 
     def _set_configs(self, configs: list[tuple[str, tuple[float, ...], float]]) -> None:
@@ -326,13 +312,48 @@ class FewShotLatencyPredictor:
             ev[sel] = log_ev + _blr.jacobian(y_tr, t)
         return preds, ev
 
+    # ------------------------------------------------------------------ archs outside the table
+    def _fit_imputer(self, table: pd.DataFrame, feats: dict[str, np.ndarray], lat: np.ndarray,
+                     featurizer: Callable[[list[str]], Any] | None) -> None:
+        """Learn to impute source latencies from features (``imputer_``) and the held-out imputation error in
+        units of the normalised ``src`` block (``impute_cov_``, per transform) for the predictive std."""
+        self.feature_widths_ = {name: x.shape[1] for name, x in feats.items()}
+        if featurizer is not None:
+            check_featurizer(self._featurize, list(table.index[:3]), feats)
+        self.imputer_, self.impute_cov_ = None, {}
+        if self.impute != "none" and featurizer is not None:
+            self.imputer_ = SourceImputer(kind=self.impute, random_state=self.random_state).fit(feats, np.log(lat))
+            self.impute_cov_ = imputation_cov(self.imputer_, feats, self.block_stats_, self.blocks_)
+
+    def _featurize(self, keys: list[str]) -> dict[str, np.ndarray]:
+        return featurize_blocks(self.featurizer_, keys, self.feature_widths_)
+
+    def _blocks_of(self, archs: Sequence[Any], transforms: Sequence[str] | None = None):
+        """Normalised blocks per transform for ``archs`` (table rows where known, imputed source latencies
+        otherwise) and the mask of imputed archs."""
+        keys = [arch_key(a) for a in archs]
+        rows = np.array([self.index_.get(k, -1) for k in keys], dtype=np.int64)
+        new = np.flatnonzero(rows < 0)
+        out = {t: {n: b[rows] for n, b in self.blocks_[t].items()} for t in (transforms or list(self.blocks_))}
+        if len(new):
+            if getattr(self, "imputer_", None) is None:
+                raise ValueError(f"architecture {keys[new[0]]!r} has no source-device latencies; meta_fit on a table "
+                                 "that contains it, or with a featurizer (and impute != 'none') to impute them")
+            feats = self._featurize([keys[i] for i in new])
+            log_lat = self.imputer_.predict(feats)
+            for t, blocks in out.items():
+                for n, b in new_blocks(self.block_stats_[t], feats, log_lat).items():
+                    blocks[n][new] = b
+        return out, rows < 0
+
+    # ------------------------------------------------------------------ few-shot use
     def select(self, candidate_archs: Sequence[Any], budget: int, rng: np.random.Generator) -> list[Any]:
         """Choose ``budget`` of ``candidate_archs`` to measure on the target (meta-learned rule)."""
         self._require("configs_")
         validate_budget(len(candidate_archs), budget)
-        rows = rows_of(self.index_, candidate_archs)
         t, scales, _ = self.geometry_
-        picks = _blr.pick(self.blocks_[t], scales, self.selection_, rows, budget, rng)
+        blocks = self._blocks_of(candidate_archs, [t])[0][t]
+        picks = _blr.pick(blocks, scales, self.selection_, np.arange(len(candidate_archs)), budget, rng)
         return [candidate_archs[int(i)] for i in picks]
 
     def adapt(self, archs: Sequence[Any], latencies: Any) -> FewShotLatencyPredictor:
@@ -343,9 +364,10 @@ class FewShotLatencyPredictor:
         """
         self._require("configs_")
         y = validate_measurements(archs, latencies)
-        self.train_rows_ = rows_of(self.index_, archs)
+        self.train_blocks_, self.train_imputed_ = self._blocks_of(archs)
         self.train_y_ = y
-        _, ev = self._all_configs(self.blocks_, self.train_rows_, y, self.train_rows_[:1])
+        tr = np.arange(len(y))
+        _, ev = self._all_configs(self.train_blocks_, tr, y, tr[:1])
         logw = ev + self.log_prior_
         w = np.exp(logw - logw.max())
         w /= w.sum()
@@ -354,19 +376,31 @@ class FewShotLatencyPredictor:
         return self
 
     def predict(self, archs: Sequence[Any], return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """Predicted target latency (ms) of ``archs``; with ``return_std`` also the predictive std (ms)."""
+        """Predicted target latency (ms) of ``archs``; with ``return_std`` also the predictive std (ms).
+
+        For archs outside the meta-training table the std includes the error of their imputed source
+        latencies (held-out imputation error propagated through each configuration's source weights)."""
         self._require("weights_")
-        rows = rows_of(self.index_, archs)
-        mean = np.zeros(len(rows))
-        second = np.zeros(len(rows))
+        q_blocks, imputed = self._blocks_of(archs)
+        mean = np.zeros(len(archs))
+        second = np.zeros(len(archs))
+        src = _blr.BLOCKS.index("src")
         for t in np.unique(self.config_transforms_[self.active_]):
             sel = np.flatnonzero(self.config_transforms_[self.active_] == t)
             idx = self.active_[sel]
             z, stats = _blr.target(self.train_y_, t)
-            grams = _blr.grams(self.blocks_[t], self.train_rows_, rows)
-            f, chol, _, _ = _blr.batch_posterior(grams, self.config_scales_[idx], self.config_noises_[idx], z)
+            grams = _blr.grams_between(self.train_blocks_[t], q_blocks[t])
+            f, chol, alpha, _ = _blr.batch_posterior(grams, self.config_scales_[idx], self.config_noises_[idx], z)
+            extra = np.zeros(len(idx))
+            if return_std and imputed.any() and t in self.impute_cov_:
+                s_tr = self.train_blocks_[t]["src"] - self.train_blocks_[t]["src"].mean(0)
+                w_src = self.config_scales_[idx, src, None] ** 2 * (alpha @ s_tr)  # configs x source devices
+                extra = np.einsum("ci,ij,cj->c", w_src, self.impute_cov_[t], w_src)
             for k, (i, w) in enumerate(zip(idx, self.weights_[sel], strict=True)):
-                var = _blr.query_var(grams, self.config_scales_[i], self.config_noises_[i], chol[k]) if return_std else 0 * f[k]
+                if return_std:
+                    var = _blr.query_var(grams, self.config_scales_[i], self.config_noises_[i], chol[k]) + extra[k] * imputed
+                else:
+                    var = 0 * f[k]
                 mu, sd = _blr.untarget(f[k], var, t, stats)
                 mean += w * mu
                 second += w * (sd**2 + mu**2)

@@ -174,3 +174,65 @@ def test_source_latencies_only(slice_) -> None:
     picked = model.select(pool, 20, np.random.default_rng(1))
     model.adapt(picked, y[[archs.index(a) for a in picked]])
     assert spearmanr(model.predict(query), y[900:1900])[0] > 0.95
+
+
+@pytest.fixture(scope="module")
+def fitted_without_tail(slice_):
+    """Meta-fitted on the first N_SEEN archs only: the rest of the slice is absent from the source table."""
+    from predictors.arch_features import SpaceFeaturizer
+
+    mat, _, _ = slice_
+    return small_predictor().meta_fit(mat[SOURCES].iloc[:N_SEEN], featurizer=SpaceFeaturizer("nb201"))
+
+
+N_SEEN = 2000
+
+
+def test_archs_absent_from_the_source_table_are_predicted(slice_, fitted_without_tail, tmp_path: Path) -> None:
+    mat, archs, _ = slice_
+    model = fitted_without_tail
+    unseen = archs[N_SEEN:]  # 500 archs no source device measured (as far as the predictor knows)
+    assert not set(unseen) & set(model.index_)
+    for target in TARGETS:
+        y = mat[target]
+        picked = model.select(archs[:900], 20, np.random.default_rng(0))
+        model.adapt(picked, y[picked].to_numpy())
+        rho_unseen = spearmanr(model.predict(unseen), y[unseen])[0]
+        rho_seen = spearmanr(model.predict(archs[900:1900]), y[900:1900])[0]
+        assert rho_unseen > 0.94, (target, rho_unseen)
+        assert rho_unseen > rho_seen - 0.01, (target, rho_unseen, rho_seen)
+    # measuring unseen archs works too: adapt on 20 of them, score the other unseen ones
+    y = mat["eyeriss"]
+    picked = model.select(unseen[:250], 20, np.random.default_rng(1))
+    model.adapt(picked, y[picked].to_numpy())
+    assert spearmanr(model.predict(unseen[250:]), y[unseen[250:]])[0] > 0.97
+    # the imputation error widens the predictive std of unseen archs only
+    mean, std = model.predict(unseen, return_std=True)
+    seen_std = model.predict(archs[900:1000], return_std=True)[1]
+    saved_cov = model.impute_cov_
+    try:
+        model.impute_cov_ = {t: 0 * c for t, c in saved_cov.items()}
+        narrow = model.predict(unseen, return_std=True)[1]
+        assert np.array_equal(model.predict(archs[900:1000], return_std=True)[1], seen_std)
+    finally:
+        model.impute_cov_ = saved_cov
+    assert (std >= narrow - 1e-12).all() and (std > narrow).mean() > 0.9
+    model.save(tmp_path / "m.pkl")
+    again = FewShotLatencyPredictor.load(tmp_path / "m.pkl")
+    got_mean, got_std = again.predict(unseen, return_std=True)
+    assert np.array_equal(got_mean, mean) and np.array_equal(got_std, std)
+    assert again.select(unseen, 5, np.random.default_rng(3)) == model.select(unseen, 5, np.random.default_rng(3))
+
+
+def test_unseen_arch_errors(slice_, fitted) -> None:
+    from predictors.arch_features import SpaceFeaturizer
+
+    mat, archs, feats = slice_
+    ours, _ = fitted  # meta-fitted with features but no featurizer
+    ours.adapt(archs[:20], mat["eyeriss"].iloc[:20].to_numpy())
+    with pytest.raises(ValueError, match="has no source-device latencies; meta_fit on a table"):
+        ours.predict(archs[:3] + [archs[-1] + "x"])
+    with pytest.raises(ValueError, match="featurizer disagrees with arch_features block 'enc'"):
+        small_predictor().meta_fit(mat[SOURCES].iloc[:100], feats.iloc[:100] * 2, featurizer=SpaceFeaturizer("nb201"))
+    with pytest.raises(ValueError, match="impute='knn' is invalid"):
+        FewShotLatencyPredictor(impute="knn").meta_fit(mat[SOURCES], feats)
