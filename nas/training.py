@@ -315,6 +315,42 @@ def train_supernet(
             "world_size": dist.world, "device": str(device), "amp": str(dtype).replace("torch.", "") if dtype else "off"}
 
 
+def train_standalone(model: nn.Module, r: int, data: DataSplits, cfg: TrainConfig, desc: str = "train subnet") -> dict:
+    """Train one static subnet from its own initialisation with the supernet's recipe minus the sandwich:
+    same epochs, batch, cosine LR with warm-up, label smoothing, augmentation and gradient clipping."""
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    device = resolve_device(cfg.device)
+    model.to(device).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+                          weight_decay=cfg.weight_decay)
+    n = len(data.y_train)
+    steps_per_epoch = max(1, n // cfg.batch_size)
+    total, warmup = steps_per_epoch * cfg.epochs, int(cfg.warmup_epochs * steps_per_epoch)
+    t0, losses = time.perf_counter(), []
+    for epoch in tqdm(range(cfg.epochs), desc=desc, unit="epoch", leave=False):
+        model.train()
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(_step_seed(cfg.seed, epoch)))
+        loss_sum = 0.0
+        for b in range(steps_per_epoch):
+            rng = np.random.default_rng([cfg.seed, epoch, b])
+            torch.manual_seed(_step_seed(cfg.seed, epoch, b))
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(epoch * steps_per_epoch + b, total, warmup, cfg.lr)
+            idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            xb = random_shift(data.x_train[idx], cfg.augment_shift, rng).to(device)
+            xb = resize(xb, r).contiguous(memory_format=torch.channels_last)
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(xb), data.y_train[idx].to(device), label_smoothing=cfg.label_smoothing)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            loss_sum += float(loss.detach())
+        losses.append(loss_sum / steps_per_epoch)
+    return {"losses": losses, "seconds": time.perf_counter() - t0}
+
+
 def _device_of(module: nn.Module | None) -> torch.device:
     p = next(module.parameters(), None) if module is not None else None
     return p.device if p is not None else torch.device("cpu")

@@ -19,6 +19,7 @@ BENCHES = {
     "latency_cpu_calibration": "nas.bench.latency_cpu_calibration",
     "supernet_overhead": "nas.bench.supernet_overhead",
     "search_nb201": "nas.bench.search_nb201",
+    "supernet_ranking": "nas.bench.supernet_ranking",
 }
 
 
