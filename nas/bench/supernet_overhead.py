@@ -22,6 +22,8 @@ from search_spaces import create_search_space
 SETTINGS = {  # space -> (constructor kwargs, batch, channels)
     "ofa_mbv3_small": ({"name": "ofa_mbv3", "setting": "small", "n_classes": 10, "in_channels": 1}, 64, 1),
     "ofa_mbv3_imagenet": ({"name": "ofa_mbv3", "setting": "imagenet", "n_classes": 1000, "in_channels": 3}, 8, 3),
+    "fbnet_cifar100": ({"name": "fbnet", "dataset": "cifar100", "n_classes": 100, "in_channels": 3}, 32, 3),
+    "fbnet_imagenet": ({"name": "fbnet", "dataset": "imagenet", "n_classes": 1000, "in_channels": 3}, 8, 3),
 }
 
 
@@ -51,7 +53,8 @@ def run(cfg: Any) -> dict:
         ratios, rows = [], []
         for arch in tqdm(space.sample_many(int(cfg.n_archs), rng), desc=f"supernet_overhead {name}", unit="arch"):
             sub = space.extract(net, arch).to(memory_format=torch.channels_last).train()
-            x = torch.randn(batch, ch, arch.r, arch.r).contiguous(memory_format=torch.channels_last)
+            r = space.resolution(arch)
+            x = torch.randn(batch, ch, r, r).contiguous(memory_format=torch.channels_last)
             y = torch.randint(0, space.n_classes, (batch,))
             opt_super = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.9)
             opt_sub = torch.optim.SGD(sub.parameters(), lr=1e-4, momentum=0.9)

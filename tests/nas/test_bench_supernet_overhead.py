@@ -9,14 +9,15 @@ import sys
 import pytest
 
 
-def test_supernet_overhead_bench_writes_its_json(tmp_path):
+@pytest.mark.parametrize("space", ["ofa_mbv3_small", "fbnet_cifar100"])
+def test_supernet_overhead_bench_writes_its_json(space, tmp_path):
     out = tmp_path / "so.json"
-    proc = subprocess.run([sys.executable, "-m", "nas.bench.cli", "bench=supernet_overhead", "bench.spaces=[ofa_mbv3_small]",
+    proc = subprocess.run([sys.executable, "-m", "nas.bench.cli", "bench=supernet_overhead", f"bench.spaces=[{space}]",
                            "bench.n_archs=2", "bench.steps=1", "bench.warmup=1", f"bench.out={out}",
                            f"hydra.run.dir={tmp_path / 'h'}"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.read_text())
-    sp = res["spaces"]["ofa_mbv3_small"]
+    sp = res["spaces"][space]
     assert sp["n_archs"] == 2 and len(sp["archs"]) == 2
     for row in sp["archs"]:
         assert row["supernet_ms"] > 0 and row["static_ms"] > 0
