@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from latency_luts.build import measure_in_fresh_process
@@ -105,7 +106,8 @@ def evaluate_archs(ctx: RunContext, supernet: Any, archs: Sequence[Any], splits:
     n_cal = int(ctx.cfg.predictor.calib_images)
     out: dict[str, list[float]] = {s: [] for s in splits}
     for arch in tqdm(archs, desc=desc, unit="subnet", leave=False):
-        sub = ctx.space.extract(supernet, arch)
+        # channels-last: depthwise convs run 2-3x faster on CPU (oneDNN); results agree to float rounding
+        sub = ctx.space.extract(supernet, arch).to(memory_format=torch.channels_last)
         recalibrate_bn(sub, data.x_train[:n_cal], ctx.space.resolution(arch))
         for s in splits:
             x, y = (data.x_val, data.y_val) if s == "val" else (data.x_test, data.y_test)
