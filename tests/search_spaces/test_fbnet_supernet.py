@@ -4,6 +4,7 @@ HELP archs build and run, ONNX parity, space arguments."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pandas as pd
 import pytest
@@ -211,6 +212,9 @@ def test_onnx_parity_for_20_archs(dataset, size, tmp_path):
         with torch.no_grad():
             ref = sub(x).numpy()
         worst = max(worst, float(np.abs(out - ref).max()))
+        graph = onnx.load(str(path)).graph  # group-2 ops stay real grouped convs in the exported file
+        groups = [a.i for n in graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "group"]
+        assert groups.count(2) == 2 * sum(op.endswith("_g2") for op in arch.ops)
     assert worst <= 1e-4
 
 
