@@ -48,6 +48,22 @@ def query_var(grams: dict[str, tuple], scales: np.ndarray, noise: float, chol: n
     v = np.linalg.solve(chol, np.asarray(k_q).T)
     return np.maximum(k_qq - (v**2).sum(0), 0.0) + noise**2
 
+def loo(chol: np.ndarray, alpha: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-out predictive mean and variance (standardised target units) of every training point under
+    every configuration (C, n each), from the Cholesky factors and dual weights of :func:`batch_posterior`."""
+    n = chol.shape[-1]
+    linv = np.linalg.solve(chol, np.broadcast_to(np.eye(n), chol.shape))
+    kinv_diag = (linv**2).sum(1)  # diag of K^-1
+    return z - alpha / kinv_diag, 1.0 / kinv_diag
+
+
+def point_jacobian(y: np.ndarray, transform: str) -> np.ndarray:
+    """Per-measurement log |d z / d y| (its sum is :func:`jacobian`)."""
+    t = np.log(y) if transform == "log" else y / y.mean()
+    sd = float(t.std()) or 1.0
+    return -np.log(y * sd) if transform == "log" else np.full(len(y), -np.log(y.mean() * sd))
+
+
 def jacobian(y: np.ndarray, transform: str) -> float:
     """log |d z / d y| summed over measurements, so evidences of raw and log models are comparable."""
     t = np.log(y) if transform == "log" else y / y.mean()

@@ -98,6 +98,10 @@ class FewShotLatencyPredictor:
             table (only with a ``featurizer``): ``"boost"`` (ridge + boosted trees on its residual, per device
             where that helps), ``"ridge"`` (additive per-op model) or ``"none"`` (only table archs can be
             scored).
+        prior_check: ``"loo"``: :meth:`adapt` re-chooses the prior strength among ``prior_strengths`` by the
+            leave-one-out predictive density of the target measurements under the model average, so a target
+            unlike the sources (a CPU after GPU meta-training) can overrule the meta-learned prior;
+            ``"none"``: always the meta-learned strength.
         leave_out: ``"family"`` holds out every source device of the held-out device's family (same name up
             to a trailing ``_<batch>``, e.g. ``1080ti_1``/``1080ti_32``) when simulating a new device, so the
             meta-learned prior is judged on genuinely new hardware; ``"device"`` holds out one device only.
@@ -123,6 +127,7 @@ class FewShotLatencyPredictor:
         feature_alpha: float = 1e-2,
         leave_out: str = "family",
         impute: str = "boost",
+        prior_check: str = "loo",
         random_state: int = 0,
     ) -> None:
         self.src_scales = src_scales
@@ -141,6 +146,7 @@ class FewShotLatencyPredictor:
         self.feature_alpha = feature_alpha
         self.leave_out = leave_out
         self.impute = impute
+        self.prior_check = prior_check
         self.random_state = random_state
 
     # ------------------------------------------------------------------ features
@@ -148,6 +154,8 @@ class FewShotLatencyPredictor:
         for t in self.transforms:
             if t not in ("raw", "log"):
                 raise ValueError(f"transform {t!r} is invalid; expected 'raw' or 'log'")
+        if self.prior_check not in ("loo", "none"):
+            raise ValueError(f"prior_check={self.prior_check!r} is invalid; expected 'loo' or 'none'")
         if self.impute not in ("boost", "ridge", "none"):
             raise ValueError(f"impute={self.impute!r} is invalid; expected 'boost', 'ridge' or 'none'")
         if self.leave_out not in ("family", "device"):
@@ -347,6 +355,21 @@ class FewShotLatencyPredictor:
         return out, rows < 0
 
     # ------------------------------------------------------------------ few-shot use
+    def _evidence(self, blocks: dict, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Log evidence (configs) of the target measurements in latency units (Jacobian included, so raw and
+        log models compare) and each configuration's leave-one-out predicted latency (configs x measurements)."""
+        ev = np.empty(len(self.configs_))
+        loo = np.empty((len(self.configs_), len(y)))
+        tr = np.arange(len(y))
+        for t in np.unique(self.config_transforms_):
+            idx = np.flatnonzero(self.config_transforms_ == t)
+            z, stats = _blr.target(y, t)
+            grams = _blr.grams(blocks[t], tr, tr[:1])
+            _, chol, alpha, log_ev = _blr.batch_posterior(grams, self.config_scales_[idx], self.config_noises_[idx], z)
+            ev[idx] = log_ev + _blr.jacobian(y, t)
+            loo[idx] = _blr.untarget(_blr.loo(chol, alpha, z)[0], 0.0, t, stats)[0]
+        return ev, loo
+
     def select(self, candidate_archs: Sequence[Any], budget: int, rng: np.random.Generator) -> list[Any]:
         """Choose ``budget`` of ``candidate_archs`` to measure on the target (meta-learned rule)."""
         self._require("configs_")
@@ -360,15 +383,32 @@ class FewShotLatencyPredictor:
         """Condition on target-device measurements (ms) of ``archs``.
 
         Every configuration's posterior is weighted by its marginal likelihood of the measurements times the
-        meta-learned prior ``exp(prior_strength_ * meta_score)`` (Bayesian model averaging).
+        meta-learned prior ``exp(kappa_ * meta_score)`` (Bayesian model averaging); ``kappa_`` is the
+        meta-learned ``prior_strength_`` or, with ``prior_check="loo"``, the candidate strength under which
+        the model average predicts each measurement best from the others.
         """
         self._require("configs_")
         y = validate_measurements(archs, latencies)
         self.train_blocks_, self.train_imputed_ = self._blocks_of(archs)
         self.train_y_ = y
-        tr = np.arange(len(y))
-        _, ev = self._all_configs(self.train_blocks_, tr, y, tr[:1])
-        logw = ev + self.log_prior_
+        ev, loo = self._evidence(self.train_blocks_, y)
+        self.kappa_ = self.prior_strength_
+        if self.prior_check == "loo":  # squared log error of the model average's leave-one-out predictions
+            err = []
+            for kappa in self.prior_strengths:
+                logw = ev + kappa * self.meta_scores_
+                w = np.exp(logw - logw.max())
+                err.append(np.log((w / w.sum()) @ loo / y) ** 2)
+            base = np.array(err)[list(self.prior_strengths).index(self.prior_strength_)]
+            gain = base - np.array(err)
+            se = gain.std(1, ddof=1) / np.sqrt(len(y))
+            # leave the meta-learned strength only when another predicts held-out measurements clearly better:
+            # by 2 standard errors and by at least 20% of the meta-learned model's error
+            clear = (gain.mean(1) > 2 * se) & (gain.mean(1) > 0.2 * base.mean())
+            gain = np.where(clear, gain.mean(1), 0.0)
+            self.loo_gain_ = gain
+            self.kappa_ = float(self.prior_strengths[int(np.argmax(gain))]) if gain.max() > 0 else self.prior_strength_
+        logw = ev + self.kappa_ * self.meta_scores_
         w = np.exp(logw - logw.max())
         w /= w.sum()
         self.active_ = np.flatnonzero(w >= 1e-4 * w.max())

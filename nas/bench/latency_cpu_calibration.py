@@ -5,6 +5,9 @@ default). Target: this machine's CPU with onnxruntime (ImageNet setting, fp32, b
 ``n_pool`` archs from those files is exported and timed here twice (two fresh processes, interleaved rounds,
 minimum); the pass-to-pass agreement is reported. Each method chooses ``budget`` archs of the pool to "measure",
 adapts, and is scored on all the other pool archs. Ours and the ridge baseline run in the same process.
+Ours sees the architectures as the pipeline's calibrate stage does (:class:`SpaceFeaturizer`: one-hot encoding
+plus the space's analytic cost features, i.e. MACs per stage, params, resolution); nothing of this CPU but the
+``budget`` timings.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
 from latency_luts.interchange import latency_matrix, load_latency_table
-from nas.bench.latency_fewshot import encode
 from nas.bench.timing import latency_scores, time_subnets_twice
 from nas.pipeline import write_csv_atomic, write_json_atomic
+from predictors.arch_features import SpaceFeaturizer
 from predictors.fewshot import FewShotLatencyPredictor
 from predictors.fewshot_baseline import SourceRidgeBaseline
 from search_spaces import create_search_space
@@ -53,7 +56,8 @@ def run(cfg: Any) -> dict[str, Any]:
             write_csv_atomic(cache, out[["space", "arch", "device", "latency_ms", "pass1", "pass2", "cv"]])
     meas = meas.set_index("arch").loc[pool]
     y = meas.latency_ms.to_numpy()
-    features = {k: pd.DataFrame(v, index=archs) for k, v in encode("ofa_mbv3", archs).items()}
+    featurizer = SpaceFeaturizer("ofa_mbv3", setting="imagenet", n_classes=1000)
+    features = {k: pd.DataFrame(v, index=archs) for k, v in featurizer(archs).items()}
     models = {"ours": FewShotLatencyPredictor().meta_fit(mat, features), "baseline": SourceRidgeBaseline().meta_fit(mat)}
     res: dict[str, list[dict[str, float]]] = {k: [] for k in models}
     for seed in tqdm(range(seeds), desc="calibrate", unit="seed"):

@@ -236,3 +236,25 @@ def test_unseen_arch_errors(slice_, fitted) -> None:
         small_predictor().meta_fit(mat[SOURCES].iloc[:100], feats.iloc[:100] * 2, featurizer=SpaceFeaturizer("nb201"))
     with pytest.raises(ValueError, match="impute='knn' is invalid"):
         FewShotLatencyPredictor(impute="knn").meta_fit(mat[SOURCES], feats)
+    with pytest.raises(ValueError, match="prior_check='cv' is invalid"):
+        FewShotLatencyPredictor(prior_check="cv").meta_fit(mat[SOURCES], feats)
+
+
+def test_prior_check_keeps_or_overrules_the_meta_learned_strength(slice_, fitted) -> None:
+    """prior_check='none' uses the meta-learned strength; 'loo' may only move to another candidate strength,
+    and for an in-domain target (eyeriss after NB201 meta-training) it keeps the meta-learned one."""
+    mat, archs, _ = slice_
+    ours, _ = fitted
+    y = mat["eyeriss"]
+    picked = ours.select(archs[:900], 20, np.random.default_rng(0))
+    try:
+        ours.prior_check = "none"
+        ours.adapt(picked, y[picked].to_numpy())
+        assert ours.kappa_ == ours.prior_strength_
+        fixed = ours.predict(archs[900:1900])
+        ours.prior_check = "loo"
+        ours.adapt(picked, y[picked].to_numpy())
+        assert ours.kappa_ == ours.prior_strength_ and ours.loo_gain_.shape == (len(ours.prior_strengths),)
+        assert np.array_equal(ours.predict(archs[900:1900]), fixed)
+    finally:
+        ours.prior_check = "loo"
