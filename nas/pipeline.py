@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
-STAGES = ("train", "measure", "predict", "search", "export")
+STAGES = ("train", "measure", "calibrate", "predict", "search", "export")
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -67,6 +67,11 @@ def validate_config(cfg: DictConfig) -> None:
         raise ValueError(f"device.runtime={cfg.device.runtime!r} is invalid; expected 'onnxruntime' or 'remote'")
     if cfg.device.precision not in ("fp32", "int8"):
         raise ValueError(f"device.precision={cfg.device.precision!r} is invalid; expected 'fp32' or 'int8'")
+    if OmegaConf.select(cfg, "calibrate") is not None:
+        from nas.stages import calibrate
+
+        if calibrate.enabled(cfg):
+            calibrate.validate(cfg)
     objs = list(cfg.search.objectives)
     if objs != ["accuracy", "latency_ms"]:
         raise ValueError(f"search.objectives={objs} is not supported yet; expected [accuracy, latency_ms]")
@@ -160,9 +165,10 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str
     stage_fns: dict[str, Callable[[RunContext], dict]] = {
         name: importlib.import_module(f"nas.stages.{name}").run for name in STAGES
     }
+    wanted = set(cfg.stages) | ({"calibrate"} if OmegaConf.select(cfg, "calibrate.enabled", default=False) else set())
     for name in STAGES:
         marker = run_dir / "stages" / f"{name}.json"
-        if name not in cfg.stages:
+        if name not in wanted:
             continue
         if marker.exists() and name not in cfg.force:
             ctx.records[name] = json.loads(marker.read_text())

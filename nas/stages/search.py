@@ -3,6 +3,8 @@
 All candidates (the measure stage's subnets plus ``search.budget`` picks spread along the predicted front) are
 evaluated for accuracy and re-timed together in one interleaved measurement, so their latencies are
 comparable. Writes candidates.csv, pareto.csv, pareto.png and the hypervolume of the measured front.
+Latency comes from the calibrate stage's few-shot predictor (predictors/latency_fewshot.pkl) when the run has
+one, else from the predict stage's regressor (predictors/latency.pkl).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from nas.pareto import hypervolume, pareto_mask
 from nas.pipeline import RunContext, write_csv_atomic
 from nas.plots import plot_pareto
 from nas.search import PymooNSGA2
-from nas.stages.common import evaluate_archs, measure_archs
+from nas.stages.common import evaluate_archs, measure_archs, spearman
 from predictors import EnsembleRegressor, featurize
+from predictors.fewshot import FewShotLatencyPredictor
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +40,20 @@ def run(ctx: RunContext) -> dict:
     cfg, space = ctx.cfg, ctx.space
     lat_model = EnsembleRegressor.load(ctx.path("predictors", "latency.pkl"))
     acc_model = EnsembleRegressor.load(ctx.path("predictors", "accuracy.pkl"))
+    fewshot_path = ctx.path("predictors", "latency_fewshot.pkl")
+    fewshot = FewShotLatencyPredictor.load(fewshot_path) if fewshot_path.is_file() else None
     feats = cfg.predictor.features
     meas = pd.read_csv(ctx.path("measurements.csv"))
     seen = [space.parse(s) for s in meas.arch]
 
+    def predict_latency(archs: list, X: np.ndarray, return_std: bool = False):  # noqa: ANN202
+        if fewshot is not None:
+            return fewshot.predict([a.to_string() for a in archs], return_std=return_std)
+        return lat_model.predict(X, return_std=return_std)
+
     def objective(archs: list) -> np.ndarray:
         X = featurize(space, archs, feats)
-        return np.column_stack([-acc_model.predict(X), lat_model.predict(X)])
+        return np.column_stack([-acc_model.predict(X), predict_latency(archs, X)])
 
     t0 = time.perf_counter()
     strategy = PymooNSGA2(space=space, pop_size=int(cfg.search.pop_size), seed=int(cfg.search.seed), initial=seen)
@@ -66,7 +76,7 @@ def run(ctx: RunContext) -> dict:
     ms = measure_archs(ctx, supernet, archs, desc="export candidates", stage="search")
     X = featurize(space, archs, feats)
     pred_acc, acc_std = acc_model.predict(X, return_std=True)
-    pred_lat, lat_std = lat_model.predict(X, return_std=True)
+    pred_lat, lat_std = predict_latency(archs, X, return_std=True)
     cand = pd.DataFrame({
         "arch": [a.to_string() for a in archs],
         "source": ["measure"] * len(seen) + ["search"] * len(picks),
@@ -95,6 +105,8 @@ def run(ctx: RunContext) -> dict:
              len(pareto), pareto.latency_ms.min(), pareto.latency_ms.max(), span, pareto.test_accuracy.max())
     return {
         "n_candidates": len(cand), "n_pareto": len(pareto), "n_search_picks": len(picks),
+        "latency_predictor": "fewshot (calibrate stage)" if fewshot is not None else "regressor (predict stage)",
+        "latency_predictor_spearman": spearman(cand.predicted_latency_ms.to_numpy(), cand.latency_ms.to_numpy()),
         "predictor_evaluations": len(strategy.history_), "inner_search_seconds": round(search_seconds, 3),
         "hypervolume": hv,
         "hypervolume_ref": {"objectives": ["1 - val_accuracy", "latency_ms / max candidate latency"], "ref": ref,
