@@ -8,6 +8,7 @@ order; the tabular evaluator (:mod:`search_spaces.nb201.tabular`) maps arch stri
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import combinations_with_replacement
 
 import numpy as np
 
@@ -53,16 +54,48 @@ def encode_structure(archs: Sequence[NB201Architecture]) -> np.ndarray:
     return rows
 
 
+_LIVE = tuple(op for op in OPS if op != "none")
+# in-neighbourhoods of one Weisfeiler-Lehman step on the op graph: an op node's inputs are the ops on the active
+# edges into its source node (the cell input for node 0, at most 2 ops for node 2); the output node's are the
+# ops into node 3 (at most 3)
+_OP_IN = [("input",)] + [c for n in (1, 2) for c in combinations_with_replacement(_LIVE, n)]
+_OUT_IN = [c for n in range(4) for c in combinations_with_replacement(_LIVE, n)]
+_WL_COLUMNS = {key: i for i, key in enumerate(
+    [("op", o) for o in _LIVE] + [("op", o, c) for o in _LIVE for c in _OP_IN] + [("output", c) for c in _OUT_IN])}
+
+
+def encode_wl(archs: Sequence[NB201Architecture]) -> np.ndarray:
+    """Weisfeiler-Lehman features (one refinement) of the cell as a graph whose nodes are the ops on active
+    edges: counts of each op, of each (op, sorted ops feeding its source node) pair and of the sorted ops
+    feeding the output. Dead edges are dropped, so cells that differ only in them share a row. A fixed column
+    layout (99 columns), independent of which archs are encoded."""
+    rows = np.zeros((len(archs), len(_WL_COLUMNS)), dtype=np.float64)
+    for r, a in enumerate(archs):
+        act = active_edges(a)
+        into: list[list[str]] = [[] for _ in range(N_NODES)]
+        for k, (to, _) in enumerate(EDGES):
+            if act[k]:
+                into[to].append(a.ops[k])
+        for k, (_, frm) in enumerate(EDGES):
+            if act[k]:
+                rows[r, _WL_COLUMNS["op", a.ops[k]]] += 1.0
+                inputs = ("input",) if frm == 0 else tuple(sorted(into[frm], key=_LIVE.index))
+                rows[r, _WL_COLUMNS["op", a.ops[k], inputs]] += 1.0
+        rows[r, _WL_COLUMNS["output", tuple(sorted(into[-1], key=_LIVE.index))]] = 1.0
+    return rows
+
+
 @register_search_space("nb201")
 class NB201Space(SearchSpace):
     """NAS-Bench-201 cell space: 6 edges x 5 ops = 15625 architectures, evaluated from tables.
 
-    ``encoding="onehot"`` (30 columns) or ``"structure"`` (one-hot of effective ops + path features).
+    ``encoding="onehot"`` (30 columns), ``"structure"`` (one-hot of effective ops + path features) or ``"wl"``
+    (Weisfeiler-Lehman counts of the active op graph, :func:`encode_wl`).
     """
 
     def __init__(self, encoding: str = "onehot") -> None:
-        if encoding not in ("onehot", "structure"):
-            raise ValueError(f"encoding={encoding!r} is invalid; expected 'onehot' or 'structure'")
+        if encoding not in ("onehot", "structure", "wl"):
+            raise ValueError(f"encoding={encoding!r} is invalid; expected 'onehot', 'structure' or 'wl'")
         self.encoding = encoding
 
     # --- architectures -------------------------------------------------------------------------
@@ -92,7 +125,8 @@ class NB201Space(SearchSpace):
 
     # --- features ------------------------------------------------------------------------------
     def encode(self, archs: Sequence[NB201Architecture]) -> np.ndarray:
-        return encode_onehot(archs) if self.encoding == "onehot" else encode_structure(archs)
+        enc = {"onehot": encode_onehot, "structure": encode_structure, "wl": encode_wl}[self.encoding]
+        return enc(archs)
 
     @staticmethod
     def isomorphism_key(arch: NB201Architecture) -> tuple[str, ...]:

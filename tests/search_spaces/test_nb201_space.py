@@ -9,7 +9,7 @@ import pytest
 
 from search_spaces import create_search_space
 from search_spaces.nb201.arch import NB201Architecture
-from search_spaces.nb201.space import active_edges, encode_structure
+from search_spaces.nb201.space import active_edges, encode_structure, encode_wl
 from search_spaces.nb201.tabular import NB201Tabular
 
 
@@ -56,9 +56,31 @@ def test_variation_and_structure_features() -> None:
     assert len(space.dedup([dead, twin, a])) == 1 + (space.isomorphism_key(a) != space.isomorphism_key(dead))
 
 
+def test_wl_features_fixed_layout_and_dead_edges() -> None:
+    space = create_search_space("nb201", encoding="wl")
+    # edges: 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2
+    conv = NB201Architecture(("none", "none", "none", "nor_conv_3x3", "none", "none"))
+    dead = NB201Architecture(("nor_conv_1x1", "none", "none", "nor_conv_3x3", "none", "none"))  # node 1 unused
+    live = NB201Architecture(("nor_conv_1x1", "none", "none", "nor_conv_3x3", "skip_connect", "none"))
+    X = space.encode([conv, dead, live])
+    assert X.shape == (3, 99)
+    np.testing.assert_array_equal(X[0], X[1])  # a dead edge changes nothing
+    assert not (X[0] == X[2]).all()
+    assert X[0].sum() == 1 + 1 + 1  # one op, (conv3x3 <- input), output <- {conv3x3}
+    # live: conv1x1, conv3x3, skip; conv1x1 <- input, conv3x3 <- input, skip <- {conv1x1}; output <- 2 ops
+    assert X[2].sum() == 3 + 3 + 1
+    rng = np.random.default_rng(0)
+    others = [space.sample(rng) for _ in range(20)]
+    np.testing.assert_array_equal(encode_wl([live])[0], encode_wl([*others, live])[-1])  # fixed layout
+    empty = NB201Architecture(("none",) * 6)
+    unreachable = NB201Architecture(("nor_conv_3x3", "none", "none", "none", "none", "skip_connect"))
+    np.testing.assert_array_equal(encode_wl([unreachable]), encode_wl([empty]))
+    assert encode_wl([empty]).sum() == 1  # only the output node, fed by nothing
+
+
 def test_bad_inputs_raise_one_line_errors(tmp_path: Path) -> None:
     space = create_search_space("nb201")
-    with pytest.raises(ValueError, match="encoding"):
+    with pytest.raises(ValueError, match="encoding='graph' is invalid"):
         create_search_space("nb201", encoding="graph")
     with pytest.raises(ValueError, match="genome"):
         space.from_genome(np.array([0, 1, 2, 3, 4, 5]))
