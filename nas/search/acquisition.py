@@ -30,15 +30,19 @@ def domination_margin(P: np.ndarray, front: np.ndarray) -> np.ndarray:
 
 
 def select_batch(
-    optimistic: np.ndarray, front: np.ndarray, k: int, ref: float = 1.1, exclude: np.ndarray | None = None
+    optimistic: np.ndarray, front: np.ndarray, k: int, ref: float = 1.1, exclude: np.ndarray | None = None,
+    bounds: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Indices of ``k`` rows of ``optimistic`` picked greedily by hypervolume improvement over ``front``.
 
-    Both are normalised with the front's ideal/nadir first. After each pick its optimistic point joins the
-    front (so the batch spreads along it). Rows with no improvement left are ranked by domination margin.
-    ``exclude``: boolean mask of rows never to pick (already evaluated).
+    Both are normalised with ``bounds`` = (ideal, nadir) first (default: the front's own); the reference point
+    is ``ideal + ref * (nadir - ideal)``, so a row beyond it in any objective adds nothing. After each pick
+    its optimistic point joins the front (so the batch spreads along it). Rows with no improvement left are
+    ranked by domination margin. ``exclude``: boolean mask of rows never to pick (already evaluated).
     """
-    lo, hi = front.min(0), front.max(0)
+    lo, hi = (front.min(0), front.max(0)) if bounds is None else (np.asarray(bounds[0]), np.asarray(bounds[1]))
+    if lo.shape != (front.shape[1],) or hi.shape != lo.shape:
+        raise ValueError(f"bounds have shapes {lo.shape}/{hi.shape}; expected ({front.shape[1]},) each (ideal, nadir)")
     span = np.where(hi > lo, hi - lo, 1.0)
     P = (optimistic - lo) / span
     Fn = (front - lo) / span

@@ -5,7 +5,9 @@ Per round: every objective's surrogate is refitted on the evaluated candidates; 
 (exhaustively for a tabular space; :meth:`ClosedLoopSearch.inner_search` runs the predictor-driven pymoo
 NSGA-II instead for spaces too large to enumerate); each gets an *optimistic* point ``mean - beta * std``;
 the batch is picked greedily by the hypervolume it would add to the evaluated front (UCB-style hypervolume
-improvement), each pick's optimistic point joining the front so the batch spreads along it.
+improvement), each pick's optimistic point joining the front so the batch spreads along it. Hypervolumes are
+normalised with the evaluated front's ideal and the nadir of the front the optimistic points would form, so
+the reference point reaches as far as the predicted front does.
 """
 
 from __future__ import annotations
@@ -30,13 +32,14 @@ class ClosedLoopSearch(Strategy):
             index ``candidates``.
         n_initial: random evaluations before the first fit.
         batch_size: evaluations per round after that.
-        beta: optimism: the acquisition scores ``mean - beta * std``.
+        beta: optimism: the acquisition scores ``mean - beta * std``; one number or one per objective (e.g.
+            ``(1.0, 0.0)``: optimistic error, mean latency from a meta-trained prior).
         seed: seed of the initial design.
         space: optional; needed only by :meth:`inner_search` (integer genome).
     """
 
     def __init__(self, *, candidates: Sequence[Hashable], surrogates: Sequence[Any], n_initial: int = 10,
-                 batch_size: int = 10, beta: float = 1.0, seed: int = 0, space: Any = None) -> None:
+                 batch_size: int = 10, beta: float | Sequence[float] = 1.0, seed: int = 0, space: Any = None) -> None:
         if len(candidates) < 2:
             raise ValueError(f"candidates has {len(candidates)} archs; expected at least 2")
         if len(surrogates) != 2:
@@ -49,8 +52,9 @@ class ClosedLoopSearch(Strategy):
                 raise ValueError(f"{key}={val!r} is invalid; expected an integer >= 1")
         if n_initial < 3:
             raise ValueError(f"n_initial={n_initial} is invalid; expected >= 3 to fit surrogates")
-        if not np.isfinite(beta) or beta < 0:
-            raise ValueError(f"beta={beta!r} is invalid; expected a finite number >= 0")
+        b = np.asarray(beta, dtype=np.float64).reshape(-1) if np.ndim(beta) else np.full(2, float(beta))
+        if b.shape != (2,) or not np.isfinite(b).all() or (b < 0).any():
+            raise ValueError(f"beta={beta!r} is invalid; expected a finite number >= 0 or one per objective (2)")
         self.candidates = list(candidates)
         self.row = {a: i for i, a in enumerate(self.candidates)}
         if len(self.row) != len(self.candidates):
@@ -58,7 +62,7 @@ class ClosedLoopSearch(Strategy):
         self.surrogates = list(surrogates)
         self.n_initial = int(n_initial)
         self.batch_size = int(batch_size)
-        self.beta = float(beta)
+        self.beta = b
         self.space = space
         self.rng = np.random.default_rng(int(seed))
         self.evaluated = np.zeros(len(self.candidates), dtype=bool)
@@ -87,6 +91,16 @@ class ClosedLoopSearch(Strategy):
         margin = domination_margin((mean - lo) / span, (front - lo) / span)
         return free[np.argsort(margin, kind="stable")[:keep]]
 
+    @staticmethod
+    def _bounds(front: np.ndarray, optimistic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ideal, nadir) that normalise the acquisition: the evaluated front's ideal, and the nadir of the front
+        the optimistic predictions would give (never inside the evaluated front's). With the evaluated front's
+        own nadir the reference point sits 10% of its span past its slowest point, so a candidate one latency
+        plateau further (quantised latencies: fpga, eyeriss, pixel2) can never add hypervolume and the accurate,
+        slow end of the front is never explored."""
+        union = np.vstack([front, optimistic[pareto_mask(optimistic)]])
+        return front.min(0), np.maximum(front.max(0), union[pareto_mask(union)].max(0))
+
     def predict(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Predicted (mean, std), each (len(rows), 2), of the fitted surrogates (all candidates by default)."""
         rows = np.arange(len(self.candidates)) if rows is None else np.asarray(rows, dtype=int)
@@ -110,7 +124,8 @@ class ClosedLoopSearch(Strategy):
             mean, std = self.predict(rows)
             optimistic = np.full((len(self.candidates), 2), np.inf)
             optimistic[rows] = mean - self.beta * std
-            picks = select_batch(optimistic, front, self.batch_size, exclude=busy | ~np.isfinite(optimistic[:, 0]))
+            picks = select_batch(optimistic, front, self.batch_size, exclude=busy | ~np.isfinite(optimistic[:, 0]),
+                                 bounds=self._bounds(front, optimistic[rows]))
             self.fit_seconds_.append(time.perf_counter() - t0)
         self.pending[picks] = True
         return [self.candidates[i] for i in picks]

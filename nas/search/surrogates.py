@@ -28,16 +28,34 @@ def _standardise_cols(X: np.ndarray) -> np.ndarray:
 
 
 class GPSurrogate:
-    """Exact GP with an RBF kernel on fixed features; lengthscale and noise picked by marginal likelihood
-    over a small grid (closed form, no gradient steps), targets standardised."""
+    """Exact GP with a stationary kernel on fixed features; lengthscale and noise picked by marginal
+    likelihood over a small grid (closed form, no gradient steps), targets standardised.
+
+    ``scale="columns"`` standardises every feature column (then divides by sqrt(#columns));
+    ``scale="median"`` keeps the features' own geometry (counts, one-hots) and divides by the median
+    pairwise distance of a fixed sample of rows, so the lengthscale grid means the same for any encoding.
+    ``kernel``: ``"rbf"`` or ``"exponential"`` (Matern-1/2: rougher, suits count features).
+    """
 
     def __init__(self, X: np.ndarray, lengthscales: Sequence[float] = (0.5, 1.0, 2.0),
-                 noises: Sequence[float] = (0.005, 0.02, 0.1), log_target: bool = False, shift: float = 0.0) -> None:
+                 noises: Sequence[float] = (0.005, 0.02, 0.1), log_target: bool = False, shift: float = 0.0,
+                 kernel: str = "rbf", scale: str = "columns") -> None:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or not len(X):
             raise ValueError(f"X has shape {X.shape}; expected a non-empty 2-D feature matrix")
-        self.X = _standardise_cols(X) / np.sqrt(X.shape[1])
+        if kernel not in ("rbf", "exponential"):
+            raise ValueError(f"kernel={kernel!r} is invalid; expected 'rbf' or 'exponential'")
+        if scale not in ("columns", "median"):
+            raise ValueError(f"scale={scale!r} is invalid; expected 'columns' or 'median'")
+        if scale == "columns":
+            self.X = _standardise_cols(X) / np.sqrt(X.shape[1])
+        else:
+            rng = np.random.default_rng(0)
+            i, j = rng.integers(0, len(X), (2, 1000))
+            d = np.sqrt(((X[i] - X[j]) ** 2).sum(1))
+            self.X = X / (float(np.median(d[d > 0])) if (d > 0).any() else 1.0)
         self.sq = (self.X**2).sum(1)
+        self.kernel = kernel
         self.lengthscales = tuple(float(v) for v in lengthscales)
         self.noises = tuple(float(v) for v in noises)
         self.log_target = bool(log_target)
@@ -47,6 +65,8 @@ class GPSurrogate:
 
     def _k(self, a: np.ndarray, b: np.ndarray, ell: float) -> np.ndarray:
         d2 = np.maximum(self.sq[a][:, None] + self.sq[b][None, :] - 2.0 * self.X[a] @ self.X[b].T, 0.0)
+        if self.kernel == "exponential":
+            return np.exp(-np.sqrt(d2) / ell)
         return np.exp(-0.5 * d2 / ell**2)
 
     def fit(self, rows: np.ndarray, y: np.ndarray) -> GPSurrogate:
