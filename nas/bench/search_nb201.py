@@ -16,7 +16,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -31,8 +31,11 @@ HELP_TRAIN = ["1080ti_1", "1080ti_32", "1080ti_256", "silver_4114", "silver_4210
 DEFAULTS: dict[str, Any] = {
     "devices": None, "budget": 300, "seeds": 10, "strategies": list(STRATEGIES), "data": None, "accuracy": None,
     "out": None, "meta_train": None, "batch_size": 10, "n_initial": 10, "beta": 1.0, "pop_size": 24,
-    "latency_model": "bayes_linear", "noises": [0.005, 0.02, 0.1], "gp_seeds": None, "max_seconds_per_run": None, "inner_candidates": 20_000,
+    "latency_model": "bayes_linear", "noises": [0.005, 0.02, 0.1], "gp_seeds": None, "max_seconds_per_run": None,
+    "inner_candidates": 20_000, "error_features": ["structure", "wl"], "error_kernel": "exponential",
+    "error_lengthscales": [2.0, 3.0, 4.5, 6.0], "workers": 1,
 }
+FEATURES = ("onehot", "structure", "wl")
 REF = np.array([1.1, 1.1])
 
 
@@ -52,11 +55,14 @@ def _plain(cfg: Any) -> dict[str, Any]:
             raise ValueError(f"bench.{key} is null; expected a path (bench.{key}=PATH)")
         if not os.path.exists(str(out[key])):
             raise ValueError(f"bench.{key}={out[key]!r} does not exist; expected an existing file")
-    for key, lo in (("budget", 2), ("seeds", 1), ("batch_size", 1), ("n_initial", 3), ("pop_size", 4)):
+    for key, lo in (("budget", 2), ("seeds", 1), ("batch_size", 1), ("n_initial", 3), ("pop_size", 4), ("workers", 1)):
         if not isinstance(out[key], int) or out[key] < lo:
             raise ValueError(f"bench.{key}={out[key]!r} is invalid; expected an integer >= {lo}")
     if out["latency_model"] not in ("gp", "bayes_linear"):
         raise ValueError(f"bench.latency_model={out['latency_model']!r} is invalid; expected 'gp' or 'bayes_linear'")
+    feats = out["error_features"]
+    if not isinstance(feats, list | tuple) or not feats or any(f not in FEATURES for f in feats):
+        raise ValueError(f"bench.error_features={feats!r} is invalid; expected a non-empty list from {list(FEATURES)}")
     bad = [s for s in out["strategies"] if s not in STRATEGIES]
     if bad or not out["strategies"]:
         raise ValueError(f"bench.strategies has {bad[0] if bad else 'nothing'!r}; expected some of {list(STRATEGIES)}")
@@ -74,7 +80,7 @@ class Problem:
     def __init__(self, accuracy_csv: str, latency_csv: str, devices: list[str], meta_train: list[str]) -> None:
         from latency_luts.interchange import latency_matrix, load_latency_table
         from search_spaces import create_search_space
-        from search_spaces.nb201.space import encode_structure
+        from search_spaces.nb201.space import encode_structure, encode_wl
         from search_spaces.nb201.tabular import NB201Tabular
 
         self.table = NB201Tabular(accuracy_csv)
@@ -91,6 +97,12 @@ class Problem:
         self.error = 100.0 - self.table.acc
         self.x_structure = encode_structure(self.archs)
         self.x_onehot = self.space.encode(self.archs)
+        self.x_wl = encode_wl(self.archs)
+
+    def features(self, names: list[str]) -> np.ndarray:
+        """Columns of the named encodings side by side (``onehot``, ``structure``, ``wl``)."""
+        enc = {"onehot": self.x_onehot, "structure": self.x_structure, "wl": self.x_wl}
+        return np.concatenate([enc[n] for n in names], axis=1)
 
     def F(self, device: str) -> np.ndarray:
         return np.c_[self.error, self.latency[device]]
@@ -105,11 +117,13 @@ def make_strategy(name: str, problem: Problem, seed: int, cfg: dict[str, Any]) -
 
     if name == "ours":
         lat_x = np.c_[problem.x_onehot, problem.source_log]
-        surrogates = [GPSurrogate(problem.x_structure, noises=cfg["noises"], log_target=True, shift=0.8),
+        err_x = problem.features(list(cfg["error_features"]))
+        surrogates = [GPSurrogate(err_x, noises=cfg["noises"], log_target=True, shift=0.8, kernel=cfg["error_kernel"],
+                                  scale="median", lengthscales=cfg["error_lengthscales"]),
                       GPSurrogate(lat_x, log_target=True) if cfg["latency_model"] == "gp"
                       else BayesLinearSurrogate(lat_x, log_target=True)]
         return ClosedLoopSearch(candidates=problem.archs, surrogates=surrogates, n_initial=cfg["n_initial"],
-                                batch_size=cfg["batch_size"], beta=float(cfg["beta"]), seed=seed, space=problem.space)
+                                batch_size=cfg["batch_size"], beta=cfg["beta"], seed=seed, space=problem.space)
     if name == "random":
         return RandomSearch(space=problem.space, batch_size=cfg["batch_size"], seed=seed, candidates=problem.archs)
     if name == "pymoo_nsga2":
@@ -118,8 +132,15 @@ def make_strategy(name: str, problem: Problem, seed: int, cfg: dict[str, Any]) -
                         study_name=f"{name}-{seed}", seed=seed, population_size=cfg["pop_size"])
 
 
+def _true_front(F: np.ndarray) -> dict[str, Any]:
+    mask = pareto_mask(F)
+    T = F[mask]
+    ideal, nadir = T.min(0), T.max(0)
+    return {"ideal": ideal, "nadir": nadir, "rows": np.flatnonzero(mask), "hv": hypervolume(normalize(T, ideal, nadir), REF)}
+
+
 def _one_run(strategy: Any, problem: Problem, F: np.ndarray, true: dict[str, Any], budget: int,
-             max_seconds: float | None, bar: Any) -> dict[str, Any]:
+             max_seconds: float | None, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     from nas.search.loop import run_budget
 
     t0 = time.perf_counter()
@@ -133,18 +154,42 @@ def _one_run(strategy: Any, problem: Problem, F: np.ndarray, true: dict[str, Any
     cache: dict[Any, np.ndarray] = {}
     truncated = False
     try:
-        order, Fe = run_budget(strategy, objective, budget, cache=cache, progress=bar.update)
+        order, Fe = run_budget(strategy, objective, budget, cache=cache, progress=progress)
     except TimeoutError:
         truncated = True
         order = list(cache)
         Fe = np.stack([cache[a] for a in order])
+    seconds = time.perf_counter() - t0
     rows = np.array([problem.row[a] for a in order])
     hv = hv_history(normalize(Fe, true["ideal"], true["nadir"]), REF) / true["hv"]
     hit = np.flatnonzero(hv >= 0.99)
     return {"hv_ratio": float(hv[-1]), "evals_to_99pct": int(hit[0]) + 1 if len(hit) else budget + 1,
             "front_recall": float(np.isin(true["rows"], rows).mean()), "n_evaluated": len(rows),
-            "distinct": len(set(rows.tolist())) == len(rows), "seconds": time.perf_counter() - t0,
-            "truncated": truncated}
+            "distinct": len(set(rows.tolist())) == len(rows), "seconds": seconds,
+            "seconds_per_eval": seconds / max(len(rows), 1), "truncated": truncated}
+
+
+# one process's problem and config: loaded once per worker (or once in-process when bench.workers=1)
+_STATE: dict[str, Any] = {}
+
+
+def _init_state(c: dict[str, Any], problem: Problem | None = None) -> None:
+    _STATE["c"] = c
+    _STATE["problem"] = problem or Problem(str(c["accuracy"]), str(c["data"]), c["devices"], c["meta_train"])
+    _STATE["true"] = {}
+
+
+def _job(dev: str, name: str, seed: int, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """One (device, strategy, seed) run; ours' seed 0 also times the 20,000-candidate inner search."""
+    c, problem = _STATE["c"], _STATE["problem"]
+    F = problem.F(dev)
+    if dev not in _STATE["true"]:
+        _STATE["true"][dev] = _true_front(F)
+    st = make_strategy(name, problem, seed, c)
+    out = _one_run(st, problem, F, _STATE["true"][dev], c["budget"], c["max_seconds_per_run"], progress)
+    if name == "ours" and seed == 0:
+        out["inner_search_seconds"] = st.inner_search(int(c["inner_candidates"]))["seconds"]
+    return out
 
 
 def _write_atomic(path: str, obj: dict[str, Any]) -> None:
@@ -159,46 +204,59 @@ def _write_atomic(path: str, obj: dict[str, Any]) -> None:
 def run(cfg: Any) -> dict[str, Any]:
     c = _plain(cfg)
     t_start = time.perf_counter()
+    load_start = os.getloadavg()
     problem = Problem(str(c["accuracy"]), str(c["data"]), c["devices"], c["meta_train"])
     seeds = {s: c["seeds"] if s != "optuna_gp" or c["gp_seeds"] is None else min(int(c["gp_seeds"]), c["seeds"])
              for s in c["strategies"]}
-    total = sum(seeds.values()) * len(c["devices"]) * c["budget"]
+    # slowest first so parallel workers finish together; results do not depend on the order or worker count
+    jobs = sorted(((d, n, s) for d in c["devices"] for n in c["strategies"] for s in range(seeds[n])),
+                  key=lambda j: j[1] != "optuna_gp")
+    done: dict[tuple[str, str, int], dict[str, Any]] = {}
+    with tqdm(total=len(jobs) * c["budget"], desc="search_nb201", unit="eval") as bar:
+        if c["workers"] == 1:
+            _init_state(c, problem)
+            for job in jobs:
+                bar.set_postfix_str(" ".join(map(str, job)))
+                done[job] = _job(*job, progress=bar.update)
+                bar.update(c["budget"] - done[job]["n_evaluated"])
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            with ProcessPoolExecutor(c["workers"], mp_context=mp.get_context("spawn"), initializer=_init_state,
+                                     initargs=(c,)) as pool:
+                futures = {pool.submit(_job, *job): job for job in jobs}
+                for fut in as_completed(futures):
+                    done[futures[fut]] = fut.result()
+                    bar.update(c["budget"])
     result: dict[str, Any] = {"bench": "search_nb201", "budget": c["budget"], "seeds": c["seeds"],
-                              "strategies": c["strategies"], "meta_train": c["meta_train"], "devices": {}}
-    with tqdm(total=total, desc="search_nb201", unit="eval") as bar:
-        for dev in c["devices"]:
-            F = problem.F(dev)
-            mask = pareto_mask(F)
-            T = F[mask]
-            ideal, nadir = T.min(0), T.max(0)
-            true = {"ideal": ideal, "nadir": nadir, "rows": np.flatnonzero(mask),
-                    "hv": hypervolume(normalize(T, ideal, nadir), REF)}
-            per: dict[str, Any] = {"true_front_size": int(mask.sum())}
-            for name in c["strategies"]:
-                runs = []
-                for seed in range(seeds[name]):
-                    bar.set_postfix_str(f"{dev} {name} seed {seed}")
-                    st = make_strategy(name, problem, seed, c)
-                    runs.append(_one_run(st, problem, F, true, c["budget"], c["max_seconds_per_run"], bar))
-                    if name == "ours" and seed == 0:
-                        per["inner_search_seconds"] = st.inner_search(int(c["inner_candidates"]))["seconds"]
-                per[name] = {
-                    "hv_ratio_median": float(np.median([r["hv_ratio"] for r in runs])),
-                    "evals_to_99pct_median": float(np.median([r["evals_to_99pct"] for r in runs])),
-                    "front_recall_median": float(np.median([r["front_recall"] for r in runs])),
-                    "seeds_run": len(runs),
-                    "seconds_per_run_median": float(np.median([r["seconds"] for r in runs])),
-                    "no_repeats": all(r["distinct"] for r in runs),
-                    "truncated_runs": sum(r["truncated"] for r in runs),
-                    "per_seed": runs,
-                }
-            result["devices"][dev] = per
+                              "strategies": c["strategies"], "meta_train": c["meta_train"], "workers": c["workers"],
+                              "devices": {}}
+    for dev in c["devices"]:
+        per: dict[str, Any] = {"true_front_size": len(_true_front(problem.F(dev))["rows"])}
+        for name in c["strategies"]:
+            runs = [done[dev, name, s] for s in range(seeds[name])]
+            if name == "ours":
+                per["inner_search_seconds"] = runs[0].pop("inner_search_seconds")
+            per[name] = {
+                "hv_ratio_median": float(np.median([r["hv_ratio"] for r in runs])),
+                "evals_to_99pct_median": float(np.median([r["evals_to_99pct"] for r in runs])),
+                "front_recall_median": float(np.median([r["front_recall"] for r in runs])),
+                "seeds_run": len(runs),
+                "seconds_per_run_median": float(np.median([r["seconds"] for r in runs])),
+                "seconds_per_eval_median": float(np.median([r["seconds_per_eval"] for r in runs])),
+                "no_repeats": all(r["distinct"] for r in runs),
+                "truncated_runs": sum(r["truncated"] for r in runs),
+                "per_seed": runs,
+            }
+        result["devices"][dev] = per
     ours = [p["ours"]["evals_to_99pct_median"] for p in result["devices"].values() if "ours" in p]
     result["ours_max_evals_to_99pct"] = max(ours) if ours else None
     # "never reached" is recorded as budget + 1, so the target needs a median strictly within the budget
     result["target_met"] = bool(ours) and max(ours) <= min(300, int(c["budget"])) and all(
         p["inner_search_seconds"] <= 2 for p in result["devices"].values())
     result["seconds"] = time.perf_counter() - t_start
+    result["loadavg_1min_start_end"] = [load_start[0], os.getloadavg()[0]]  # other work on the machine
     if c["out"]:
         _write_atomic(str(c["out"]), result)
     _print(result)

@@ -8,16 +8,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from nas.bench.search_nb201 import HELP_TRAIN, Problem, make_strategy
+from nas.bench.search_nb201 import DEFAULTS, HELP_TRAIN, Problem, make_strategy
+from nas.bench.search_nb201 import run as run_bench
 from nas.pareto import hv_ratio, pareto_mask
+from nas.search.acquisition import select_batch
 from nas.search.closed_loop import ClosedLoopSearch
 from nas.search.loop import run_budget
 from nas.search.optuna_search import OptunaSearch
 from nas.search.random_search import RandomSearch
 
 DEVICE = "pixel2"
-CFG: dict[str, Any] = {"n_initial": 10, "batch_size": 10, "beta": 1.0, "pop_size": 12, "latency_model": "gp",
-                       "noises": [0.02, 0.05, 0.1]}
+CFG: dict[str, Any] = {**DEFAULTS, "n_initial": 10, "batch_size": 10, "beta": 1.0, "pop_size": 12,
+                       "latency_model": "gp", "noises": [0.02, 0.05, 0.1]}
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +102,9 @@ def test_bad_constructor_args_raise_one_line_errors(problem: Problem) -> None:
         (lambda: ClosedLoopSearch(candidates=problem.archs, surrogates=[]), "surrogates"),
         (lambda: ClosedLoopSearch(candidates=problem.archs[:5], surrogates=[None, None]), "fit/predict"),
         (lambda: make_strategy("ours", problem, 0, {**CFG, "beta": -1.0}), "beta=-1.0"),
+        (lambda: make_strategy("ours", problem, 0, {**CFG, "beta": [1.0, -0.5]}), "beta=[1.0, -0.5]"),
+        (lambda: make_strategy("ours", problem, 0, {**CFG, "beta": [1.0, 0.0, 0.0]}), "one per objective"),
+        (lambda: make_strategy("ours", problem, 0, {**CFG, "error_kernel": "cosine"}), "kernel='cosine'"),
         (lambda: make_strategy("ours", problem, 0, {**CFG, "n_initial": 2}), "n_initial=2"),
     ]
     for build, text in cases:
@@ -108,3 +113,31 @@ def test_bad_constructor_args_raise_one_line_errors(problem: Problem) -> None:
         assert text in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(TypeError):
         RandomSearch(sp)  # type: ignore[misc]  # keyword-only
+
+
+def test_acquisition_reaches_past_the_evaluated_front_on_a_latency_plateau() -> None:
+    """Quantised latencies (fpga, eyeriss, pixel2): the next plateau past the evaluated front's slowest point
+    lies beyond a reference point set from that front alone; the predicted front's nadir must reach it."""
+    front = np.array([[13.0, 1.0], [9.0, 2.0], [6.1, 3.6]])  # error %, latency ms (evaluated)
+    cand = np.array([[5.6, 4.2], [12.95, 1.0], [9.5, 2.5]])  # optimistic points; row 0 is one plateau slower
+    assert select_batch(cand, front, 1)[0] != 0  # ref latency 1 + 1.1 * 2.6 = 3.86 < 4.2: row 0 adds nothing
+    lo, hi = ClosedLoopSearch._bounds(front, cand)
+    np.testing.assert_allclose(lo, front.min(0))
+    np.testing.assert_allclose(hi, [13.0, 4.2])
+    assert select_batch(cand, front, 1, bounds=(lo, hi))[0] == 0
+    # an optimistic point dominated by the evaluated front does not stretch the bounds
+    lo2, hi2 = ClosedLoopSearch._bounds(front, np.array([[14.0, 5.0]]))
+    np.testing.assert_allclose(hi2, front.max(0))
+
+
+def test_bench_results_do_not_depend_on_worker_count(shared_data: Path, tmp_path: Path) -> None:
+    cfg = {"data": str(shared_data / "latency" / "nb201_help.csv.gz"), "devices": ["fpga"], "seeds": 2,
+           "accuracy": str(shared_data / "nb201" / "nats_bench_tss_test_acc_200ep.csv"), "budget": 30,
+           "strategies": ["ours", "random"], "inner_candidates": 2000}
+    out = [run_bench({**cfg, "workers": w, "out": str(tmp_path / f"w{w}.json")}) for w in (1, 2)]
+    for name in ("ours", "random"):
+        a, b = (r["devices"]["fpga"][name]["per_seed"] for r in out)
+        assert [s["hv_ratio"] for s in a] == [s["hv_ratio"] for s in b]
+        assert [s["evals_to_99pct"] for s in a] == [s["evals_to_99pct"] for s in b]
+        assert all(s["n_evaluated"] == 30 and s["distinct"] for s in a + b)
+    assert out[1]["workers"] == 2 and (tmp_path / "w2.json").exists()
