@@ -86,6 +86,26 @@ def untarget(f: np.ndarray, var: np.ndarray, transform: str, stats: tuple[float,
     return np.maximum(t * ref, 1e-9), ref * sd * np.sqrt(var)
 
 
+def check_prior_strength(ev: np.ndarray, loo_pred: np.ndarray, y: np.ndarray, meta_scores: np.ndarray,
+                         strengths, meta_strength: float) -> tuple[float, np.ndarray]:  # noqa: ANN001
+    """Prior strength kappa for the model average ``w ~ exp(ev + kappa * meta_scores)``: the meta-learned one,
+    unless another candidate predicts the measurements ``y`` clearly better leave-one-out (``loo_pred``:
+    configs x measurements) - by 2 standard errors and by at least 20% of the meta-learned one's mean squared
+    log error. Returns kappa and the (thresholded) mean gain of every candidate."""
+    err = []
+    for kappa in strengths:
+        logw = ev + kappa * meta_scores
+        w = np.exp(logw - logw.max())
+        err.append(np.log((w / w.sum()) @ loo_pred / y) ** 2)
+    err = np.array(err)
+    base = err[list(strengths).index(meta_strength)]
+    gain = base - err
+    se = gain.std(1, ddof=1) / np.sqrt(len(y))
+    clear = (gain.mean(1) > 2 * se) & (gain.mean(1) > 0.2 * base.mean())
+    gain = np.where(clear, gain.mean(1), 0.0)
+    return (float(strengths[int(np.argmax(gain))]) if gain.max() > 0 else float(meta_strength)), gain
+
+
 def pick(
     blocks: dict[str, np.ndarray], scales: tuple[float, ...], rule: str, rows: np.ndarray, budget: int,
     rng: np.random.Generator,

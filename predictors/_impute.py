@@ -6,14 +6,19 @@ latency on the architecture features (one-hot encoding = additive per-op costs, 
 optionally followed by boosted trees on the ridge residual (interactions such as GPU efficiency at
 particular widths). Whether the trees help is decided per device on a held-out part of the table, and the
 held-out predictions are kept so that the caller can turn the imputation error into predictive uncertainty.
+:class:`OutsideTableMixin` gives the few-shot predictor its blocks for such architectures.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
+
+from predictors._fewshot_blocks import new_blocks
+from predictors._fewshot_common import arch_key
 
 KINDS = ("ridge", "boost")
 
@@ -162,8 +167,6 @@ def check_featurizer(featurize: Callable[[list[str]], dict[str, np.ndarray]], ke
 def imputation_cov(imputer: SourceImputer, feats: Mapping[str, np.ndarray], stats: Mapping[str, Any],
                    blocks: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Mean outer product of the held-out imputation error of the normalised ``src`` block, per transform."""
-    from predictors._fewshot_blocks import new_blocks
-
     hold = imputer.holdout_rows_
     out = {}
     for t, st in stats.items():
@@ -171,3 +174,42 @@ def imputation_cov(imputer: SourceImputer, feats: Mapping[str, np.ndarray], stat
         resid = blocks[t]["src"][hold] - imputed["src"]
         out[t] = resid.T @ resid / len(hold)
     return out
+
+
+class OutsideTableMixin:
+    """Architectures outside the meta-training table, for :class:`predictors.fewshot.FewShotLatencyPredictor`:
+    their normalised blocks come from their features (``featurizer_``) and imputed source latencies."""
+
+    def _fit_imputer(self, table: pd.DataFrame, feats: dict[str, np.ndarray], lat: np.ndarray,
+                     featurizer: Callable[[list[str]], Any] | None) -> None:
+        """Learn to impute source latencies from features (``imputer_``) and the held-out imputation error in
+        units of the normalised ``src`` block (``impute_cov_``, per transform) for the predictive std."""
+        self.feature_widths_ = {name: x.shape[1] for name, x in feats.items()}
+        if featurizer is not None:
+            check_featurizer(self._featurize, list(table.index[:3]), feats)
+        self.imputer_, self.impute_cov_ = None, {}
+        if self.impute != "none" and featurizer is not None:
+            self.imputer_ = SourceImputer(kind=self.impute, random_state=self.random_state).fit(feats, np.log(lat))
+            self.impute_cov_ = imputation_cov(self.imputer_, feats, self.block_stats_, self.blocks_)
+
+    def _featurize(self, keys: list[str]) -> dict[str, np.ndarray]:
+        return featurize_blocks(self.featurizer_, keys, self.feature_widths_)
+
+    def _blocks_of(self, archs: Sequence[Any], transforms: Sequence[str] | None = None):
+        """Normalised blocks per transform for ``archs`` (table rows where known, imputed source latencies
+        otherwise) and the mask of imputed archs."""
+        keys = [arch_key(a) for a in archs]
+        rows = np.array([self.index_.get(k, -1) for k in keys], dtype=np.int64)
+        new = np.flatnonzero(rows < 0)
+        out = {t: {n: b[rows] for n, b in self.blocks_[t].items()} for t in (transforms or list(self.blocks_))}
+        if len(new):
+            if getattr(self, "imputer_", None) is None:
+                raise ValueError(f"architecture {keys[new[0]]!r} has no source-device latencies; meta_fit on a table "
+                                 "that contains it, or with a featurizer (and impute != 'none') to impute them")
+            feats = self._featurize([keys[i] for i in new])
+            log_lat = self.imputer_.predict(feats)
+            for t, blocks in out.items():
+                for n, b in new_blocks(self.block_stats_[t], feats, log_lat).items():
+                    blocks[n][new] = b
+        return out, rows < 0
+

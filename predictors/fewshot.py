@@ -48,7 +48,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from predictors import _blr
-from predictors._fewshot_blocks import new_blocks, norm_blocks, table_blocks
+from predictors._fewshot_blocks import norm_blocks, table_blocks
 from predictors._fewshot_common import (
     arch_key,
     check_source_table,
@@ -57,7 +57,7 @@ from predictors._fewshot_common import (
     validate_budget,
     validate_measurements,
 )
-from predictors._impute import SourceImputer, check_featurizer, featurize_blocks, imputation_cov
+from predictors._impute import OutsideTableMixin
 from predictors.fewshot_baseline import SourceRidgeBaseline
 
 __all__ = ["FewShotLatencyPredictor", "SourceRidgeBaseline"]
@@ -80,7 +80,7 @@ def _rowwise_spearman(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.where(den > 0, (rp @ ry) / np.where(den > 0, den, 1.0), 0.0)
 
 
-class FewShotLatencyPredictor:
+class FewShotLatencyPredictor(OutsideTableMixin):
     """Bayesian linear latency predictor with a meta-learned prior; adapts from a handful of measurements.
 
     Args:
@@ -320,40 +320,6 @@ class FewShotLatencyPredictor:
             ev[sel] = log_ev + _blr.jacobian(y_tr, t)
         return preds, ev
 
-    # ------------------------------------------------------------------ archs outside the table
-    def _fit_imputer(self, table: pd.DataFrame, feats: dict[str, np.ndarray], lat: np.ndarray,
-                     featurizer: Callable[[list[str]], Any] | None) -> None:
-        """Learn to impute source latencies from features (``imputer_``) and the held-out imputation error in
-        units of the normalised ``src`` block (``impute_cov_``, per transform) for the predictive std."""
-        self.feature_widths_ = {name: x.shape[1] for name, x in feats.items()}
-        if featurizer is not None:
-            check_featurizer(self._featurize, list(table.index[:3]), feats)
-        self.imputer_, self.impute_cov_ = None, {}
-        if self.impute != "none" and featurizer is not None:
-            self.imputer_ = SourceImputer(kind=self.impute, random_state=self.random_state).fit(feats, np.log(lat))
-            self.impute_cov_ = imputation_cov(self.imputer_, feats, self.block_stats_, self.blocks_)
-
-    def _featurize(self, keys: list[str]) -> dict[str, np.ndarray]:
-        return featurize_blocks(self.featurizer_, keys, self.feature_widths_)
-
-    def _blocks_of(self, archs: Sequence[Any], transforms: Sequence[str] | None = None):
-        """Normalised blocks per transform for ``archs`` (table rows where known, imputed source latencies
-        otherwise) and the mask of imputed archs."""
-        keys = [arch_key(a) for a in archs]
-        rows = np.array([self.index_.get(k, -1) for k in keys], dtype=np.int64)
-        new = np.flatnonzero(rows < 0)
-        out = {t: {n: b[rows] for n, b in self.blocks_[t].items()} for t in (transforms or list(self.blocks_))}
-        if len(new):
-            if getattr(self, "imputer_", None) is None:
-                raise ValueError(f"architecture {keys[new[0]]!r} has no source-device latencies; meta_fit on a table "
-                                 "that contains it, or with a featurizer (and impute != 'none') to impute them")
-            feats = self._featurize([keys[i] for i in new])
-            log_lat = self.imputer_.predict(feats)
-            for t, blocks in out.items():
-                for n, b in new_blocks(self.block_stats_[t], feats, log_lat).items():
-                    blocks[n][new] = b
-        return out, rows < 0
-
     # ------------------------------------------------------------------ few-shot use
     def _evidence(self, blocks: dict, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Log evidence (configs) of the target measurements in latency units (Jacobian included, so raw and
@@ -393,21 +359,9 @@ class FewShotLatencyPredictor:
         self.train_y_ = y
         ev, loo = self._evidence(self.train_blocks_, y)
         self.kappa_ = self.prior_strength_
-        if self.prior_check == "loo":  # squared log error of the model average's leave-one-out predictions
-            err = []
-            for kappa in self.prior_strengths:
-                logw = ev + kappa * self.meta_scores_
-                w = np.exp(logw - logw.max())
-                err.append(np.log((w / w.sum()) @ loo / y) ** 2)
-            base = np.array(err)[list(self.prior_strengths).index(self.prior_strength_)]
-            gain = base - np.array(err)
-            se = gain.std(1, ddof=1) / np.sqrt(len(y))
-            # leave the meta-learned strength only when another predicts held-out measurements clearly better:
-            # by 2 standard errors and by at least 20% of the meta-learned model's error
-            clear = (gain.mean(1) > 2 * se) & (gain.mean(1) > 0.2 * base.mean())
-            gain = np.where(clear, gain.mean(1), 0.0)
-            self.loo_gain_ = gain
-            self.kappa_ = float(self.prior_strengths[int(np.argmax(gain))]) if gain.max() > 0 else self.prior_strength_
+        if self.prior_check == "loo":
+            self.kappa_, self.loo_gain_ = _blr.check_prior_strength(
+                ev, loo, y, self.meta_scores_, self.prior_strengths, self.prior_strength_)
         logw = ev + self.kappa_ * self.meta_scores_
         w = np.exp(logw - logw.max())
         w /= w.sum()

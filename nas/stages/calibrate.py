@@ -97,9 +97,8 @@ def _source_table(paths: list[Path], cfg: DictConfig, space: Any) -> pd.DataFram
         try:
             space.parse(arch)
         except ValueError as e:
-            raise ValueError(f"calibrate.source arch {arch!r} does not fit this run's space "
-                             f"{_describe(space.name, kw)} ({e}); expected a source measured in the same space "
-                             "and setting") from None
+            raise ValueError(f"calibrate.source does not fit this run's space {_describe(space.name, kw)}: {e}; "
+                             "expected a source measured in the same space and setting") from None
     if mat.shape[1] < 2:
         raise ValueError(f"calibrate.source has devices {list(mat.columns)}; expected >= 2 source devices")
     return mat
