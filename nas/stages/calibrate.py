@@ -29,6 +29,7 @@ from nas.pipeline import RunContext, write_csv_atomic, write_json_atomic
 log = logging.getLogger(__name__)
 
 SELECTIONS = ("meta", "random", "kmeans", "variance")
+SETTING_KEYS = ("setting", "dataset", "input_size")  # what makes the same arch string a different network
 
 
 def enabled(cfg: DictConfig) -> bool:
@@ -65,8 +66,7 @@ def _space_kwargs(cfg: DictConfig, space: Any = None) -> dict[str, Any]:
 
 
 def _describe(name: str, kw: dict[str, Any]) -> str:
-    setting = f" setting={kw['setting']}" if "setting" in kw else ""
-    return f"{name}{setting}"
+    return " ".join([name] + [f"{k}={kw[k]}" for k in SETTING_KEYS if k in kw])
 
 
 def _check_predictor(model: Any, path: Path, name: str, kw: dict[str, Any]) -> None:
@@ -75,7 +75,7 @@ def _check_predictor(model: Any, path: Path, name: str, kw: dict[str, Any]) -> N
         raise ValueError(f"calibrate.source {str(path)!r} was meta-trained without a SpaceFeaturizer; expected a "
                          "predictor saved by the calibrate stage (predictors/latency_fewshot_meta.pkl)")
     got = feat.describe()
-    if got.get("name") != name or got.get("setting") != kw.get("setting"):
+    if got.get("name") != name or any(got.get(k) != kw.get(k) for k in SETTING_KEYS):
         raise ValueError(f"calibrate.source {str(path)!r} was meta-trained for {_describe(got['name'], got)}; this "
                          f"run's space is {_describe(name, kw)}; expected the same space and setting")
 

@@ -71,6 +71,17 @@ def test_mismatched_sources_fail_before_anything_is_written(help_ofa, shared_dat
         (["search_space=ofa_mbv3_imagenet", f"calibrate.source=[{src}]", "calibrate.selection=best"],
          "calibrate.selection='best' is invalid"),
     )
+    # a saved meta-trained predictor carries its space and setting
+    from predictors.arch_features import SpaceFeaturizer
+
+    pkl = tmp_path / "meta.pkl"
+    table = latency_matrix(load_latency_table([src])).iloc[:200]
+    FewShotLatencyPredictor(impute="ridge", meta_tasks=1, meta_pool=80, meta_query=80, selections=("random",),
+                            prior_strengths=(0.0,), proj_scales=(0.0, 1.0), phys_scales=(0.0,), enc_scales=(0.0,)
+                            ).meta_fit(table, featurizer=SpaceFeaturizer("ofa_mbv3", setting="imagenet")).save(pkl)
+    cases += (([f"calibrate.source=[{pkl}]"],
+               "was meta-trained for ofa_mbv3 setting=imagenet; this run's space is ofa_mbv3 setting=small"),
+              (["search_space=ofa_mbv3_imagenet", f"calibrate.source=[{pkl},{src}]"], "mixes a saved predictor"))
     for i, (overrides, fragment) in enumerate(cases):
         run_dir = tmp_path / f"case{i}"
         with pytest.raises(ValueError, match=fragment) as e:
