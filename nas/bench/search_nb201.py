@@ -33,7 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "out": None, "meta_train": None, "batch_size": 10, "n_initial": 10, "beta": 1.0, "pop_size": 24,
     "latency_model": "bayes_linear", "noises": [0.005, 0.02, 0.1], "gp_seeds": None, "max_seconds_per_run": None,
     "inner_candidates": 20_000, "error_features": ["structure", "wl"], "error_kernel": "exponential",
-    "error_lengthscales": [2.0, 3.0, 4.5, 6.0], "workers": 1,
+    "error_lengthscales": [2.0, 3.0, 4.5, 6.0], "workers": 1, "threads": 1,
 }
 FEATURES = ("onehot", "structure", "wl")
 REF = np.array([1.1, 1.1])
@@ -58,6 +58,8 @@ def _plain(cfg: Any) -> dict[str, Any]:
     for key, lo in (("budget", 2), ("seeds", 1), ("batch_size", 1), ("n_initial", 3), ("pop_size", 4), ("workers", 1)):
         if not isinstance(out[key], int) or out[key] < lo:
             raise ValueError(f"bench.{key}={out[key]!r} is invalid; expected an integer >= {lo}")
+    if out["threads"] is not None and (not isinstance(out["threads"], int) or out["threads"] < 1):
+        raise ValueError(f"bench.threads={out['threads']!r} is invalid; expected an integer >= 1 or null")
     if out["latency_model"] not in ("gp", "bayes_linear"):
         raise ValueError(f"bench.latency_model={out['latency_model']!r} is invalid; expected 'gp' or 'bayes_linear'")
     feats = out["error_features"]
@@ -173,7 +175,23 @@ def _one_run(strategy: Any, problem: Problem, F: np.ndarray, true: dict[str, Any
 _STATE: dict[str, Any] = {}
 
 
+def _limit_threads(n: int | None) -> None:
+    """BLAS and torch threads of this process. One per process: a strategy is sequential, and on a busy
+    2-core machine torch's default pool makes Optuna's GP sampler ~6x slower (3 s instead of 0.5 s a trial)."""
+    if n is None:
+        return
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(int(n))
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency; Optuna GP needs it anyway
+        return
+    torch.set_num_threads(int(n))
+
+
 def _init_state(c: dict[str, Any], problem: Problem | None = None) -> None:
+    _limit_threads(c["threads"])
     _STATE["c"] = c
     _STATE["problem"] = problem or Problem(str(c["accuracy"]), str(c["data"]), c["devices"], c["meta_train"])
     _STATE["true"] = {}
@@ -231,7 +249,7 @@ def run(cfg: Any) -> dict[str, Any]:
                     bar.update(c["budget"])
     result: dict[str, Any] = {"bench": "search_nb201", "budget": c["budget"], "seeds": c["seeds"],
                               "strategies": c["strategies"], "meta_train": c["meta_train"], "workers": c["workers"],
-                              "devices": {}}
+                              "threads": c["threads"], "devices": {}}
     for dev in c["devices"]:
         per: dict[str, Any] = {"true_front_size": len(_true_front(problem.F(dev))["rows"])}
         for name in c["strategies"]:
