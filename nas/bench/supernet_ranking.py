@@ -5,7 +5,8 @@ draw ``bench.n_archs`` random subnets; score each by its supernet-inherited accu
 recalibration, and by training it stand-alone from scratch for the same short budget (same epochs, batch,
 schedule, augmentation; ``bench.standalone_seeds`` seeds averaged). Both are scored on the held-out images
 (validation + test, so ties are rarer). Output: ``spearman`` (inherited vs stand-alone; target >= 0.7),
-``kendall``, and, for scale, the Spearman of the trivial size proxies (params, MACs) with stand-alone accuracy.
+``kendall``, ``spearman_nll`` (the same on held-out cross-entropy, which ties less than accuracy), the
+stand-alone reference's own seed-to-seed Spearman (a ceiling for any ranking), and, for scale, the Spearman of the trivial size proxies (params, MACs) with stand-alone accuracy.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy.stats import kendalltau, spearmanr
 from tqdm.auto import tqdm
 
-from nas.data import load_digits
+from nas.data import load_digits, resize
 from nas.pipeline import write_json_atomic
 from nas.training import TrainConfig, evaluate, recalibrate_bn, train_standalone, train_supernet
 from search_spaces import create_search_space
@@ -37,11 +39,16 @@ def _holdout(data) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001
     return torch.cat([data.x_val, data.x_test]), torch.cat([data.y_val, data.y_test])
 
 
-def _score(space, model, arch, data, n_cal: int) -> float:  # noqa: ANN001
+@torch.no_grad()
+def _score(space, model, arch, data, n_cal: int) -> tuple[float, float]:  # noqa: ANN001
+    """(accuracy, mean cross-entropy) on the held-out images after BN recalibration."""
     r = space.resolution(arch)
     recalibrate_bn(model, data.x_train[:n_cal], r)
     x, y = _holdout(data)
-    return evaluate(model, x, y, r, model)
+    acc = evaluate(model, x, y, r, model)
+    model.eval()
+    nll = float(F.cross_entropy(model(resize(x, r)), y))
+    return acc, nll
 
 
 def run(cfg: Any) -> dict:
@@ -68,17 +75,20 @@ def run(cfg: Any) -> dict:
     n_cal = int(cfg.calib_images)
     rows = []
     for i, arch in enumerate(tqdm(archs, desc="inherited vs stand-alone", unit="subnet")):
-        inherited = _score(space, space.extract(supernet, arch), arch, data, n_cal)
-        alone = []
+        inherited, inherited_nll = _score(space, space.extract(supernet, arch), arch, data, n_cal)
+        alone, alone_nll = [], []
         for s in range(int(cfg.standalone_seeds)):
             torch.manual_seed(10_000 + 97 * i + s)
             fresh = space.extract(space.build_supernet(), arch)  # a freshly initialised static subnet
             scfg = TrainConfig(**{**{k: getattr(tcfg, k) for k in tcfg.__dataclass_fields__}, "seed": 1000 * s + i})
             train_standalone(fresh, space.resolution(arch), data, scfg, desc=f"subnet {i + 1}")
-            alone.append(_score(space, fresh, arch, data, n_cal))
+            acc, nll = _score(space, fresh, arch, data, n_cal)
+            alone.append(acc)
+            alone_nll.append(nll)
         rows.append({"arch": arch.to_string(), "params": int(space.params(arch)), "macs": int(space.macs(arch)),
                      "inherited_acc": inherited, "standalone_acc": float(np.mean(alone)),
-                     "standalone_accs": alone})
+                     "standalone_accs": alone, "inherited_nll": inherited_nll,
+                     "standalone_nll": float(np.mean(alone_nll)), "standalone_nlls": alone_nll})
     inh = np.array([r["inherited_acc"] for r in rows])
     alone = np.array([r["standalone_acc"] for r in rows])
     result = {
@@ -86,6 +96,7 @@ def run(cfg: Any) -> dict:
         "epochs": tcfg.epochs, "standalone_seeds": int(cfg.standalone_seeds), "holdout_images": len(_holdout(data)[1]),
         "spearman": float(spearmanr(inh, alone).statistic),
         "kendall": float(kendalltau(inh, alone).statistic),
+        "spearman_nll": float(spearmanr([r["inherited_nll"] for r in rows], [r["standalone_nll"] for r in rows]).statistic),
         "spearman_params_vs_standalone": float(spearmanr([r["params"] for r in rows], alone).statistic),
         "spearman_macs_vs_standalone": float(spearmanr([r["macs"] for r in rows], alone).statistic),
         "inherited_acc_mean": float(inh.mean()), "standalone_acc_mean": float(alone.mean()),
@@ -96,5 +107,7 @@ def run(cfg: Any) -> dict:
     if int(cfg.standalone_seeds) > 1:  # how repeatable the reference itself is
         per_seed = np.array([r["standalone_accs"] for r in rows])
         result["standalone_seed_spearman"] = float(spearmanr(per_seed[:, 0], per_seed[:, 1]).statistic)
+        per_seed = np.array([r["standalone_nlls"] for r in rows])
+        result["standalone_seed_spearman_nll"] = float(spearmanr(per_seed[:, 0], per_seed[:, 1]).statistic)
     write_json_atomic(Path(cfg.out), result)
     return result
