@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -219,43 +220,89 @@ def _write_atomic(path: str, obj: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+# settings that change no single run's result (which runs, how many processes, where results go)
+_NOT_IN_FINGERPRINT = ("out", "workers", "threads", "seeds", "gp_seeds", "strategies", "devices")
+
+
+def _fingerprint(c: dict[str, Any]) -> str:
+    keep = {k: v for k, v in sorted(c.items()) if k not in _NOT_IN_FINGERPRINT}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _load_journal(path: str | None, fingerprint: str) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """Completed (device, strategy, seed) runs recorded by an earlier invocation with the same settings."""
+    done: dict[tuple[str, str, int], dict[str, Any]] = {}
+    if path is None or not os.path.exists(path):
+        return done
+    with open(path) as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:  # a line torn by a kill
+                continue
+            if isinstance(rec, dict) and rec.get("fingerprint") == fingerprint:
+                done[rec["device"], rec["strategy"], int(rec["seed"])] = rec["run"]
+    return done
+
+
 def run(cfg: Any) -> dict[str, Any]:
+    """Every (device, strategy, seed) run, then medians per device and strategy.
+
+    Each finished run is appended to ``<out>.jobs.jsonl``; rerunning the same command (same ``bench.out``)
+    reuses the runs recorded there with the same settings and runs only the missing ones.
+    """
     c = _plain(cfg)
     t_start = time.perf_counter()
     load_start = os.getloadavg()
     problem = Problem(str(c["accuracy"]), str(c["data"]), c["devices"], c["meta_train"])
     seeds = {s: c["seeds"] if s != "optuna_gp" or c["gp_seeds"] is None else min(int(c["gp_seeds"]), c["seeds"])
              for s in c["strategies"]}
-    # slowest first so parallel workers finish together; results do not depend on the order or worker count
+    # the slow Optuna GP last, so an interrupted invocation has finished the rest; results depend neither on
+    # the order nor on the worker count
     jobs = sorted(((d, n, s) for d in c["devices"] for n in c["strategies"] for s in range(seeds[n])),
-                  key=lambda j: j[1] != "optuna_gp")
-    done: dict[tuple[str, str, int], dict[str, Any]] = {}
-    with tqdm(total=len(jobs) * c["budget"], desc="search_nb201", unit="eval") as bar:
+                  key=lambda j: j[1] == "optuna_gp")
+    fingerprint = _fingerprint(c)
+    journal = f"{c['out']}.jobs.jsonl" if c["out"] else None
+    recorded = _load_journal(journal, fingerprint)
+    done = {j: recorded[j] for j in jobs if j in recorded}
+    todo = [j for j in jobs if j not in done]
+    if journal:
+        os.makedirs(os.path.dirname(os.path.abspath(journal)), exist_ok=True)
+
+    def record(job: tuple[str, str, int], out: dict[str, Any]) -> None:
+        done[job] = out
+        if journal:
+            with open(journal, "a") as f:
+                f.write(json.dumps({"fingerprint": fingerprint, "device": job[0], "strategy": job[1],
+                                    "seed": job[2], "run": out}) + "\n")
+
+    with tqdm(total=len(jobs) * c["budget"], initial=len(done) * c["budget"], desc="search_nb201", unit="eval") as bar:
         if c["workers"] == 1:
             _init_state(c, problem)
-            for job in jobs:
+            for job in todo:
                 bar.set_postfix_str(" ".join(map(str, job)))
-                done[job] = _job(*job, progress=bar.update)
+                record(job, _job(*job, progress=bar.update))
                 bar.update(c["budget"] - done[job]["n_evaluated"])
-        else:
+        elif todo:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
             with ProcessPoolExecutor(c["workers"], mp_context=mp.get_context("spawn"), initializer=_init_state,
                                      initargs=(c,)) as pool:
-                futures = {pool.submit(_job, *job): job for job in jobs}
+                futures = {pool.submit(_job, *job): job for job in todo}
                 for fut in as_completed(futures):
-                    done[futures[fut]] = fut.result()
+                    record(futures[fut], fut.result())
                     bar.update(c["budget"])
     result: dict[str, Any] = {"bench": "search_nb201", "budget": c["budget"], "seeds": c["seeds"],
                               "strategies": c["strategies"], "meta_train": c["meta_train"], "workers": c["workers"],
-                              "threads": c["threads"], "devices": {}}
+                              "threads": c["threads"], "fingerprint": fingerprint, "runs_reused": len(jobs) - len(todo),
+                              "devices": {}}
     for dev in c["devices"]:
         per: dict[str, Any] = {"true_front_size": len(_true_front(problem.F(dev))["rows"])}
         for name in c["strategies"]:
             runs = [done[dev, name, s] for s in range(seeds[name])]
             if name == "ours":
-                per["inner_search_seconds"] = runs[0].pop("inner_search_seconds")
+                per["inner_search_seconds"] = runs[0]["inner_search_seconds"]
             per[name] = {
                 "hv_ratio_median": float(np.median([r["hv_ratio"] for r in runs])),
                 "evals_to_99pct_median": float(np.median([r["evals_to_99pct"] for r in runs])),

@@ -141,3 +141,23 @@ def test_bench_results_do_not_depend_on_worker_count(shared_data: Path, tmp_path
         assert [s["evals_to_99pct"] for s in a] == [s["evals_to_99pct"] for s in b]
         assert all(s["n_evaluated"] == 30 and s["distinct"] for s in a + b)
     assert out[1]["workers"] == 2 and (tmp_path / "w2.json").exists()
+
+
+def test_bench_rerun_reuses_recorded_runs(shared_data: Path, tmp_path: Path) -> None:
+    cfg = {"data": str(shared_data / "latency" / "nb201_help.csv.gz"), "devices": ["raspi4"], "seeds": 2,
+           "accuracy": str(shared_data / "nb201" / "nats_bench_tss_test_acc_200ep.csv"), "budget": 20,
+           "strategies": ["random", "pymoo_nsga2"], "out": str(tmp_path / "r.json")}
+    first = run_bench(cfg)
+    journal = tmp_path / "r.json.jobs.jsonl"
+    assert first["runs_reused"] == 0 and len(journal.read_text().splitlines()) == 4
+    lines = journal.read_text().splitlines()
+    journal.write_text("\n".join(lines[:3]) + "\n" + lines[3][: len(lines[3]) // 2])  # killed mid-write
+    again = run_bench(cfg)
+    assert again["runs_reused"] == 3  # the torn record is run again, the others are not
+    for name in cfg["strategies"]:
+        a, b = (r["devices"]["raspi4"][name]["per_seed"] for r in (first, again))
+        assert [(s["hv_ratio"], s["evals_to_99pct"]) for s in a] == [(s["hv_ratio"], s["evals_to_99pct"]) for s in b]
+    assert first["devices"]["raspi4"]["pymoo_nsga2"]["per_seed"][1]["seconds"] != \
+        again["devices"]["raspi4"]["pymoo_nsga2"]["per_seed"][1]["seconds"]  # the torn one did run again
+    changed = run_bench({**cfg, "budget": 21})  # other settings: nothing reused
+    assert changed["runs_reused"] == 0 and changed["fingerprint"] != first["fingerprint"]
