@@ -9,6 +9,10 @@ Example::
 Per target device and seed, the method (and, in the same run, the ridge-on-source-latencies baseline) picks
 ``budget`` archs to "measure" from the allowed pool, adapts, and is scored on the query archs: Spearman, MAPE
 (%) and the share of predictions within +-10 % of the measured latency.
+
+``validate: true`` (optional key) never reads the meta-test devices: each hardware family of the meta-train
+devices in turn (``1080ti_1/32/256`` together) is the target, meta-trained on the other families, with the same
+protocol; the result has the usual keys over those held-out source devices. Use it to develop the predictor.
 """
 
 from __future__ import annotations
@@ -72,6 +76,8 @@ def _check(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"bench.space={cfg['space']!r} is invalid; expected one of {list(SPACES)}")
     if cfg["protocol"] not in PROTOCOLS:
         raise ValueError(f"bench.protocol={cfg['protocol']!r} is invalid; expected one of {list(PROTOCOLS)}")
+    if not isinstance(cfg.get("validate", False), bool):
+        raise ValueError(f"bench.validate={cfg['validate']!r} is invalid; expected true or false")
     for key in ("budget", "seeds"):
         if not isinstance(cfg[key], int) or cfg[key] < (2 if key == "budget" else 1):
             raise ValueError(f"bench.{key}={cfg[key]!r} is invalid; expected an integer >= {2 if key == 'budget' else 1}")
@@ -182,6 +188,8 @@ def _write_json(obj: dict[str, Any], path: str) -> None:
 def run(cfg: Any) -> dict[str, Any]:
     """Run the benchmark; returns (and writes to ``cfg.out`` when set) the result dict."""
     cfg = _check(_plain(cfg))
+    if cfg.get("validate", False):
+        return _validate(cfg)
     space, budget, protocol = cfg["space"], int(cfg["budget"]), cfg["protocol"]
     mat = latency_matrix(load_latency_table(cfg["data"], space=space))
     train, test = _split(space, list(mat.columns), cfg["meta_train"], cfg["meta_test"])
@@ -223,6 +231,34 @@ def run(cfg: Any) -> dict[str, Any]:
     _print_table(out)
     print(f"meta-learned: selection={ours.selection_} prior_strength={ours.prior_strength_:g} "
           f"({len(ours.configs_)} configurations, {len(train)} source devices)")
+    if cfg["out"]:
+        _write_json(out, str(cfg["out"]))
+    return out
+
+
+def _validate(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Leave-one-family-out over the meta-train devices (the meta-test devices are never read)."""
+    from predictors.fewshot import device_family
+
+    mat = latency_matrix(load_latency_table(cfg["data"], space=cfg["space"]))
+    train, _ = _split(cfg["space"], list(mat.columns), cfg["meta_train"], cfg["meta_test"])
+    families: dict[str, list[str]] = {}
+    for d in train:
+        families.setdefault(device_family(d), []).append(d)
+    if len(families) < 3:
+        raise ValueError(f"bench.validate needs meta-train devices of >= 3 families, got {sorted(families)}")
+    out: dict[str, Any] = {"space": cfg["space"], "budget": cfg["budget"], "protocol": cfg["protocol"],
+                           "validate": True, "devices": {}, "baseline": {"devices": {}}}
+    for held in families.values():
+        fold = {**cfg, "validate": False, "out": None, "meta_train": [d for d in train if d not in held],
+                "meta_test": held}
+        res = run(fold)
+        out["devices"].update(res["devices"])
+        out["baseline"]["devices"].update(res["baseline"]["devices"])
+    for part in (out, out["baseline"]):
+        part["mean_spearman"] = float(np.mean([m["spearman_mean"] for m in part["devices"].values()]))
+    print("validation (leave one meta-train family out):")
+    _print_table(out)
     if cfg["out"]:
         _write_json(out, str(cfg["out"]))
     return out

@@ -164,6 +164,28 @@ def test_bench_end_to_end_protocol_all(shared_data: Path, tmp_path: Path) -> Non
     assert m["mape_mean"] < b["mape_mean"] and 0 <= m["within10_mean"] <= 1
 
 
+def test_bench_validate_holds_out_each_meta_train_family(shared_data: Path, tmp_path: Path) -> None:
+    """bench.validate=true scores every meta-train device, each meta-trained without its whole family, and
+    never the meta-test device; a fold equals the plain run with that split."""
+    from nas.bench.latency_fewshot import run
+
+    devices = ["1080ti_1", "1080ti_32", "silver_4114", "pixel3", "samsung_a50", "fpga"]
+    df = load_latency_table([shared_data / "latency" / "nb201_help.csv.gz"], space="nb201", devices=devices)
+    keep = set(pd.unique(df["arch"])[:300])
+    csv = tmp_path / "tiny.csv"
+    df[df["arch"].isin(keep)].to_csv(csv, index=False)
+    cfg = {"data": [str(csv)], "space": "nb201", "meta_train": devices[:5], "meta_test": ["fpga"], "budget": 20,
+           "protocol": "all", "seeds": 1, "out": None}
+    with pytest.raises(ValueError, match="bench.validate='yes' is invalid"):
+        run({**cfg, "validate": "yes"})
+    res = run({**cfg, "validate": True})
+    assert res["validate"] is True and set(res["devices"]) == set(devices[:5]) == set(res["baseline"]["devices"])
+    fold = run({**cfg, "meta_train": ["silver_4114", "pixel3", "samsung_a50"], "meta_test": ["1080ti_1", "1080ti_32"]})
+    assert res["devices"]["1080ti_32"] == fold["devices"]["1080ti_32"]
+    assert res["devices"]["1080ti_1"]["spearman_mean"] > 0.8
+    assert res["mean_spearman"] == pytest.approx(np.mean([m["spearman_mean"] for m in res["devices"].values()]))
+
+
 def test_source_latencies_only(slice_) -> None:
     """Without arch features the predictor still works (src block only) and beats nothing-known guessing."""
     mat, archs, _ = slice_
