@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -37,6 +38,32 @@ def plot_pareto(cand: pd.DataFrame, path: Path, title: str = "") -> Path:
     bx.set_ylabel("predicted latency (ms)")
     bx.set_title("latency predictor vs measurement")
     bx.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name("tmp-" + path.name)
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def plot_hv_history(hv: list[float] | Any, n_initial: int, path: Path, title: str = "") -> Path:
+    """Hypervolume of the measured front after each real evaluation (measure-stage sample first)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    x = range(1, len(hv) + 1)
+    ax.plot(x, hv, lw=1.5)
+    if 0 < n_initial < len(hv):
+        ax.axvline(n_initial + 0.5, color="grey", ls="--", lw=1, label="search starts")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("real evaluations")
+    ax.set_ylabel("hypervolume (normalised)")
+    ax.set_title(title or "hypervolume history")
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name("tmp-" + path.name)

@@ -14,11 +14,13 @@ class PymooNSGA2(Strategy):
     """NSGA-II with integer SBX crossover and polynomial mutation on ``space.to_genome`` vectors.
 
     Keyword-only, validated at construction. Keeps every (arch, objectives) pair it was told in
-    ``history_`` so the caller can take the non-dominated set over everything seen.
+    ``history_`` so the caller can take the non-dominated set over everything seen. With
+    ``n_constraints > 0`` each ``tell`` also takes ``G`` (pymoo's convention: ``<= 0`` feasible); NSGA-II then
+    uses constrained domination and :meth:`front` keeps feasible architectures only.
     """
 
     def __init__(self, *, space: Any, n_objectives: int = 2, pop_size: int = 64, seed: int = 0,
-                 initial: Sequence[Any] | None = None) -> None:
+                 initial: Sequence[Any] | None = None, n_constraints: int = 0) -> None:
         for attr in ("genome_bounds", "to_genome", "from_genome"):
             if not hasattr(space, attr):
                 raise ValueError(f"space {getattr(space, 'name', space)!r} has no integer genome ({attr}); "
@@ -27,6 +29,9 @@ class PymooNSGA2(Strategy):
             raise ValueError(f"pop_size={pop_size} is invalid; expected >= 4")
         if int(n_objectives) < 1:
             raise ValueError(f"n_objectives={n_objectives} is invalid; expected >= 1")
+        if int(n_constraints) < 0:
+            raise ValueError(f"n_constraints={n_constraints} is invalid; expected >= 0")
+        self.n_constraints = int(n_constraints)
         from pymoo.algorithms.moo.nsga2 import NSGA2
         from pymoo.core.population import Population
         from pymoo.core.problem import Problem
@@ -37,7 +42,8 @@ class PymooNSGA2(Strategy):
 
         self.space = space
         lo, hi = space.genome_bounds()
-        problem = Problem(n_var=len(lo), n_obj=int(n_objectives), xl=lo, xu=hi, vtype=int)
+        problem = Problem(n_var=len(lo), n_obj=int(n_objectives), n_ieq_constr=self.n_constraints, xl=lo, xu=hi,
+                          vtype=int)
         sampling: Any = IntegerRandomSampling()
         if initial:
             X0 = np.stack([space.to_genome(a) for a in initial])
@@ -56,26 +62,45 @@ class PymooNSGA2(Strategy):
         self.algorithm.setup(problem, seed=int(seed), verbose=False)
         self._pending = None
         self.history_: dict[Any, np.ndarray] = {}
+        self.violation_: dict[Any, np.ndarray] = {}
 
     def ask(self) -> list[Any]:
         self._pending = self.algorithm.ask()
         return [self.space.from_genome(x) for x in self._pending.get("X")]
 
-    def tell(self, archs: Sequence[Any], F: np.ndarray) -> None:
+    def tell(self, archs: Sequence[Any], F: np.ndarray, G: np.ndarray | None = None) -> None:
         if self._pending is None or len(archs) != len(self._pending):
             raise ValueError("tell() must answer the last ask() with one objective row per architecture")
         F = np.asarray(F, dtype=np.float64)
-        self._pending.set("F", F)
+        if self.n_constraints:
+            G = np.asarray(G if G is not None else np.full((len(archs), 0), np.nan), dtype=np.float64)
+            if G.shape != (len(archs), self.n_constraints):
+                raise ValueError(f"tell() got G of shape {G.shape}; expected ({len(archs)}, {self.n_constraints})")
+            self._pending.set("F", F, "G", G)
+        elif G is not None and np.size(G):
+            raise ValueError("tell() got G but the strategy was built with n_constraints=0")
+        else:
+            self._pending.set("F", F)
         self.algorithm.tell(infills=self._pending)
-        for a, f in zip(archs, F):
+        for i, (a, f) in enumerate(zip(archs, F, strict=True)):
             self.history_[a] = f
+            if self.n_constraints:
+                self.violation_[a] = G[i]
         self._pending = None
 
     def front(self) -> tuple[list[Any], np.ndarray]:
-        """Non-dominated architectures among everything told so far."""
+        """Non-dominated architectures among everything told so far (feasible ones only, when constrained;
+        if none is feasible, the least-violating one)."""
         from nas.pareto import pareto_mask
 
         archs = list(self.history_)
+        if self.n_constraints:
+            viol = np.stack([np.clip(self.violation_[a], 0, None).sum() for a in archs])
+            ok = viol <= 0
+            if not ok.any():
+                i = int(np.argmin(viol))
+                return [archs[i]], self.history_[archs[i]][None, :]
+            archs = [a for a, k in zip(archs, ok, strict=True) if k]
         F = np.stack([self.history_[a] for a in archs])
         m = pareto_mask(F)
-        return [a for a, k in zip(archs, m) if k], F[m]
+        return [a for a, k in zip(archs, m, strict=True) if k], F[m]

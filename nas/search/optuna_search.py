@@ -23,16 +23,22 @@ from nas.search.base import Strategy
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
 
 
-def make_sampler(name: str, seed: int, population_size: int = 24) -> Any:
-    """An Optuna sampler by short name, seeded."""
+def _constraints_of(trial: Any) -> list[float]:
+    """Constraint values a strategy stored on the trial (``<= 0`` feasible), for Optuna's constraints_func."""
+    return list(trial.user_attrs["constraints"])
+
+
+def make_sampler(name: str, seed: int, population_size: int = 24, constrained: bool = False) -> Any:
+    """An Optuna sampler by short name, seeded; ``constrained``: it reads ``user_attrs["constraints"]``."""
     import optuna
 
+    cf = {"constraints_func": _constraints_of} if constrained else {}
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=int(population_size), seed=seed)
+        return optuna.samplers.NSGAIISampler(population_size=int(population_size), seed=seed, **cf)
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, **cf)
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
+        return optuna.samplers.GPSampler(seed=seed, **cf)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise ValueError(f"sampler={name!r} is invalid; expected one of {list(SAMPLERS)}")
@@ -52,11 +58,13 @@ class OptunaSearch(Strategy):
         seed: sampler seed.
         population_size: NSGA-II population.
         max_retries: sampler repeats tolerated per proposal before a random unseen arch is enqueued.
+        n_constraints: constraint columns each ``tell`` passes as ``G`` (``<= 0`` feasible); the NSGA-II, TPE
+            and GP samplers take them into account (random ignores them).
     """
 
     def __init__(self, *, space: Any, sampler: str = "tpe", storage: str | None = "sqlite:///optuna_study.db",
                  study_name: str = "hwnas", n_objectives: int = 2, batch_size: int = 1, seed: int = 0,
-                 population_size: int = 24, max_retries: int = 20) -> None:
+                 population_size: int = 24, max_retries: int = 20, n_constraints: int = 0) -> None:
         for attr in ("genome_bounds", "to_genome", "from_genome", "parse"):
             if not hasattr(space, attr):
                 raise ValueError(f"space {getattr(space, 'name', space)!r} lacks {attr}; expected an integer genome")
@@ -67,7 +75,8 @@ class OptunaSearch(Strategy):
         if not isinstance(study_name, str) or not study_name:
             raise ValueError(f"study_name={study_name!r} is invalid; expected a non-empty string")
         for key, val, lo in (("n_objectives", n_objectives, 1), ("batch_size", batch_size, 1),
-                             ("population_size", population_size, 2), ("max_retries", max_retries, 1)):
+                             ("population_size", population_size, 2), ("max_retries", max_retries, 1),
+                             ("n_constraints", n_constraints, 0)):
             if not isinstance(val, int | np.integer) or val < lo:
                 raise ValueError(f"{key}={val!r} is invalid; expected an integer >= {lo}")
         import optuna
@@ -76,6 +85,7 @@ class OptunaSearch(Strategy):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.space = space
         self.n_objectives = int(n_objectives)
+        self.n_constraints = int(n_constraints)
         self.batch_size = int(batch_size)
         self.max_retries = int(max_retries)
         self.rng = np.random.default_rng(int(seed))
@@ -83,13 +93,17 @@ class OptunaSearch(Strategy):
         self.dists = {f"g{k}": CategoricalDistribution(list(range(int(a), int(b) + 1))) for k, (a, b) in enumerate(zip(lo, hi))}
         self.study = optuna.create_study(
             storage=storage, study_name=study_name, load_if_exists=True,
-            directions=["minimize"] * self.n_objectives, sampler=make_sampler(sampler, int(seed), population_size),
+            directions=["minimize"] * self.n_objectives, sampler=make_sampler(sampler, int(seed), population_size, constrained=self.n_constraints > 0),
         )
         self.cache_: dict[Hashable, np.ndarray] = {}
+        self.violation_: dict[Hashable, np.ndarray] = {}
         TS = optuna.trial.TrialState
         for t in self.study.get_trials(deepcopy=False):
             if t.state == TS.COMPLETE and "arch" in t.user_attrs and not t.user_attrs.get("duplicate"):
-                self.cache_[space.parse(t.user_attrs["arch"])] = np.asarray(t.values, dtype=np.float64)
+                a = space.parse(t.user_attrs["arch"])
+                self.cache_[a] = np.asarray(t.values, dtype=np.float64)
+                if self.n_constraints:
+                    self.violation_[a] = np.asarray(t.user_attrs.get("constraints", [0.0] * self.n_constraints))
             elif t.state == TS.RUNNING:  # left over by an interrupted session: never told
                 self.study.tell(t.number, state=TS.FAIL)
         self._pending: dict[Hashable, Any] = {}
@@ -117,6 +131,8 @@ class OptunaSearch(Strategy):
             trial.set_user_attr("arch", self._key(arch))
             if arch in self.cache_:
                 trial.set_user_attr("duplicate", True)
+                if self.n_constraints:
+                    trial.set_user_attr("constraints", self.violation_[arch].tolist())
                 self.study.tell(trial, self.cache_[arch].tolist())
             elif arch in self._pending:
                 self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -132,11 +148,15 @@ class OptunaSearch(Strategy):
             out.append(arch)
         return out
 
-    def tell(self, archs: Sequence[Any], F: np.ndarray) -> None:
+    def tell(self, archs: Sequence[Any], F: np.ndarray, G: np.ndarray | None = None) -> None:
         F = np.asarray(F, dtype=np.float64).reshape(len(archs), -1)
         if F.shape[1] != self.n_objectives:
             raise ValueError(f"tell() got {F.shape[1]} objective columns; expected {self.n_objectives}")
-        for a, f in zip(archs, F, strict=True):
+        if self.n_constraints:
+            G = np.asarray(G if G is not None else np.zeros((len(archs), 0)), dtype=np.float64)
+            if G.shape != (len(archs), self.n_constraints):
+                raise ValueError(f"tell() got G of shape {G.shape}; expected ({len(archs)}, {self.n_constraints})")
+        for i, (a, f) in enumerate(zip(archs, F, strict=True)):
             trial = self._pending.pop(a, None)
             if trial is None:
                 raise ValueError(f"tell() got arch {self._key(a)!r} that is not pending from ask()")
@@ -145,6 +165,9 @@ class OptunaSearch(Strategy):
 
                 self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 continue
+            if self.n_constraints:
+                trial.set_user_attr("constraints", G[i].tolist())
+                self.violation_[a] = G[i]
             self.study.tell(trial, f.tolist())
             self.cache_[a] = f
 

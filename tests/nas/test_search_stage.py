@@ -1,0 +1,225 @@
+"""The pipeline's search stage on a real (shrunk) run: strategies, constraints, objectives, resume."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_module
+
+from nas.objectives import Objectives
+from nas.pareto import pareto_mask
+from nas.pipeline import run_pipeline
+from nas.search import OptunaSearch, PymooNSGA2
+from search_spaces import create_search_space
+
+UPTO_PREDICT = "stages=[train,measure,predict]"
+WITH_SEARCH = "stages=[train,measure,predict,search]"
+
+
+def compose_cfg(run_dir: Path, *overrides: str):
+    with initialize_config_module(config_module="nas.conf", version_base="1.3"):
+        return compose("config", overrides=["experiment=smoke", f"run_dir={run_dir}", *overrides])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A smoke run through the predict stage; tests copy it and run only the search stage."""
+    run_dir = tmp_path_factory.mktemp("trained")
+    run_pipeline(compose_cfg(run_dir, UPTO_PREDICT))
+    return run_dir
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def search(run_dir: Path, *overrides: str) -> dict:
+    return run_pipeline(compose_cfg(run_dir, WITH_SEARCH, *overrides))["stages"]["search"]
+
+
+# ---------------------------------------------------------------------------------------------- unit level
+def test_objectives_negate_accuracy_and_scale_violations() -> None:
+    obj = Objectives(("accuracy", "latency_ms", "params"), {"latency_ms": 2.0, "accuracy": 0.9})
+    vals = {"accuracy": np.array([0.95, 0.8]), "latency_ms": np.array([1.0, 3.0]), "params": np.array([5.0, 6.0])}
+    np.testing.assert_allclose(obj.minimised(vals), [[-0.95, 1.0, 5.0], [-0.8, 3.0, 6.0]])
+    np.testing.assert_allclose(obj.violation(vals), [[-0.5, (0.9 - 0.95) / 0.9], [0.5, (0.9 - 0.8) / 0.9]])
+    assert obj.feasible(vals).tolist() == [True, False]
+    assert obj.describe_constraints() == "latency_ms <= 2, accuracy >= 0.9"
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"names": ("latency_ms", "params")}, "lacks 'accuracy'"),
+    ({"names": ("accuracy", "flops")}, "'flops'"),
+    ({"names": ("accuracy", "latency_ms", "latency_ms")}, "repeats"),
+    ({"names": ("accuracy", "latency_ms"), "constraints": {"latency_ms": -1}}, "latency_ms=-1"),
+    ({"names": ("accuracy", "latency_ms"), "constraints": {"accuracy": 95}}, "accuracy=95"),
+    ({"names": ("accuracy", "latency_ms_pi")}, "'latency_ms_pi'"),
+    ({"names": ("accuracy", "latency_ms_pi"), "latency_predictors": {"pi": "/nope.pkl"}}, "/nope.pkl"),
+])
+def test_objectives_reject_bad_config_in_one_line(kwargs: dict, fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment.replace("(", r"\(")) as e:
+        Objectives(**kwargs)
+    assert "\n" not in str(e.value)
+
+
+def _toy_problem():
+    """OFA small space, objectives (-depth sum, MACs): constraint MACs <= median keeps the cheaper half."""
+    space = create_search_space("ofa_mbv3", setting="small", n_classes=10, in_channels=1)
+    rng = np.random.default_rng(0)
+    bound = float(np.median([space.macs(space.sample(rng)) for _ in range(200)]))
+
+    def rows(archs):
+        macs = np.array([space.macs(a) for a in archs], float)
+        F = np.column_stack([-np.array([sum(a.d) + space.resolution(a) / 8 for a in archs], float), macs])
+        return F, ((macs - bound) / bound)[:, None]
+
+    return space, bound, rows
+
+
+def test_pymoo_nsga2_with_constraints_keeps_feasible_front() -> None:
+    space, bound, rows = _toy_problem()
+    nsga = PymooNSGA2(space=space, pop_size=16, seed=0, n_constraints=1)
+    for _ in range(6):
+        archs = nsga.ask()
+        F, G = rows(archs)
+        nsga.tell(archs, F, G)
+    front, F = nsga.front()
+    assert len(front) >= 2 and all(space.macs(a) <= bound for a in front)
+    told = np.stack(list(nsga.history_.values()))
+    assert (told[:, 1] > bound).any()  # infeasible archs were proposed, and the front left them out
+    with pytest.raises(ValueError, match="G of shape"):
+        archs = nsga.ask()
+        nsga.tell(archs, rows(archs)[0], np.zeros((len(archs), 2)))
+
+
+def test_optuna_constraints_are_stored_and_resumed(tmp_path: Path) -> None:
+    space, bound, rows = _toy_problem()
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    s = OptunaSearch(space=space, sampler="tpe", storage=url, study_name="c", batch_size=4, seed=0, n_constraints=1)
+    for _ in range(5):
+        archs = s.ask()
+        F, G = rows(archs)
+        s.tell(archs, F, G)
+    study = optuna.load_study(study_name="c", storage=url)
+    best = study.best_trials
+    assert best and all(t.user_attrs["constraints"][0] <= 0 for t in best)  # Optuna ranks feasible first
+    again = OptunaSearch(space=space, sampler="tpe", storage=url, study_name="c", batch_size=4, seed=1,
+                         n_constraints=1)
+    assert set(again.violation_) == set(s.cache_)
+    archs = again.ask()
+    assert not set(archs) & set(s.cache_)
+
+
+# ---------------------------------------------------------------------------------------------- pipeline level
+@pytest.mark.slow
+def test_closed_loop_with_latency_constraint(trained: Path, tmp_path: Path) -> None:
+    run_dir = copy_run(trained, tmp_path / "cl")
+    lat = pd.read_csv(run_dir / "measurements.csv").latency_ms
+    bound = float(np.quantile(lat, 0.6))
+    rec = search(run_dir, "search=closed_loop", "search.budget=4", "search.rounds=2",
+                 f"search.constraints.latency_ms={bound:.4f}")
+    journal = pd.read_csv(run_dir / "search_evaluations.csv")
+    assert len(journal) == 4 and sorted(set(journal["round"])) == [0, 1]
+    assert (journal.strategy == "closed_loop").all() and journal.arch.is_unique
+    cand = pd.read_csv(run_dir / "candidates.csv")
+    assert cand.feasible.tolist() == (cand.latency_ms <= bound + 5e-5).tolist()
+    pareto = pd.read_csv(run_dir / "pareto.csv")
+    assert len(pareto) == rec["n_pareto"] >= 1 and (pareto.latency_ms <= bound + 5e-5).all()
+    feas = cand[cand.feasible]
+    F = np.column_stack([1 - feas.val_accuracy, feas.latency_ms])
+    assert set(feas.arch[pareto_mask(F)]) == set(pareto.arch)
+    assert rec["rounds"] == 2 and rec["constraints"] == {"latency_ms": pytest.approx(bound, abs=1e-4)}
+    hist = rec["hypervolume_history"]
+    assert len(hist) == len(cand) and np.all(np.diff(hist) >= -1e-12)
+    assert hist[-1] == pytest.approx(rec["hypervolume"])
+    assert (run_dir / "hv_history.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_three_objectives_and_another_devices_predictor(trained: Path, tmp_path: Path) -> None:
+    run_dir = copy_run(trained, tmp_path / "mo")
+    twin = tmp_path / "twin_latency.pkl"
+    shutil.copy(run_dir / "predictors" / "latency.pkl", twin)
+    rec = search(run_dir, "search.objectives=[accuracy,latency_ms,params,latency_ms_twin]",
+                 f"+search.latency_predictors.twin={twin}", "search.budget=3")
+    cand = pd.read_csv(run_dir / "candidates.csv")
+    # the "other device" is this run's own regressor: its column must equal the predicted latency
+    np.testing.assert_allclose(cand.latency_ms_twin, cand.predicted_latency_ms, rtol=1e-9)
+    F = np.column_stack([1 - cand.val_accuracy, cand.latency_ms, cand.params, cand.latency_ms_twin])
+    assert cand.pareto.tolist() == pareto_mask(F).tolist()
+    assert rec["objectives"] == ["accuracy", "latency_ms", "params", "latency_ms_twin"]
+    assert len(rec["hypervolume_ref"]["ref"]) == 4
+
+
+@pytest.mark.slow
+def test_killed_optuna_search_repeats_no_evaluation_and_same_seed_repeats_itself(
+        trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nas.stages.search as stage
+
+    run_dir = copy_run(trained, tmp_path / "opt")
+    real_eval = stage.evaluate_archs
+    evaluated: list[str] = []
+
+    def counting(ctx, supernet, archs, splits, desc=""):
+        if len(evaluated) >= 4:  # the third batch: killed while evaluating
+            raise KeyboardInterrupt
+        evaluated.extend(a.to_string() for a in archs)
+        return real_eval(ctx, supernet, archs, splits, desc=desc)
+
+    monkeypatch.setattr(stage, "evaluate_archs", counting)
+    args = ("search=optuna", "search.strategy=optuna_tpe", "search.budget=7", "search.batch_size=2")
+    with pytest.raises(KeyboardInterrupt):
+        search(run_dir, *args)
+    assert len(pd.read_csv(run_dir / "search_evaluations.csv")) == 4
+    first = list(evaluated)
+    evaluated.clear()
+    rec = search(run_dir, *args)
+    assert not set(evaluated) & set(first), "an evaluation finished before the kill was repeated"
+    assert len(evaluated) == 3
+    journal = pd.read_csv(run_dir / "search_evaluations.csv")
+    assert len(journal) == 7 and journal.arch.is_unique
+    seen = set(pd.read_csv(run_dir / "measurements.csv").arch)
+    assert rec["n_search_picks"] == len(set(journal.arch) - seen)
+    study = optuna.load_study(study_name="hwnas-optuna_tpe-seed0", storage=f"sqlite:///{run_dir / 'search_optuna.db'}")
+    done = [t for t in study.trials if t.state.name == "COMPLETE" and not t.user_attrs.get("duplicate")]
+    assert sorted(t.user_attrs["arch"] for t in done) == sorted(journal.arch)
+
+    # same seed in a fresh run directory: the batches before the kill are proposed again, same accuracies
+    monkeypatch.setattr(stage, "evaluate_archs", real_eval)
+    other = copy_run(trained, tmp_path / "opt2")
+    search(other, *args)
+    j2 = pd.read_csv(other / "search_evaluations.csv")
+    assert j2.arch.tolist()[:4] == first
+    np.testing.assert_array_equal(j2.val_accuracy.to_numpy()[:4], journal.val_accuracy.to_numpy()[:4])
+
+
+@pytest.mark.slow
+def test_default_search_is_deterministic(trained: Path, tmp_path: Path) -> None:
+    journals = []
+    for name in ("a", "b"):
+        run_dir = copy_run(trained, tmp_path / name)
+        search(run_dir, "search.budget=4")
+        journals.append(pd.read_csv(run_dir / "search_evaluations.csv"))
+    pd.testing.assert_frame_equal(journals[0], journals[1])
+    assert len(journals[0]) == 4
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("search.strategy=anneal", "search.strategy='anneal'"),
+    ("search.objectives=[latency_ms,params]", "lacks 'accuracy'"),
+    ("search.constraints.latency_ms=-2", "search.constraints.latency_ms=-2"),
+    ("search.rounds=0", "search.rounds=0"),
+    ("search.storage=study.db", "search.storage='study.db'"),
+])
+def test_bad_search_config_fails_before_anything_is_written(tmp_path: Path, override: str, fragment: str) -> None:
+    run_dir = tmp_path / "bad"
+    with pytest.raises(ValueError, match=fragment.replace("[", r"\[")) as e:
+        run_pipeline(compose_cfg(run_dir, override))
+    assert "\n" not in str(e.value)
+    assert not run_dir.exists()
