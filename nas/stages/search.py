@@ -170,8 +170,8 @@ class Models:
 
 
 def _predictor_nsga2(models: Models, obj: Objectives, cfg: Any, seed: int, initial: list[Any]
-                     ) -> tuple[list[Any], np.ndarray, float, int]:
-    """NSGA-II over the predictors (constraints included); the predicted front, its rows, seconds, evaluations."""
+                     ) -> tuple[list[Any], np.ndarray, float, PymooNSGA2]:
+    """NSGA-II over the predictors (constraints included); the predicted front, its rows, seconds, the run."""
     t0 = time.perf_counter()
     nsga = PymooNSGA2(space=models.space, n_objectives=len(obj.names), pop_size=int(cfg.search.pop_size),
                       seed=seed, initial=initial, n_constraints=obj.n_constraints)
@@ -180,7 +180,7 @@ def _predictor_nsga2(models: Models, obj: Objectives, cfg: Any, seed: int, initi
         vals = models.values(archs)
         nsga.tell(archs, obj.minimised(vals), obj.violation(vals) if obj.n_constraints else None)
     front, F = nsga.front()
-    return front, F, time.perf_counter() - t0, len(nsga.history_)
+    return front, F, time.perf_counter() - t0, nsga
 
 
 def _cost_column(obj: Objectives) -> int:
@@ -205,20 +205,27 @@ def _search_predicted(ctx: RunContext, models: Models, obj: Objectives, real: Re
             evaluated = seen + done
             models.refit_accuracy(evaluated, np.r_[seen_acc, [real.acc[a.to_string()][0] for a in done]])
         evaluated = seen + done
-        front, F, sec, n = _predictor_nsga2(models, obj, cfg, int(cfg.search.seed) + r, evaluated)
+        front, F, sec, nsga = _predictor_nsga2(models, obj, cfg, int(cfg.search.seed) + r, evaluated)
         seconds.append(sec)
-        n_pred += n
+        n_pred += len(nsga.history_)
         known = set(evaluated)
         new = [i for i, a in enumerate(front) if a not in known]
-        if not new:
-            log.info("round %d: the predicted front holds no unevaluated subnet", r)
-            continue
         if strategy == "nsga2":
+            if not new:
+                log.info("the predicted front holds no unevaluated subnet")
+                continue
             picks = [front[new[i]] for i in spread_pick(F[new, c], sizes[r])]
         else:
-            cand = [front[i] for i in new]
+            # pool: every (predicted-feasible) subnet NSGA-II scored and nobody evaluated; the acquisition
+            # prefers those whose optimistic accuracy would add most hypervolume to the evaluated front
+            cand = [a for a in nsga.history_ if a not in known and
+                    (not obj.n_constraints or np.all(nsga.violation_[a] <= 0))]
+            if not cand:
+                log.info("round %d: no unevaluated feasible subnet among the predictions", r)
+                continue
+            Fc = np.stack([nsga.history_[a] for a in cand])
             mean, std = models.acc.predict(models.X(cand), return_std=True)
-            opt = np.column_stack([-(mean + float(cfg.search.beta) * std), F[new, c]])
+            opt = np.column_stack([-(mean + float(cfg.search.beta) * std), Fc[:, c]])
             ev_vals = models.values(evaluated, np.r_[seen_acc, [real.acc[a.to_string()][0] for a in done]])
             ok = obj.feasible(ev_vals)
             ev = obj.minimised(ev_vals)[:, [a_col, c]][ok] if ok.any() else np.empty((0, 2))
@@ -227,8 +234,8 @@ def _search_predicted(ctx: RunContext, models: Models, obj: Objectives, real: Re
             idx = select_batch(opt, ev if len(ev) else opt[:1], sizes[r], bounds=(both.min(0), both.max(0)))
             picks = [cand[i] for i in idx]
         real.evaluate(picks, r, desc=f"round {r + 1}/{rounds}: evaluate {len(picks)} picks")
-        log.info("round %d/%d: predicted front of %d subnets, %d evaluated for real (NSGA-II %.1f s)",
-                 r + 1, rounds, len(front), len(picks), sec)
+        log.info("round %d/%d: predicted front of %d subnets (%d new), %d evaluated for real (NSGA-II %.1f s)",
+                 r + 1, rounds, len(front), len(new), len(picks), sec)
     return {"rounds": rounds, "inner_search_seconds": round(float(np.sum(seconds)), 3),
             "predictor_evaluations": n_pred}
 
