@@ -9,6 +9,19 @@ from typing import Any
 import pandas as pd
 
 
+def _save(fig, path: Path) -> Path:  # noqa: ANN001 - a matplotlib Figure
+    """Lay out, write atomically (a reader never sees half a PNG), close."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name("tmp-" + path.name)
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
 def plot_pareto(cand: pd.DataFrame, path: Path, title: str = "") -> Path:
     """Left: measured accuracy vs latency of all candidates with the front; right: predicted vs measured latency."""
     import matplotlib
@@ -38,13 +51,7 @@ def plot_pareto(cand: pd.DataFrame, path: Path, title: str = "") -> Path:
     bx.set_ylabel("predicted latency (ms)")
     bx.set_title("latency predictor vs measurement")
     bx.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name("tmp-" + path.name)
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return _save(fig, path)
 
 
 def plot_hv_history(hv: list[float] | Any, n_initial: int, path: Path, title: str = "") -> Path:
@@ -64,10 +71,4 @@ def plot_hv_history(hv: list[float] | Any, n_initial: int, path: Path, title: st
     ax.set_ylabel("hypervolume (normalised)")
     ax.set_title(title or "hypervolume history")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name("tmp-" + path.name)
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return _save(fig, path)
