@@ -59,7 +59,7 @@ class Objectives:
             if key == "accuracy" and bound > 1:
                 raise ValueError(f"search.constraints.accuracy={bound} is invalid; expected a fraction in (0, 1]")
         for key, path in self.latency_predictors.items():
-            if not isinstance(key, str) or not key :
+            if not isinstance(key, str) or not key:
                 raise ValueError(f"search.latency_predictors has key {key!r}; expected a plain device name")
             if not Path(str(path)).is_file():
                 raise ValueError(f"search.latency_predictors.{key}={path!r} is not a file; expected a saved "
@@ -117,29 +117,40 @@ class Objectives:
         return ", ".join(f"{k} {'>=' if k in MAXIMISED else '<='} {v:g}" for k, v in self.constraints.items()) or "none"
 
 
-class OtherDeviceLatency:
-    """Latency (ms) of archs on another device from a saved predictor file (few-shot or regressor pickle)."""
+class LatencyModel:
+    """Latency (ms) of archs from a few-shot predictor (takes arch strings) or a regressor (takes features)."""
 
-    def __init__(self, path: str | Path, space: Any, features: str) -> None:
-        import pickle
-
+    def __init__(self, model: Any, space: Any, features: str) -> None:
         from predictors import EnsembleRegressor
         from predictors.fewshot import FewShotLatencyPredictor
 
-        with open(path, "rb") as fh:
-            model = pickle.load(fh)  # noqa: S301 - the user's own run artefact
         if isinstance(model, EnsembleRegressor):
             self.kind = "regressor"
         elif isinstance(model, FewShotLatencyPredictor):
             self.kind = "fewshot"
         else:
-            raise ValueError(f"{path} holds a {type(model).__name__}; expected a saved latency predictor "
-                             "(predictors/latency_fewshot.pkl or predictors/latency.pkl of a run)")
-        self.model, self.path, self.space, self.features = model, Path(path), space, features
+            raise ValueError(f"got a {type(model).__name__}; expected a FewShotLatencyPredictor or an EnsembleRegressor")
+        self.model, self.space, self.features = model, space, features
 
-    def predict(self, archs: list[Any], return_std: bool = False) -> Any:
+    @classmethod
+    def load(cls, path: str | Path, space: Any, features: str) -> LatencyModel:
+        """A saved predictor of another run: its predictors/latency_fewshot.pkl or predictors/latency.pkl."""
+        import pickle
+
+        with open(path, "rb") as fh:
+            model = pickle.load(fh)  # noqa: S301 - the user's own run artefact
+        try:
+            return cls(model, space, features)
+        except ValueError:
+            raise ValueError(f"{path} holds a {type(model).__name__}; expected a saved latency predictor "
+                             "(predictors/latency_fewshot.pkl or predictors/latency.pkl of a run)") from None
+
+    def predict(self, archs: list[Any], return_std: bool = False, X: np.ndarray | None = None) -> Any:
+        """``X``: the archs' features if the caller has them already (``featurize(space, archs, features)``)."""
         if self.kind == "fewshot":
             return self.model.predict([a.to_string() for a in archs], return_std=return_std)
-        from predictors import featurize
+        if X is None:
+            from predictors import featurize
 
-        return self.model.predict(featurize(self.space, archs, self.features), return_std=return_std)
+            X = featurize(self.space, archs, self.features)
+        return self.model.predict(X, return_std=return_std)

@@ -10,13 +10,17 @@ import numpy as np
 
 
 class Strategy(ABC):
-    """``ask()`` proposes architectures, ``tell(archs, F)`` reports their objective rows (minimised)."""
+    """``ask()`` proposes architectures, ``tell(archs, F)`` reports their objective rows (minimised).
+
+    ``tell(archs, F, G)`` also passes constraint rows (``<= 0`` feasible, see nas.objectives) to strategies
+    built with ``n_constraints > 0``; strategies whose proposals do not depend on what they are told ignore it.
+    """
 
     @abstractmethod
     def ask(self) -> list[Any]: ...
 
     @abstractmethod
-    def tell(self, archs: Sequence[Any], F: np.ndarray) -> None: ...
+    def tell(self, archs: Sequence[Any], F: np.ndarray, G: np.ndarray | None = None) -> None: ...
 
     def optimize(self, objective: Callable[[list[Any]], np.ndarray], n_iterations: int) -> None:
         """Run ``n_iterations`` ask/evaluate/tell rounds with a batch objective."""

@@ -50,7 +50,8 @@ class RandomSearch(Strategy):
                 out.append(a)
         return out
 
-    def tell(self, archs: Sequence[Hashable], F: np.ndarray) -> None:
+    def tell(self, archs: Sequence[Hashable], F: np.ndarray, G: np.ndarray | None = None) -> None:
+        """Record the rows; ``G`` (constraints) is ignored: uniform proposals do not depend on feasibility."""
         F = np.asarray(F, dtype=np.float64)
         if len(F) != len(archs):
             raise ValueError(f"tell() got {len(archs)} archs but {len(F)} objective rows; expected one row each")

@@ -35,7 +35,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from nas.objectives import OTHER, Objectives, OtherDeviceLatency
+from nas.objectives import OTHER, LatencyModel, Objectives
 from nas.pareto import hv_history, hypervolume, pareto_mask
 from nas.pipeline import RunContext, write_csv_atomic, write_json_atomic
 from nas.plots import plot_hv_history, plot_pareto
@@ -111,16 +111,17 @@ class RealEvaluations:
     def evaluate(self, archs: Sequence[Any], round_: int, desc: str) -> np.ndarray:
         """Validation accuracy of each arch; evaluates (and journals) only those never evaluated."""
         keys = [a.to_string() for a in archs]
-        todo = [a for a, k in zip(archs, keys, strict=True) if k not in self.acc]
-        todo = list({a.to_string(): a for a in todo}.values())
+        todo = list({k: a for a, k in zip(archs, keys, strict=True) if k not in self.acc}.values())
         if todo:
             if self._supernet is None:
                 self._supernet = self.ctx.load_supernet()
             res = evaluate_archs(self.ctx, self._supernet, todo, ("val", "test"), desc=desc)
             for a, v, t in zip(todo, res["val"], res["test"], strict=True):
                 self.acc[a.to_string()] = (float(v), float(t))
+        journalled = set(self.mine())
         for k in keys:  # journal every arch this strategy asked for, once
-            if k not in {r["arch"] for r in self.rows if r["strategy"] == self.strategy}:
+            if k not in journalled:
+                journalled.add(k)
                 v, t = self.acc[k]
                 self.rows.append({"arch": k, "strategy": self.strategy, "round": int(round_),
                                   "val_accuracy": v, "test_accuracy": t})
@@ -135,19 +136,16 @@ class Models:
     def __init__(self, ctx: RunContext, obj: Objectives) -> None:
         self.ctx, self.obj, self.space = ctx, obj, ctx.space
         self.feats = ctx.cfg.predictor.features
-        self.lat = EnsembleRegressor.load(ctx.path("predictors", "latency.pkl"))
-        self.acc = EnsembleRegressor.load(ctx.path("predictors", "accuracy.pkl"))
+        self.acc = self.acc_stage = EnsembleRegressor.load(ctx.path("predictors", "accuracy.pkl"))  # refits replace .acc
         fewshot_path = ctx.path("predictors", "latency_fewshot.pkl")
-        self.fewshot = FewShotLatencyPredictor.load(fewshot_path) if fewshot_path.is_file() else None
-        self.other = {k: OtherDeviceLatency(p, ctx.space, self.feats) for k, p in obj.latency_predictors.items()}
+        self.fewshot = fewshot_path.is_file()
+        lat = (FewShotLatencyPredictor.load(fewshot_path) if self.fewshot
+               else EnsembleRegressor.load(ctx.path("predictors", "latency.pkl")))
+        self.lat = LatencyModel(lat, ctx.space, self.feats)
+        self.other = {k: LatencyModel.load(p, ctx.space, self.feats) for k, p in obj.latency_predictors.items()}
 
     def X(self, archs: Sequence[Any]) -> np.ndarray:
         return featurize(self.space, list(archs), self.feats)
-
-    def latency(self, archs: Sequence[Any], return_std: bool = False) -> Any:
-        if self.fewshot is not None:
-            return self.fewshot.predict([a.to_string() for a in archs], return_std=return_std)
-        return self.lat.predict(self.X(archs), return_std=return_std)
 
     def refit_accuracy(self, archs: Sequence[Any], val_acc: np.ndarray) -> None:
         self.acc = instantiate(self.ctx.cfg.predictor.accuracy).fit(self.X(archs), np.asarray(val_acc))
@@ -155,17 +153,19 @@ class Models:
     def values(self, archs: Sequence[Any], accuracy: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Every metric the objectives and constraints need; accuracy predicted unless given (real)."""
         out: dict[str, np.ndarray] = {}
+        archs = list(archs)
+        X = self.X(archs) if accuracy is None or self.lat.kind == "regressor" else None
         for name in self.obj.needed:
             if name == "accuracy":
-                out[name] = self.acc.predict(self.X(archs)) if accuracy is None else np.asarray(accuracy, float)
+                out[name] = self.acc.predict(X) if accuracy is None else np.asarray(accuracy, float)
             elif name == "latency_ms":
-                out[name] = np.asarray(self.latency(archs), float)
+                out[name] = np.asarray(self.lat.predict(archs, X=X), float)
             elif name == "params":
                 out[name] = np.array([self.space.params(a) for a in archs], float)
             elif name == "macs":
                 out[name] = np.array([self.space.macs(a) for a in archs], float)
             else:
-                out[name] = np.asarray(self.other[name[len(OTHER):]].predict(list(archs)), float)
+                out[name] = np.asarray(self.other[name[len(OTHER):]].predict(archs, X=X), float)
         return out
 
 
@@ -201,10 +201,10 @@ def _search_predicted(ctx: RunContext, models: Models, obj: Objectives, real: Re
     seconds, n_pred = [], 0
     for r in range(rounds):
         done = [ctx.space.parse(s) for s in real.mine(round_=r)]
-        if strategy == "closed_loop" and done:
-            evaluated = seen + done
-            models.refit_accuracy(evaluated, np.r_[seen_acc, [real.acc[a.to_string()][0] for a in done]])
         evaluated = seen + done
+        ev_acc = np.r_[seen_acc, [real.acc[a.to_string()][0] for a in done]]
+        if strategy == "closed_loop" and done:
+            models.refit_accuracy(evaluated, ev_acc)
         front, F, sec, nsga = _predictor_nsga2(models, obj, cfg, int(cfg.search.seed) + r, evaluated)
         seconds.append(sec)
         n_pred += len(nsga.history_)
@@ -226,7 +226,7 @@ def _search_predicted(ctx: RunContext, models: Models, obj: Objectives, real: Re
             Fc = np.stack([nsga.history_[a] for a in cand])
             mean, std = models.acc.predict(models.X(cand), return_std=True)
             opt = np.column_stack([-(mean + float(cfg.search.beta) * std), Fc[:, c]])
-            ev_vals = models.values(evaluated, np.r_[seen_acc, [real.acc[a.to_string()][0] for a in done]])
+            ev_vals = models.values(evaluated, ev_acc)
             ok = obj.feasible(ev_vals)
             ev = obj.minimised(ev_vals)[:, [a_col, c]][ok] if ok.any() else np.empty((0, 2))
             ev = ev[pareto_mask(ev)] if len(ev) else ev
@@ -254,7 +254,7 @@ def _search_ask_tell(ctx: RunContext, models: Models, obj: Objectives, real: Rea
                              batch_size=batch, seed=seed, n_constraints=obj.n_constraints)
         log.info("Optuna study %s in %s (%d completed trials)", f"hwnas-{strategy}-seed{seed}", storage,
                  len(strat.history_))
-    n_done = len(strat.history_) if strategy != "random" else 0
+    n_done = len(strat.history_)  # a resumed Optuna study's completed trials
     stall, r = 0, 0
     bar = tqdm(total=budget, initial=min(n_done, budget), desc=f"{strategy}: real evaluations", unit="subnet")
     while n_done < budget and stall < 50:
@@ -265,10 +265,7 @@ def _search_ask_tell(ctx: RunContext, models: Models, obj: Objectives, real: Rea
             continue
         acc = real.evaluate(archs, r, desc=f"{strategy}: evaluate batch {r + 1}")
         vals = models.values(archs, acc)
-        if strategy == "random":
-            strat.tell(archs, obj.minimised(vals))
-        else:
-            strat.tell(archs, obj.minimised(vals), obj.violation(vals) if obj.n_constraints else None)
+        strat.tell(archs, obj.minimised(vals), obj.violation(vals) if obj.n_constraints else None)
         n_done += len(archs)
         bar.update(len(archs))
         r += 1
@@ -296,16 +293,16 @@ def run(ctx: RunContext) -> dict:
     else:
         info = _search_ask_tell(ctx, models, obj, real, strategy)
     search_seconds = time.perf_counter() - t0
-    picks = [space.parse(s) for s in real.mine()]
-    picks = [a for a in picks if a not in set(seen)]
+    seen_set = set(seen)
+    picks = [a for a in map(space.parse, real.mine()) if a not in seen_set]
 
     archs = seen + picks
     supernet = ctx.load_supernet()
     ms = measure_archs(ctx, supernet, archs, desc="export candidates", stage="search")
     X = models.X(archs)
-    models_final = Models(ctx, obj)  # the predict stage's predictors: how good were they on what was found
-    pred_acc, acc_std = models_final.acc.predict(X, return_std=True)
-    pred_lat, lat_std = models_final.latency(archs, return_std=True)
+    # the predict stage's accuracy predictor (not the closed loop's refits): how good was it on what was found
+    pred_acc, acc_std = models.acc_stage.predict(X, return_std=True)
+    pred_lat, lat_std = models.lat.predict(archs, return_std=True, X=X)
     val = np.array([real.acc[a.to_string()][0] for a in archs])
     test = np.array([real.acc[a.to_string()][1] for a in archs])
     cand = pd.DataFrame({
@@ -358,7 +355,7 @@ def run(ctx: RunContext) -> dict:
         "strategy": strategy, "objectives": list(obj.names), "constraints": dict(obj.constraints),
         "n_candidates": len(cand), "n_feasible": int(feasible.sum()), "n_pareto": len(pareto),
         "n_search_picks": len(picks), "search_seconds": round(search_seconds, 2),
-        "latency_predictor": "fewshot (calibrate stage)" if models.fewshot is not None else "regressor (predict stage)",
+        "latency_predictor": "fewshot (calibrate stage)" if models.fewshot else "regressor (predict stage)",
         "latency_predictor_spearman": spearman(cand.predicted_latency_ms.to_numpy(), cand.latency_ms.to_numpy()),
         "accuracy_predictor_spearman": spearman(pred_acc, val),
         **info,
