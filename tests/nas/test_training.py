@@ -98,6 +98,55 @@ def test_amp_modes():
     assert all(p.dtype == torch.float32 for p in net.parameters())  # autocast, weights stay fp32
 
 
+_COLLECTIVES_SCRIPT = """
+import sys, torch
+import torch.distributed as tdist
+from nas.distributed import allreduce_gradients, average_buffers, broadcast_module, init_from_env
+
+ctx = init_from_env("cpu")
+torch.manual_seed(100 + ctx.rank)  # different initial weights per rank, as when ranks build independently
+net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+net.register_buffer("stat", torch.zeros(4))
+broadcast_module(net, ctx)
+net.stat.fill_(ctx.rank + 1.0)  # running statistics drift apart per rank during training
+gen = torch.Generator().manual_seed(0)
+x, y = torch.randn(16, 6, generator=gen), torch.randint(0, 3, (16,), generator=gen)
+half = slice(ctx.rank * 8, (ctx.rank + 1) * 8)
+torch.nn.functional.cross_entropy(net(x[half]), y[half]).backward()
+params = list(net.parameters())
+allreduce_gradients(params, ctx)
+average_buffers(net, ctx)
+torch.save({"params": [p.detach().clone() for p in params], "grads": [p.grad.clone() for p in params],
+            "stat": net.stat.clone()}, f"{sys.argv[1]}.{ctx.rank}")
+tdist.destroy_process_group()
+"""
+
+
+def test_collectives_give_rank0_weights_full_batch_gradients_and_mean_buffers(tmp_path):
+    """Two gloo processes under torchrun: weights start as rank 0's, the averaged half-batch gradients equal
+    the full-batch gradient of one process, and BN-style buffers are averaged (what makes a torchrun step a
+    1-process step up to BatchNorm's per-rank batch statistics)."""
+    script = tmp_path / "collectives.py"
+    script.write_text(_COLLECTIVES_SCRIPT)
+    out = str(tmp_path / "rank")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), out], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = [torch.load(f"{out}.{r}") for r in range(2)]
+    torch.manual_seed(100)  # rank 0's initial weights
+    ref = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(16, 6, generator=gen), torch.randint(0, 3, (16,), generator=gen)
+    torch.nn.functional.cross_entropy(ref(x), y).backward()
+    for r in range(2):
+        for p, q in zip(got[r]["params"], ref.parameters(), strict=True):
+            assert torch.equal(p, q.detach())
+        for g, q in zip(got[r]["grads"], ref.parameters(), strict=True):
+            assert torch.allclose(g, q.grad, atol=1e-6), (g - q.grad).abs().max()
+        assert torch.equal(got[r]["stat"], torch.full((4,), 1.5))
+
+
 def _hwnas(args: list[str], nproc: int, env: dict, cwd: Path) -> subprocess.CompletedProcess:
     if nproc == 1:
         cmd = [sys.executable, "-m", "nas.cli", *args]
@@ -133,13 +182,15 @@ def test_torchrun_two_processes_train_checkpoint_resume_and_match_one_process(tm
     assert (one["epoch"], two["epoch"], two["world_size"]) == (3, 3, 2)
     space = create_search_space("ofa_mbv3", setting="small", n_classes=10, in_channels=1, resolutions=[16, 20])
     data = load_digits()
-    archs = [space.largest(), space.smallest()] + space.sample_many(4, np.random.default_rng(7))
+    archs = [space.largest(), space.smallest()] + space.sample_many(10, np.random.default_rng(7))
     accs = {}
     for k, state in ((1, one), (2, two)):
         net = space.build_supernet()
         net.load_state_dict(state["model"])
         accs[k] = np.array([subnet_accuracy(space, net, a, data, "test") for a in archs])
-    assert accs[1].mean() > 0.8 and accs[2].mean() > 0.8, accs
-    assert abs(accs[1].mean() - accs[2].mean()) <= 0.03, accs
-    assert np.abs(accs[1] - accs[2]).max() <= 0.08, accs
+    assert accs[1].mean() > 0.85 and accs[2].mean() > 0.85, accs
+    # "Within noise": 3-epoch runs are not bit-reproducible across CPUs, and the 12-subnet mean test accuracy
+    # of four 1-process seeds and two 2-process seeds spanned 0.913-0.942 (2026-11-30); a CI run of the 6-subnet
+    # mean differed by 0.035 between 1 and 2 processes. Exactness of the collectives is tested above.
+    assert abs(accs[1].mean() - accs[2].mean()) <= 0.05, accs
 
