@@ -7,6 +7,11 @@ schedule, augmentation; ``bench.standalone_seeds`` seeds averaged). Both are sco
 (validation + test, so ties are rarer). Output: ``spearman`` (inherited vs stand-alone; target >= 0.7),
 ``kendall``, ``spearman_nll`` (the same on held-out cross-entropy, which ties less than accuracy), the
 stand-alone reference's own seed-to-seed Spearman (a ceiling for any ranking), and, for scale, the Spearman of the trivial size proxies (params, MACs) with stand-alone accuracy.
+
+``bench.sampling``: ``uniform`` draws the subnets with the space's uniform sampler (they cluster around the
+middle of the size range); ``stratified`` draws a pool of 50 x n_archs uniform subnets, cuts it into n_archs
+equal-count bins by MACs and takes one random member per bin, so the sample spans the space from its
+smallest to its largest subnets the way a Pareto front does.
 """
 
 from __future__ import annotations
@@ -51,7 +56,18 @@ def _score(space, model, arch, data, n_cal: int) -> tuple[float, float]:  # noqa
     return acc, nll
 
 
+def _sample(space, n: int, sampling: str, rng: np.random.Generator) -> list:  # noqa: ANN001
+    """``n`` random subnets, uniform or stratified by MACs (see the module docstring)."""
+    if sampling == "uniform":
+        return space.sample_many(n, rng)
+    pool = space.sample_many(50 * n, rng)
+    order = np.argsort([space.macs(a) for a in pool], kind="stable")
+    return [pool[int(rng.choice(b))] for b in np.array_split(order, n)]
+
+
 def run(cfg: Any) -> dict:
+    if str(cfg.get("sampling", "uniform")) not in ("uniform", "stratified"):
+        raise ValueError(f"bench.sampling={cfg.sampling!r} is invalid; expected 'uniform' or 'stratified'")
     if cfg.space not in SPACES:
         raise ValueError(f"bench.space={cfg.space!r} is invalid; expected one of {sorted(SPACES)}")
     for key in ("n_archs", "epochs", "standalone_seeds"):
@@ -71,7 +87,7 @@ def run(cfg: Any) -> dict:
     log.info("training the %s supernet on digits for %d epochs", cfg.space, tcfg.epochs)
     train_supernet(supernet, space, data, tcfg)
     t_super = time.perf_counter() - t0
-    archs = space.sample_many(int(cfg.n_archs), np.random.default_rng(int(cfg.seed) + 1))
+    archs = _sample(space, int(cfg.n_archs), str(cfg.get("sampling", "uniform")), np.random.default_rng(int(cfg.seed) + 1))
     n_cal = int(cfg.calib_images)
     rows = []
     for i, arch in enumerate(tqdm(archs, desc="inherited vs stand-alone", unit="subnet")):
@@ -93,6 +109,7 @@ def run(cfg: Any) -> dict:
     alone = np.array([r["standalone_acc"] for r in rows])
     result = {
         "bench": "supernet_ranking", "space": cfg.space, "data": "digits", "n_archs": len(rows),
+        "sampling": str(cfg.get("sampling", "uniform")),
         "epochs": tcfg.epochs, "standalone_seeds": int(cfg.standalone_seeds), "holdout_images": len(_holdout(data)[1]),
         "spearman": float(spearmanr(inh, alone).statistic),
         "kendall": float(kendalltau(inh, alone).statistic),

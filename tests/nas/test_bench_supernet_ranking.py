@@ -29,8 +29,27 @@ def test_supernet_ranking_bench_reports_a_consistent_rank_correlation(tmp_path):
 
 
 def test_bad_bench_values_are_refused(tmp_path):
-    for arg, frag in (("bench.space=nb201", "bench.space='nb201'"), ("bench.n_archs=2", "bench.n_archs=2")):
+    for arg, frag in (("bench.space=nb201", "bench.space='nb201'"), ("bench.n_archs=2", "bench.n_archs=2"),
+                      ("bench.sampling=every", "bench.sampling='every'")):
         proc = subprocess.run([sys.executable, "-m", "nas.bench.cli", "bench=supernet_ranking", arg,
                                f"bench.out={tmp_path / 'x.json'}", f"hydra.run.dir={tmp_path / 'h'}"],
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and frag in proc.stderr, proc.stderr[-1000:]
+
+
+def test_stratified_sampling_spans_the_size_range():
+    """One subnet per MACs bin: the sample reaches both tails that a uniform sample of 10 rarely does."""
+    import numpy as np
+
+    from nas.bench.supernet_ranking import SPACES, _sample
+    from search_spaces import create_search_space
+
+    space = create_search_space(**SPACES["ofa_mbv3_small"])
+    archs = _sample(space, 10, "stratified", np.random.default_rng(0))
+    macs = np.array([space.macs(a) for a in archs])
+    ref = np.array([space.macs(a) for a in space.sample_many(2000, np.random.default_rng(1))])
+    assert len({a.to_string() for a in archs}) == 10
+    assert (np.diff(macs) >= 0).all()  # bins in MACs order
+    assert macs[0] <= np.quantile(ref, 0.1) and macs[-1] >= np.quantile(ref, 0.9)
+    uniform = _sample(space, 10, "uniform", np.random.default_rng(0))
+    assert [a.to_string() for a in uniform] == [a.to_string() for a in space.sample_many(10, np.random.default_rng(0))]
