@@ -193,6 +193,10 @@ def _ceiling(inputs: dict[str, np.ndarray], y: np.ndarray, pool: np.ndarray, que
     return out
 
 
+def _ceiling_summary(devices: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {"devices": devices, "mean_best": float(np.mean([c["best"] for c in devices.values()]))}
+
+
 def _write_json(obj: dict[str, Any], path: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -258,7 +262,7 @@ def run(cfg: Any) -> dict[str, Any]:
     out = {"space": space, "budget": budget, "protocol": protocol, **_summary(results["ours"])}
     out["baseline"] = {"space": space, "budget": budget, "protocol": protocol, **_summary(results["baseline"])}
     if ceiling:
-        out["ceiling"] = {"devices": ceiling, "mean_best": float(np.mean([c["best"] for c in ceiling.values()]))}
+        out["ceiling"] = _ceiling_summary(ceiling)
     _print_table(out)
     print(f"meta-learned: selection={ours.selection_} prior_strength={ours.prior_strength_:g} "
           f"({len(ours.configs_)} configurations, {len(train)} source devices)")
@@ -280,16 +284,16 @@ def _validate(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"bench.validate needs meta-train devices of >= 3 families, got {sorted(families)}")
     out: dict[str, Any] = {"space": cfg["space"], "budget": cfg["budget"], "protocol": cfg["protocol"],
                            "validate": True, "devices": {}, "baseline": {"devices": {}}}
+    ceiling: dict[str, dict[str, Any]] = {}
     for held in families.values():
         fold = {**cfg, "validate": False, "out": None, "meta_train": [d for d in train if d not in held],
                 "meta_test": held}
         res = run(fold)
         out["devices"].update(res["devices"])
         out["baseline"]["devices"].update(res["baseline"]["devices"])
-        if "ceiling" in res:
-            out.setdefault("ceiling", {"devices": {}})["devices"].update(res["ceiling"]["devices"])
-    if "ceiling" in out:
-        out["ceiling"]["mean_best"] = float(np.mean([c["best"] for c in out["ceiling"]["devices"].values()]))
+        ceiling.update(res.get("ceiling", {}).get("devices", {}))
+    if ceiling:
+        out["ceiling"] = _ceiling_summary(ceiling)
     for part in (out, out["baseline"]):
         part["mean_spearman"] = float(np.mean([m["spearman_mean"] for m in part["devices"].values()]))
     print("validation (leave one meta-train family out):")

@@ -66,8 +66,9 @@ def _sample(space, n: int, sampling: str, rng: np.random.Generator) -> list:  # 
 
 
 def run(cfg: Any) -> dict:
-    if str(cfg.get("sampling", "uniform")) not in ("uniform", "stratified"):
-        raise ValueError(f"bench.sampling={cfg.sampling!r} is invalid; expected 'uniform' or 'stratified'")
+    sampling = str(cfg.get("sampling", "uniform"))
+    if sampling not in ("uniform", "stratified"):
+        raise ValueError(f"bench.sampling={sampling!r} is invalid; expected 'uniform' or 'stratified'")
     if cfg.space not in SPACES:
         raise ValueError(f"bench.space={cfg.space!r} is invalid; expected one of {sorted(SPACES)}")
     for key in ("n_archs", "epochs", "standalone_seeds"):
@@ -87,7 +88,7 @@ def run(cfg: Any) -> dict:
     log.info("training the %s supernet on digits for %d epochs", cfg.space, tcfg.epochs)
     train_supernet(supernet, space, data, tcfg)
     t_super = time.perf_counter() - t0
-    archs = _sample(space, int(cfg.n_archs), str(cfg.get("sampling", "uniform")), np.random.default_rng(int(cfg.seed) + 1))
+    archs = _sample(space, int(cfg.n_archs), sampling, np.random.default_rng(int(cfg.seed) + 1))
     n_cal = int(cfg.calib_images)
     rows = []
     for i, arch in enumerate(tqdm(archs, desc="inherited vs stand-alone", unit="subnet")):
@@ -109,7 +110,7 @@ def run(cfg: Any) -> dict:
     alone = np.array([r["standalone_acc"] for r in rows])
     result = {
         "bench": "supernet_ranking", "space": cfg.space, "data": "digits", "n_archs": len(rows),
-        "sampling": str(cfg.get("sampling", "uniform")),
+        "sampling": sampling,
         "epochs": tcfg.epochs, "standalone_seeds": int(cfg.standalone_seeds), "holdout_images": len(_holdout(data)[1]),
         "spearman": float(spearmanr(inh, alone).statistic),
         "kendall": float(kendalltau(inh, alone).statistic),
