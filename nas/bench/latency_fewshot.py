@@ -266,6 +266,12 @@ def run(cfg: Any) -> dict[str, Any]:
     _print_table(out)
     print(f"meta-learned: selection={ours.selection_} prior_strength={ours.prior_strength_:g} "
           f"({len(ours.configs_)} configurations, {len(train)} source devices)")
+    rules = {}
+    for key, score in ours.meta_table_.items():  # "rule/kappa=k" -> meta-training Spearman
+        rule = key.split("/")[0]
+        rules[rule] = max(rules.get(rule, -1.0), score)
+    print("meta-training score of the best prior strength per selection rule: "
+          + ", ".join(f"{r} {v:.4f}" for r, v in sorted(rules.items(), key=lambda kv: -kv[1])))
     if cfg["out"]:
         _write_json(out, str(cfg["out"]))
     return out
