@@ -30,7 +30,9 @@ def test_supernet_ranking_bench_reports_a_consistent_rank_correlation(tmp_path):
 
 def test_bad_bench_values_are_refused(tmp_path):
     for arg, frag in (("bench.space=nb201", "bench.space='nb201'"), ("bench.n_archs=2", "bench.n_archs=2"),
-                      ("bench.sampling=every", "bench.sampling='every'")):
+                      ("bench.sampling=every", "bench.sampling='every'"), ("bench.data=mnist", "bench.data='mnist'"),
+                      ("bench.data=cifar10", "bench.data_root is empty"),
+                      ("bench.data_limit=10", "bench.data_limit=10"), ("bench.data_root=/x", "bench.data=digits")):
         proc = subprocess.run([sys.executable, "-m", "nas.bench.cli", "bench=supernet_ranking", arg,
                                f"bench.out={tmp_path / 'x.json'}", f"hydra.run.dir={tmp_path / 'h'}"],
                               capture_output=True, text=True, timeout=120)
