@@ -68,11 +68,12 @@ def _holdout(data) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001
 
 
 @torch.no_grad()
-def _score(space, model, arch, data, n_cal: int, batch_size: int = 512) -> tuple[float, float]:  # noqa: ANN001
-    """(accuracy, mean cross-entropy) on the held-out images after BN recalibration, in batches."""
+def _score(space, model, arch, x_cal: torch.Tensor, holdout: tuple[torch.Tensor, torch.Tensor],  # noqa: ANN001
+           batch_size: int = 512) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) on ``holdout`` after BN recalibration on ``x_cal``, in batches."""
     r = space.resolution(arch)
-    recalibrate_bn(model, data.x_train[:n_cal], r)
-    x, y = _holdout(data)
+    recalibrate_bn(model, x_cal, r)
+    x, y = holdout
     model.eval()
     dev = next(model.parameters()).device  # stand-alone training runs on CUDA when there is one
     correct, nll = 0, 0.0
@@ -116,17 +117,17 @@ def run(cfg: Any) -> dict:
     train_supernet(supernet, space, data, tcfg)
     t_super = time.perf_counter() - t0
     archs = _sample(space, int(cfg.n_archs), sampling, np.random.default_rng(int(cfg.seed) + 1))
-    n_cal = int(cfg.calib_images)
+    x_cal, holdout = data.x_train[: int(cfg.calib_images)], _holdout(data)  # built once, scored many times
     rows = []
     for i, arch in enumerate(tqdm(archs, desc="inherited vs stand-alone", unit="subnet")):
-        inherited, inherited_nll = _score(space, space.extract(supernet, arch), arch, data, n_cal)
+        inherited, inherited_nll = _score(space, space.extract(supernet, arch), arch, x_cal, holdout)
         alone, alone_nll = [], []
         for s in range(int(cfg.standalone_seeds)):
             torch.manual_seed(10_000 + 97 * i + s)
             fresh = space.extract(space.build_supernet(), arch)  # a freshly initialised static subnet
             scfg = TrainConfig(**{**{k: getattr(tcfg, k) for k in tcfg.__dataclass_fields__}, "seed": 1000 * s + i})
             train_standalone(fresh, space.resolution(arch), data, scfg, desc=f"subnet {i + 1}")
-            acc, nll = _score(space, fresh, arch, data, n_cal)
+            acc, nll = _score(space, fresh, arch, x_cal, holdout)
             alone.append(acc)
             alone_nll.append(nll)
         rows.append({"arch": arch.to_string(), "params": int(space.params(arch)), "macs": int(space.macs(arch)),
@@ -138,7 +139,7 @@ def run(cfg: Any) -> dict:
     result = {
         "bench": "supernet_ranking", "space": cfg.space, "data": data.name, "n_archs": len(rows),
         "sampling": sampling,
-        "epochs": tcfg.epochs, "standalone_seeds": int(cfg.standalone_seeds), "holdout_images": len(_holdout(data)[1]),
+        "epochs": tcfg.epochs, "standalone_seeds": int(cfg.standalone_seeds), "holdout_images": len(holdout[1]),
         "spearman": float(spearmanr(inh, alone).statistic),
         "kendall": float(kendalltau(inh, alone).statistic),
         "spearman_nll": float(spearmanr([r["inherited_nll"] for r in rows], [r["standalone_nll"] for r in rows]).statistic),
