@@ -42,7 +42,12 @@ def _as_list(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str
 def _read_one(path: str) -> pd.DataFrame:
     if not os.path.exists(path):
         raise ValueError(f"latency file {path!r} does not exist")
-    df = pd.read_csv(path, dtype={"space": str, "arch": str, "device": str})
+    expected = f"expected an interchange CSV (.csv or .csv.gz) with columns {list(COLUMNS)}"
+    try:
+        df = pd.read_csv(path, dtype={"space": str, "arch": str, "device": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"latency file {path!r} is not readable as CSV ({reason}); {expected}") from None
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"latency file {path!r} lacks column {missing[0]!r}; expected columns {list(COLUMNS)}")

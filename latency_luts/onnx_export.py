@@ -18,6 +18,13 @@ from torch import nn
 
 EXPORTERS = ("legacy", "dynamo")
 _CHATTY_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch._dynamo")
+# the dynamo exporter warns on every call that torchvision's detection ops cannot be registered; subnets use
+# none of them and torchvision does not install beside the CPU torch, so the warning is nothing to act on
+_REGISTRATION_LOGGER = "torch.onnx._internal.exporter._registration"
+
+
+def _not_torchvision_notice(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("torchvision is not installed")
 
 
 def export_onnx(
@@ -50,6 +57,9 @@ def export_onnx(
             dyn = ({"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None)
             for name in _CHATTY_LOGGERS:  # the dynamo path logs every graph pass at INFO
                 logging.getLogger(name).setLevel(logging.WARNING)
+            reg = logging.getLogger(_REGISTRATION_LOGGER)
+            if _not_torchvision_notice not in reg.filters:
+                reg.addFilter(_not_torchvision_notice)
             prog = torch.onnx.export(model, (x,), input_names=["input"], output_names=["logits"],
                                      opset_version=opset, dynamic_shapes=dyn, dynamo=True, verbose=False)
             prog.save(str(tmp), external_data=False)

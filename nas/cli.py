@@ -37,8 +37,68 @@ def precheck_overrides(argv: list[str]) -> None:
         group, value = m.group(1), m.group(2)
         for v in value.split(","):  # multirun sweeps: a,b,c
             if v and v != "null" and v not in groups[group]:
-                print(f"hwnas: error: unknown {group} {v!r}; expected one of {groups[group]}", file=sys.stderr)
-                sys.exit(2)
+                _fail(f"unknown {group} {v!r}; expected one of {groups[group]}")
+
+
+def _fail(message: str) -> None:
+    print(f"hwnas: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _composition_error(exc: Exception, overrides: list[str]) -> str:
+    """Hydra's multi-line composition report as one line naming the override and what was expected."""
+    text = f"{exc}\n{exc.__cause__ or ''}"
+    m = re.search(r"Could not override '([^']+)'", text)
+    if m and "not in struct" in text:
+        key = m.group(1)
+        parent, _, leaf = key.rpartition(".")
+        arg = next((a for a in overrides if a.split("=", 1)[0].lstrip("+~") == key), key)
+        return (f"{arg}: {leaf!r} is not a key of {parent or 'the config'}; expected one of its keys "
+                f"(hwnas --cfg job lists them), or +{key}=... to add one")
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
+    return first
+
+
+def precompose(argv: list[str]) -> None:
+    """Compose the config once with the command's overrides (no run): a key that does not exist or a value
+    Hydra cannot parse ends in one line and exit code 2 instead of Hydra's report."""
+    from hydra import compose, initialize_config_module
+
+    overrides = [a for a in argv if not a.startswith("-")]
+    try:
+        with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
+            compose("config", overrides=overrides)
+    except Exception as e:  # noqa: BLE001 - every composition failure is a bad command line
+        _fail(_composition_error(e, overrides))
+
+
+HELP = """hwnas: find the most accurate subnet that meets a latency budget on this device, and ship it as ONNX.
+
+One run trains a weight-sharing supernet, times sampled subnets on the device, fits latency and accuracy
+predictors, searches the accuracy-latency trade-off (closed loop: evaluate the most promising subnets for
+real, refit, repeat), and exports the measured Pareto front to ONNX. Everything goes into one run directory
+(default runs/<date>/<time>/); rerunning a command with the same hydra.run.dir resumes it.
+
+Stages, in order: {stages}
+  stages=[train,measure]     run a prefix        force=[search,export]   rerun finished stages
+  calibrate.enabled=true     few-shot latency predictor meta-trained on other devices' measurements
+
+Config groups (group=option):
+{groups}
+
+Override any key (key=value), e.g.  hwnas train.epochs=10 search.budget=40 search.constraints.latency_ms=2
+  hwnas --cfg job      the composed config        hwnas -m seed=0,1,2     multirun
+  hwnas-bench          the benchmarks (its own config groups)
+See README.md for the outputs and every option."""
+
+
+def print_help() -> None:
+    from nas.pipeline import STAGES
+
+    groups = {g: opts for g, opts in sorted(config_groups().items()) if g not in ("bench", "hydra")}
+    width = max(map(len, groups))
+    lines = "\n".join(f"  {g:<{width}}  {', '.join(opts)}" for g, opts in groups.items())
+    print(HELP.format(stages=" -> ".join(STAGES), groups=lines))
 
 
 @hydra.main(config_path=f"pkg://{CONFIG_PACKAGE}", config_name="config", version_base="1.3")
@@ -65,8 +125,18 @@ def _app(cfg: DictConfig) -> None:
                  summary.get("n_pareto"), summary["hypervolume"])
 
 
+_NO_PRECOMPOSE = {"-m", "--multirun", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion",
+                  "-p", "--package", "-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir"}
+
+
 def main() -> None:
-    precheck_overrides([a for a in sys.argv[1:] if not a.startswith("-")])
+    argv = sys.argv[1:]
+    if "--help" in argv or "-h" in argv:
+        print_help()
+        return
+    precheck_overrides([a for a in argv if not a.startswith("-")])
+    if not _NO_PRECOMPOSE.intersection(argv) and not any(a.startswith("--") and "=" in a for a in argv):
+        precompose(argv)
     _app()
 
 

@@ -110,16 +110,6 @@ def load_cifar10(root: str, val_frac: float = 0.1, seed: int = 0, limit: int | N
     )
 
 
-def load_data(name: str, **kwargs) -> DataSplits:  # noqa: ANN003
-    """Dispatch on the dataset name of ``conf/data/*.yaml``."""
-    loaders = {"digits": load_digits, "cifar10": load_cifar10}
-    if name not in loaders:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(loaders)}")
-    data = loaders[name](**kwargs)
-    log.info("data %s: %s, %d classes, %dx%d", name, data.sizes(), data.n_classes, data.image_size, data.image_size)
-    return data
-
-
 def resize(x: torch.Tensor, r: int) -> torch.Tensor:
     """Bilinear resize of a batch to r x r (no-op when it already is)."""
     if x.shape[-1] == r and x.shape[-2] == r:

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from latency_luts.interchange import latency_matrix, load_latency_table
 from nas.bench.timing import latency_scores, time_subnets_twice
-from nas.pipeline import write_csv_atomic, write_json_atomic
+from nas.rundir import write_csv_atomic, write_json_atomic
 from predictors.arch_features import SpaceFeaturizer
 from predictors.fewshot import FewShotLatencyPredictor
 from predictors.fewshot_baseline import SourceRidgeBaseline

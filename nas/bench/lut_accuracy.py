@@ -18,7 +18,7 @@ from scipy.stats import spearmanr
 from latency_luts.build import build_ofa_lut
 from latency_luts.lut import LatencyLUT
 from nas.bench.timing import latency_scores, time_subnets_twice
-from nas.pipeline import write_json_atomic
+from nas.rundir import write_json_atomic
 from predictors.lut_residual import LUTResidualPredictor
 from search_spaces import create_search_space
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nas.pipeline import write_json_atomic
+from nas.rundir import write_json_atomic
 
 
 def run(cfg: Any) -> dict:

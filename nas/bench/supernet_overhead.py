@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from nas.pipeline import write_json_atomic
+from nas.rundir import write_json_atomic
 from search_spaces import create_search_space
 
 SETTINGS = {  # space -> (constructor kwargs, batch, channels)

@@ -33,7 +33,7 @@ from scipy.stats import kendalltau, spearmanr
 from tqdm.auto import tqdm
 
 from nas.data import load_cifar10, load_digits, resize
-from nas.pipeline import write_json_atomic
+from nas.rundir import write_json_atomic
 from nas.training import TrainConfig, recalibrate_bn, train_standalone, train_supernet
 from search_spaces import create_search_space
 

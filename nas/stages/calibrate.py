@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from nas.pipeline import RunContext, write_csv_atomic, write_json_atomic
+from nas.rundir import RunContext, write_csv_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 

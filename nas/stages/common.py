@@ -16,10 +16,39 @@ from latency_luts.build import measure_in_fresh_process
 from latency_luts.measure import Measurement, OrtSettings
 from latency_luts.onnx_export import export_onnx
 from latency_luts.quantize import quantize_qdq
-from nas.pipeline import RunContext
+from nas.rundir import RunContext
 from nas.training import evaluate, recalibrate_bn
 
 log = logging.getLogger(__name__)
+
+
+def positive_int(cfg: Any, key: str, lo: int = 1) -> int:
+    """``cfg.<key>`` as an int >= ``lo``, or a one-line ValueError naming the value."""
+    from omegaconf import OmegaConf
+
+    val = OmegaConf.select(cfg, key)
+    if not isinstance(val, int) or isinstance(val, bool) or val < lo:
+        want = "a positive integer" if lo == 1 else f"an integer >= {lo}"
+        raise ValueError(f"{key}={val!r} is invalid; expected {want}")
+    return val
+
+
+def check_choice(cfg: Any, key: str, choices: Sequence[str], default: Any = None) -> None:
+    from omegaconf import OmegaConf
+
+    val = OmegaConf.select(cfg, key, default=default)
+    if val not in choices:
+        raise ValueError(f"{key}={val!r} is invalid; expected one of {list(choices)}")
+
+
+def validate_device(cfg: Any) -> None:
+    """device.* as every stage that times or exports subnets reads it."""
+    for key in ("device.rounds", "device.threads", "device.batch"):
+        positive_int(cfg, key)
+    positive_int(cfg, "device.warmup", lo=0)
+    check_choice(cfg, "device.runtime", ("onnxruntime", "remote"), default="onnxruntime")
+    check_choice(cfg, "device.precision", ("fp32", "int8"))
+    check_choice(cfg, "measure.exporter", ("legacy", "dynamo"))
 
 
 def calibration_batch(ctx: RunContext, arch: Any, n: int = 64) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -12,11 +13,17 @@ from latency_luts.measure import OrtSettings, measure_onnx_models
 from latency_luts.quantize import quantize_qdq
 from nas.data import resize
 from nas.export import export_subnet, int8_agreement
-from nas.pipeline import RunContext, write_csv_atomic
-from nas.stages.common import calibration_batch
+from nas.rundir import RunContext, write_csv_atomic
+from nas.stages.common import calibration_batch, check_choice, positive_int, validate_device
 from nas.training import recalibrate_bn
 
 log = logging.getLogger(__name__)
+
+
+def validate(cfg: Any) -> None:
+    check_choice(cfg, "export.exporter", ("legacy", "dynamo"))
+    positive_int(cfg, "export.parity_batch")
+    validate_device(cfg)
 
 
 def run(ctx: RunContext) -> dict:

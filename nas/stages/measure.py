@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from nas.pipeline import RunContext, write_csv_atomic
-from nas.stages.common import measure_archs
+from nas.rundir import RunContext, write_csv_atomic
+from nas.stages.common import measure_archs, positive_int, validate_device
 
 log = logging.getLogger(__name__)
+
+
+def validate(cfg: Any) -> None:
+    n = positive_int(cfg, "measure.n_archs")
+    if n < 5:
+        raise ValueError(f"measure.n_archs={n} is too small; expected >= 5 to fit predictors")
+    validate_device(cfg)
 
 
 def run(ctx: RunContext) -> dict:

@@ -7,17 +7,27 @@ predictors/metrics.json (cross-validated Spearman and MAPE of each predictor).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from sklearn.model_selection import KFold
 
-from nas.pipeline import RunContext, write_csv_atomic, write_json_atomic
-from nas.stages.common import evaluate_archs, spearman
+from nas.rundir import RunContext, write_csv_atomic, write_json_atomic
+from nas.stages.common import evaluate_archs, positive_int, spearman
 from predictors import featurize
 
 log = logging.getLogger(__name__)
+
+
+def validate(cfg: Any) -> None:
+    positive_int(cfg, "predictor.calib_images")
+    for key in ("predictor.latency", "predictor.accuracy"):
+        if OmegaConf.select(cfg, f"{key}._target_") is None:
+            raise ValueError(f"{key} has no _target_; expected a predictor config like "
+                             "{_target_: predictors.EnsembleRegressor, kind: ridge}")
 
 
 def _cv_scores(make, X: np.ndarray, y: np.ndarray, seed: int) -> dict[str, float]:  # noqa: ANN001

@@ -37,11 +37,11 @@ from tqdm.auto import tqdm
 
 from nas.objectives import OTHER, LatencyModel, Objectives
 from nas.pareto import hv_history, hypervolume, pareto_mask
-from nas.pipeline import RunContext, write_csv_atomic, write_json_atomic
 from nas.plots import plot_hv_history, plot_pareto
+from nas.rundir import RunContext, write_csv_atomic, write_json_atomic
 from nas.search import OptunaSearch, PymooNSGA2, RandomSearch
 from nas.search.acquisition import select_batch
-from nas.stages.common import evaluate_archs, measure_archs, spearman
+from nas.stages.common import evaluate_archs, measure_archs, positive_int, spearman, validate_device
 from predictors import EnsembleRegressor, featurize
 from predictors.fewshot import FewShotLatencyPredictor
 
@@ -71,11 +71,24 @@ def validate(cfg: Any) -> Objectives:
     beta = OmegaConf.select(cfg, "search.beta", default=1.0)
     if not isinstance(beta, int | float) or isinstance(beta, bool) or not np.isfinite(beta) or beta < 0:
         raise ValueError(f"search.beta={beta!r} is invalid; expected a number >= 0")
+    for key in ("search.budget", "search.pop_size", "search.generations"):
+        positive_int(cfg, key)
+    validate_device(cfg)
     storage = OmegaConf.select(cfg, "search.storage", default=None)
     if storage is not None and (not isinstance(storage, str) or "://" not in storage):
         raise ValueError(f"search.storage={storage!r} is invalid; expected an Optuna storage URL like "
                          "'sqlite:///study.db' (null = SQLite in the run directory)")
     return Objectives.from_config(cfg.search)
+
+
+def reset(ctx: RunContext) -> None:
+    """A forced search starts afresh: the journal of real evaluations and the run directory's own Optuna study
+    are removed (a study in a user's ``search.storage`` is left alone; a new ``search.seed`` starts a new one)."""
+    for name in ("search_evaluations.csv", "search_evaluations.json", "search_optuna.db"):
+        p = ctx.path(name)
+        if p.exists():
+            p.unlink()
+            log.info("search: removed %s (forced rerun)", p)
 
 
 class RealEvaluations:

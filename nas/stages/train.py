@@ -6,14 +6,28 @@ Under ``torchrun`` every rank enters this stage (see ``nas.pipeline``); only ran
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from omegaconf import OmegaConf
 
 from nas.distributed import DistContext
-from nas.pipeline import RunContext, write_json_atomic
+from nas.rundir import RunContext, write_json_atomic
+from nas.stages.common import positive_int
 from nas.training import TrainConfig, subnet_accuracy, train_supernet
 
 log = logging.getLogger(__name__)
+
+
+def validate(cfg: Any) -> None:
+    for key in ("train.epochs", "train.batch_size"):
+        positive_int(cfg, key)
+
+
+def reset(ctx: RunContext) -> None:
+    """A forced training starts from scratch: the mid-training checkpoint of an earlier run is removed."""
+    partial = ctx.checkpoint.with_name("supernet.partial.pt")
+    if partial.exists():
+        partial.unlink()
 
 
 def train_config(ctx: RunContext) -> TrainConfig:
@@ -25,8 +39,6 @@ def run(ctx: RunContext) -> dict:
     tcfg = train_config(ctx)
     supernet = ctx.space.build_supernet()
     partial = ctx.checkpoint.with_name("supernet.partial.pt")
-    if dist.is_main and "train" in ctx.cfg.force and partial.exists():
-        partial.unlink()
     n_cal = int(ctx.cfg.predictor.calib_images)
     result = train_supernet(supernet, ctx.space, ctx.data, tcfg, checkpoint=partial, calib_images=n_cal, dist=dist)
     if not dist.is_main:

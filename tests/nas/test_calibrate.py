@@ -18,7 +18,8 @@ from scipy.stats import spearmanr
 
 from latency_luts.interchange import latency_matrix, load_latency_table
 from nas.bench.latency_fewshot import HELP_TRAIN
-from nas.pipeline import RunContext, run_pipeline
+from nas.pipeline import run_pipeline
+from nas.rundir import RunContext
 from predictors.fewshot import FewShotLatencyPredictor
 
 N_SLICE = 600

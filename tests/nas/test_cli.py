@@ -36,12 +36,26 @@ def _run(*args: str, tmp_path) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     "override, fragment",
     [("search_space=nope", "unknown search_space 'nope'"), ("search.budget=-5", "search.budget=-5"),
-     ("search_space.name=nope", "unknown search space 'nope'")],
+     ("search_space.name=nope", "unknown search space 'nope'"), ("seed=1.5", "seed=1.5 is invalid; expected an integer"),
+     ("data.val_fraction=1.5", "'val_fraction' is not a key of data"),
+     ("calibrate.source=[/etc/passwd]", "latency file '/etc/passwd' is not readable as CSV"),
+     ("stages=[train", "hwnas: error:")],
 )
 def test_bad_override_gives_one_line_error(override, fragment, tmp_path):
-    proc = _run(override, tmp_path=tmp_path / "run")
+    extra = ("calibrate.enabled=true",) if override.startswith("calibrate.") else ()
+    proc = _run(override, *extra, tmp_path=tmp_path / "run")
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1, proc.stderr
     assert fragment in lines[0]
     assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_help_says_what_hwnas_does_and_lists_its_own_groups_only():
+    proc = subprocess.run([sys.executable, "-m", "nas.cli", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and not proc.stderr.strip()
+    out = proc.stdout
+    assert out.startswith("hwnas: ") and "Hydra" not in out.splitlines()[0]
+    assert "train -> measure -> calibrate -> predict -> search -> export" in out
+    listed = {ln.split()[0] for ln in out.split("Config groups")[1].split("\n\n")[0].splitlines()[1:] if ln.strip()}
+    assert listed == set(config_groups()) - {"bench", "hydra"}

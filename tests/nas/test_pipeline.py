@@ -81,7 +81,7 @@ def test_exported_onnx_matches_torch(run):
     pareto = pd.read_csv(run_dir / "pareto.csv")
     assert (pareto.onnx_max_abs_diff <= 1e-4).all()
     # independent re-check of one file: rebuild the subnet from the checkpoint and compare on real images
-    from nas.pipeline import RunContext
+    from nas.rundir import RunContext
     from nas.training import recalibrate_bn
 
     ctx = RunContext(compose_cfg(run_dir), run_dir)

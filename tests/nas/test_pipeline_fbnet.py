@@ -16,7 +16,8 @@ from hydra import compose, initialize_config_module
 
 from nas.data import resize
 from nas.pareto import pareto_mask
-from nas.pipeline import STAGES, RunContext, run_pipeline
+from nas.pipeline import STAGES, run_pipeline
+from nas.rundir import RunContext
 from nas.training import recalibrate_bn
 
 SIZE = 16  # digits upsampled to 16x16 and the FBNet input set to match: a quarter of the 32x32 compute

@@ -223,3 +223,48 @@ def test_bad_search_config_fails_before_anything_is_written(tmp_path: Path, over
         run_pipeline(compose_cfg(run_dir, override))
     assert "\n" not in str(e.value)
     assert not run_dir.exists()
+
+
+@pytest.mark.slow
+def test_sigkill_during_forced_search_then_plain_rerun_finishes_it(trained: Path, tmp_path: Path) -> None:
+    """A forced stage drops its marker before it starts: killed mid-way, the same command without force reruns
+    it (the old marker must not vouch for the wiped journal), keeping what the killed run evaluated."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run_dir = copy_run(trained, tmp_path / "forced")
+    search(run_dir, "search.budget=6", "search.rounds=3")
+    old_marker = json.loads((run_dir / "stages" / "search.json").read_text())
+    assert old_marker["n_search_picks"] > 0
+    cmd = [sys.executable, "-m", "nas.cli", f"hydra.run.dir={run_dir}", "experiment=smoke", WITH_SEARCH,
+           "search.budget=6", "search.rounds=3", "search.seed=1"]
+    journal = run_dir / "search_evaluations.csv"
+    proc = subprocess.Popen([*cmd, "force=[search]"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 300
+    try:  # wait for the forced run's first batch of real evaluations (its fresh journal), then kill it
+        while time.monotonic() < deadline and proc.poll() is None:
+            if journal.is_file() and 0 < len(pd.read_csv(journal)) < 6 and not (run_dir / "stages" / "search.json").exists():
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, f"the forced search ended before it could be killed: {proc.stderr.read()}"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert not (run_dir / "stages" / "search.json").exists(), "the killed forced run left the old marker"
+    before = pd.read_csv(journal)
+    assert 0 < len(before) < 6
+
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "stage search: starting" in done.stdout and "search: already finished" not in done.stdout
+    after = pd.read_csv(journal)
+    assert after.arch.tolist()[: len(before)] == before.arch.tolist()  # nothing the killed run evaluated is redone
+    assert len(after) == 6 and after.arch.is_unique
+    rec = json.loads((run_dir / "stages" / "search.json").read_text())
+    assert rec["n_search_picks"] == len(set(after.arch) - set(pd.read_csv(run_dir / "measurements.csv").arch))

@@ -1,0 +1,148 @@
+"""Run-directory state shared by the stages: the context, its paths, atomic writers and the stage markers.
+
+Stages import this module; it imports no stage (the pipeline sits on top of both). A finished stage leaves
+``stages/<name>.json``, the marker that vouches for its outputs; see :class:`StageMarkers`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to a temporary file beside ``path``, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def write_csv_atomic(path: Path, df: Any) -> None:
+    """Write a DataFrame as CSV to a temporary file beside ``path``, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def build(node: Any, drop: tuple[str, ...] = ("name",), **overrides: Any) -> Any:
+    """``hydra.utils.instantiate`` of a config node with a ``_target_``; ``drop`` lists label-only keys
+    (``name`` names the option in summaries and is not a constructor argument), ``overrides`` fill values the
+    config leaves open (``null`` keys are taken from ``overrides`` when given there)."""
+    from hydra.utils import instantiate
+
+    kw = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    if "_target_" not in kw:
+        raise ValueError(f"config node {sorted(kw)} has no _target_; expected a buildable config")
+    for key in drop:
+        kw.pop(key, None)
+    for key, val in overrides.items():
+        if kw.get(key) is None:
+            kw[key] = val
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(kw, _convert_="all")
+    except InstantiationException as e:  # Hydra wraps the constructor's own one-line error: pass that on
+        cause = e.__cause__
+        if isinstance(cause, ValueError | FileNotFoundError | TypeError):
+            raise ValueError(f"{kw['_target_']}: {cause}") if isinstance(cause, TypeError) else cause from None
+        raise
+
+
+def build_space(node: Any, n_classes: int | None = None, in_channels: int | None = None) -> Any:
+    """The search space of a ``search_space`` config node; ``null`` classes/channels filled from the arguments
+    (the data's), a ``null`` ``resolutions`` left to the space's default."""
+    kw = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    if "resolutions" in kw and kw["resolutions"] is None:
+        kw.pop("resolutions")
+    return build(kw, drop=(), n_classes=n_classes, in_channels=in_channels)
+
+
+class StageMarkers:
+    """``stages/<name>.json`` of a run directory: present = the stage finished and its outputs are valid."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = Path(run_dir) / "stages"
+
+    def path(self, name: str) -> Path:
+        return self.dir / f"{name}.json"
+
+    def done(self, name: str) -> bool:
+        return self.path(name).is_file()
+
+    def read(self, name: str) -> dict[str, Any]:
+        return json.loads(self.path(name).read_text())
+
+    def write(self, name: str, record: dict[str, Any]) -> None:
+        write_json_atomic(self.path(name), record)
+
+    def drop(self, name: str) -> bool:
+        """Remove a marker (before a forced stage starts, so a killed forced run is rerun); True if there was one."""
+        p = self.path(name)
+        if p.is_file():
+            p.unlink()
+            return True
+        return False
+
+
+@dataclass
+class RunContext:
+    """What stages share: the config, the run directory and lazily built objects (data, space, supernet)."""
+
+    cfg: DictConfig
+    run_dir: Path
+    records: dict[str, Any] = field(default_factory=dict)
+    dist: Any = None  # nas.distributed.DistContext of a torchrun job; None = one process
+
+    @cached_property
+    def data(self):  # noqa: ANN201 - nas.data.DataSplits
+        """The dataset of ``cfg.data``, built from its ``_target_`` (a loader of nas.data)."""
+        data = build(self.cfg.data)
+        log.info("data %s: %s, %d classes, %dx%d", self.cfg.data.name, data.sizes(), data.n_classes,
+                 data.image_size, data.image_size)
+        return data
+
+    @cached_property
+    def space(self):  # noqa: ANN201 - search_spaces.SearchSpace
+        """The search space of ``cfg.search_space``, built from its ``_target_``; ``null`` classes and channels
+        are taken from the data."""
+        node = self.cfg.search_space
+        needs_data = node.get("n_classes") is None or node.get("in_channels") is None
+        return build_space(node, *((self.data.n_classes, self.data.channels) if needs_data else (None, None)))
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.run_dir / "checkpoints" / "supernet.pt"
+
+    @property
+    def markers(self) -> StageMarkers:
+        return StageMarkers(self.run_dir)
+
+    def load_supernet(self):  # noqa: ANN201 - torch.nn.Module
+        import torch
+
+        if not self.checkpoint.exists():
+            raise FileNotFoundError(f"no supernet checkpoint at {self.checkpoint}; run the train stage first")
+        net = self.space.build_supernet()
+        net.load_state_dict(torch.load(self.checkpoint, map_location="cpu", weights_only=False)["model"])
+        return net.eval()
+
+    def device_profile(self) -> dict[str, Any]:
+        from latency_luts.profile import local_ort_profile
+
+        d = self.cfg.device
+        return local_ort_profile(d.threads, d.batch, d.precision, d.name).as_dict()
+
+    def path(self, *parts: str) -> Path:
+        return self.run_dir.joinpath(*parts)
