@@ -1,9 +1,10 @@
 """Search objectives and constraints as configured (``search.objectives``, ``search.constraints``).
 
-Names: ``accuracy`` (validation accuracy, maximised), ``latency_ms`` (the run's device), ``params``, ``macs``
+Names: ``accuracy`` (validation accuracy, maximised; minimised as the error ``1 - accuracy``), ``latency_ms`` (the run's device), ``params``, ``macs``
 and ``latency_ms_<name>`` (another device, predicted by ``search.latency_predictors.<name>``: a saved few-shot
 predictor of a calibrate stage, or a regressor of a predict stage). Everything inside the search is minimised:
-maximised metrics are negated here, at the boundary, and nowhere else.
+accuracy becomes the error ``1 - accuracy`` here, at the boundary, and nowhere else (positive, so the
+closed loop's GP can model its logarithm).
 
 Constraints are bounds on the same names, whether or not they are objectives: an upper bound for costs
 (``search.constraints.latency_ms=5``), a lower bound for accuracy (``search.constraints.accuracy=0.95``).
@@ -94,9 +95,10 @@ class Objectives:
         return len(self.constraints)
 
     def minimised(self, values: Mapping[str, Any]) -> np.ndarray:
-        """(n, len(names)) matrix of objectives to minimise: accuracy negated, the rest as they are."""
+        """(n, len(names)) matrix of objectives to minimise: accuracy as error ``1 - accuracy``, the rest as
+        they are."""
         cols = [np.asarray(values[n], dtype=np.float64).reshape(-1) for n in self.names]
-        return np.column_stack([-c if n in MAXIMISED else c for n, c in zip(self.names, cols, strict=True)])
+        return np.column_stack([1.0 - c if n in MAXIMISED else c for n, c in zip(self.names, cols, strict=True)])
 
     def violation(self, values: Mapping[str, Any]) -> np.ndarray:
         """(n, n_constraints) relative violations, ``<= 0`` feasible: ``(v - bound) / bound`` for costs,

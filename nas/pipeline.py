@@ -1,7 +1,7 @@
 """The run: stages in order over one run directory; each stage reads earlier stages' artifacts from disk.
 
-Every stage is a module of ``nas.stages`` with ``validate(cfg)`` (one-line errors before anything is written)
-and ``run(ctx) -> record``; it may also have ``reset(ctx)``, which removes what a forced rerun must not reuse.
+Every stage is a module of ``nas.stages`` with ``validate(cfg)`` (one-line errors before anything is written),
+``run(ctx) -> record`` and ``reset(ctx)`` (removes what a forced rerun must not reuse).
 A finished stage leaves its marker ``stages/<name>.json`` (its record for summary.json, see
 ``nas.rundir.StageMarkers``); rerunning the same command skips finished stages unless listed in ``force``.
 A forced stage drops its marker and those of every later stage (their inputs change) before it starts, so a
@@ -85,7 +85,7 @@ def _drop_forced(ctx: RunContext, order: list[str]) -> None:
     for name in order[first:]:
         mod = STAGE_MODULES[name]
         dropped = ctx.markers.drop(name)
-        if name in ctx.cfg.force and hasattr(mod, "reset"):
+        if name in ctx.cfg.force:
             mod.reset(ctx)
         if dropped:
             why = "forced" if name in ctx.cfg.force else f"after forced stage {forced[0]}"

@@ -37,8 +37,9 @@ class SpaceFeaturizer:
         space = self.space
         parsed = [space.parse(a) if isinstance(a, str) else a for a in archs]
         out = {"enc": np.asarray(space.encode(parsed), dtype=np.float64)}
-        if hasattr(space, "cost_features"):
-            out["phys"] = np.asarray(space.cost_features(parsed), dtype=np.float64)
+        phys = np.asarray(space.cost_features(parsed), dtype=np.float64)
+        if phys.shape[1]:  # spaces without cost features (nb201) have no phys block
+            out["phys"] = phys
         return out
 
     def describe(self) -> dict[str, Any]:

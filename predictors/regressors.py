@@ -104,9 +104,10 @@ def featurize(space: Any, archs: list[Any], kind: str = "onehot+cost") -> np.nda
     if "onehot" in kind:
         parts.append(space.encode(archs))
     if "cost" in kind:
-        if not hasattr(space, "cost_features"):
+        cost = np.asarray(space.cost_features(archs), dtype=np.float64)
+        if not cost.shape[1]:
             raise ValueError(f"space {space.name!r} has no cost features; expected features='onehot'")
-        parts.append(space.cost_features(archs))
+        parts.append(cost)
     if not parts:
         raise ValueError(f"unknown feature kind {kind!r}; expected onehot, cost or onehot+cost")
     return np.hstack(parts)

@@ -1,4 +1,10 @@
-"""The SearchSpace contract every space implements (see DESIGN.md, "Core types and contracts")."""
+"""The contracts every space implements (see DESIGN.md, "Core types and contracts").
+
+:class:`SearchSpace` is what the search and the predictors call (sampling, variation, strings, features,
+the integer genome of NSGA-II and Optuna); :class:`WeightSharingSpace` adds what training, measurement and
+export call on a supernet space (supernet build and extraction, extremes, costs, input shape, LUT block keys,
+progressive-shrinking phases). Callers rely on these declarations, never on ``hasattr`` probes.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +45,32 @@ class SearchSpace(ABC):
     def encode(self, archs: Sequence[Any]) -> np.ndarray:
         """Fixed-length float features, one row per architecture (for predictors)."""
 
+    # --- integer genome (NSGA-II, Optuna) ---------------------------------------------------------
+    @abstractmethod
+    def genome_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Inclusive lower and upper bounds of every gene."""
+
+    @abstractmethod
+    def to_genome(self, arch: Any) -> np.ndarray:
+        """The integer vector of ``arch`` within :meth:`genome_bounds`."""
+
+    @abstractmethod
+    def from_genome(self, g: np.ndarray) -> Any:
+        """The architecture of an integer vector (inverse of :meth:`to_genome` up to inactive genes)."""
+
+    # --- features --------------------------------------------------------------------------------
+    def cost_features(self, archs: Sequence[Any]) -> np.ndarray:
+        """Physical cost features (e.g. MACs and params per stage), one row per architecture; spaces without
+        them return zero columns."""
+        return np.zeros((len(archs), 0))
+
+    def surrogate_features(self, archs: Sequence[Any]) -> np.ndarray:
+        """Features the search's surrogates (the closed loop's error GP) read: the encoding beside the cost
+        features by default; a space with a better-suited description overrides it (NB201: structure and
+        Weisfeiler-Lehman counts of the active cell graph)."""
+        return np.hstack([np.asarray(self.encode(archs), dtype=np.float64),
+                          np.asarray(self.cost_features(archs), dtype=np.float64)])
+
     def sample_many(self, n: int, rng: np.random.Generator, unique: bool = True) -> list[Any]:
         out: list[Any] = []
         seen: set[Any] = set()
@@ -59,13 +91,49 @@ class SearchSpace(ABC):
         resolution return their fixed input size."""
         return int(arch.r)
 
-    # --- optional: weight-sharing spaces ---------------------------------------------------------
+
+
+class WeightSharingSpace(SearchSpace):
+    """A space whose architectures are subnets of one trainable supernet (OFA-MobileNetV3, FBNet)."""
+
+    @abstractmethod
     def build_supernet(self) -> Any:
-        raise NotImplementedError(f"search space {self.name!r} has no supernet")
+        """A fresh supernet (torch module) holding every subnet's weights."""
 
+    @abstractmethod
     def extract(self, supernet: Any, arch: Any) -> Any:
-        raise NotImplementedError(f"search space {self.name!r} has no supernet")
+        """A plain static module with ``arch``'s weights copied out of ``supernet`` (no active state left)."""
 
+    @abstractmethod
     def blocks(self, arch: Any) -> list[str]:
         """LUT keys of the blocks that make up ``arch``."""
-        raise NotImplementedError(f"search space {self.name!r} defines no blocks")
+
+    @abstractmethod
+    def largest(self) -> Any: ...
+
+    @abstractmethod
+    def smallest(self) -> Any: ...
+
+    @abstractmethod
+    def params(self, arch: Any) -> int:
+        """Parameter count of the extracted subnet (closed form)."""
+
+    @abstractmethod
+    def macs(self, arch: Any) -> int:
+        """Multiply-accumulates of one forward pass at the arch's resolution (closed form)."""
+
+    @abstractmethod
+    def input_shape(self, arch: Any, batch: int = 1) -> tuple[int, int, int, int]:
+        """``(batch, channels, r, r)`` of the subnet's input."""
+
+    @abstractmethod
+    def progressive_phases(self) -> tuple[str, ...]:
+        """Names of the progressive-shrinking phases, in training order."""
+
+    @abstractmethod
+    def sample_phase(self, rng: np.random.Generator, phase: int) -> Any:
+        """A subnet from the part of the space open in ``phase``."""
+
+    @abstractmethod
+    def smallest_phase(self, phase: int) -> Any:
+        """The smallest subnet open in ``phase``."""

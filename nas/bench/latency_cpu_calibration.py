@@ -22,6 +22,7 @@ from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
 from latency_luts.interchange import latency_matrix, load_latency_table
+from nas.bench.config import bench_config
 from nas.bench.timing import latency_scores, time_subnets_twice
 from nas.rundir import write_csv_atomic, write_json_atomic
 from predictors.arch_features import SpaceFeaturizer
@@ -33,7 +34,8 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: Any) -> dict[str, Any]:
-    if not cfg.get("data"):
+    cfg = bench_config("latency_cpu_calibration", cfg)
+    if not cfg.data:
         raise ValueError("bench.data is empty; expected interchange CSVs of source devices, e.g. ofa_mbv3_help.csv.gz")
     n_pool, budget, seeds = int(cfg.n_pool), int(cfg.budget), int(cfg.seeds)
     if n_pool < budget + 200:
@@ -41,7 +43,7 @@ def run(cfg: Any) -> dict[str, Any]:
     mat = latency_matrix(load_latency_table(list(cfg.data), space="ofa_mbv3")).dropna()
     archs = list(mat.index)
     pool = list(np.random.default_rng(int(cfg.seed)).choice(archs, n_pool, replace=False))
-    cache = Path(cfg.measurements) if cfg.get("measurements") else None
+    cache = Path(cfg.measurements) if cfg.measurements else None
     if cache is not None and cache.is_file():
         meas = pd.read_csv(cache)
         if set(meas.arch) != set(pool):

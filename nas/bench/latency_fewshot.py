@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -34,6 +33,7 @@ from scipy.stats import spearmanr
 from tqdm import tqdm
 
 from latency_luts.interchange import latency_matrix, load_latency_table
+from nas.bench.config import as_dict, bench_config
 from predictors.fewshot import FewShotLatencyPredictor
 from predictors.fewshot_baseline import SourceRidgeBaseline
 
@@ -57,16 +57,8 @@ KEYS = ("data", "space", "meta_train", "meta_test", "budget", "protocol", "seeds
 
 
 def _plain(cfg: Any) -> dict[str, Any]:
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
-    if not isinstance(cfg, Mapping):
-        raise ValueError(f"bench config must be a mapping, got {type(cfg).__name__}")
-    return dict(cfg)
+    """conf/bench/latency_fewshot.yaml with ``cfg`` over it, as a plain dict."""
+    return as_dict(bench_config("latency_fewshot", cfg))
 
 
 def _check(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -81,7 +73,7 @@ def _check(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"bench.space={cfg['space']!r} is invalid; expected one of {list(SPACES)}")
     if cfg["protocol"] not in PROTOCOLS:
         raise ValueError(f"bench.protocol={cfg['protocol']!r} is invalid; expected one of {list(PROTOCOLS)}")
-    if not isinstance(cfg.get("validate", False), bool):
+    if not isinstance(cfg["validate"], bool):
         raise ValueError(f"bench.validate={cfg['validate']!r} is invalid; expected true or false")
     for key in ("budget", "seeds"):
         if not isinstance(cfg[key], int) or cfg[key] < (2 if key == "budget" else 1):
@@ -214,7 +206,7 @@ def _write_json(obj: dict[str, Any], path: str) -> None:
 def run(cfg: Any) -> dict[str, Any]:
     """Run the benchmark; returns (and writes to ``cfg.out`` when set) the result dict."""
     cfg = _check(_plain(cfg))
-    if cfg.get("validate", False):
+    if cfg["validate"]:
         return _validate(cfg)
     space, budget, protocol = cfg["space"], int(cfg["budget"]), cfg["protocol"]
     mat = latency_matrix(load_latency_table(cfg["data"], space=space))

@@ -17,6 +17,7 @@ from scipy.stats import spearmanr
 
 from latency_luts.build import build_ofa_lut
 from latency_luts.lut import LatencyLUT
+from nas.bench.config import bench_config
 from nas.bench.timing import latency_scores, time_subnets_twice
 from nas.rundir import write_json_atomic
 from predictors.lut_residual import LUTResidualPredictor
@@ -32,15 +33,16 @@ def default_lut_path() -> Path:
 
 
 def run(cfg: Any) -> dict:
+    cfg = bench_config("lut_accuracy", cfg)
     n, n_fit, seed = int(cfg.n), int(cfg.fit), int(cfg.seed)
     if n < 10 or n_fit < 2:
         raise ValueError(f"bench.n={n}, bench.fit={n_fit} are invalid; expected n >= 10 and fit >= 2")
     space = create_search_space("ofa_mbv3", setting="imagenet", n_classes=1000)
-    lut_path = Path(cfg.lut) if cfg.get("lut") else default_lut_path()
+    lut_path = Path(cfg.lut) if cfg.lut else default_lut_path()
     t_lut = None
     if lut_path.is_file():
         lut = LatencyLUT.load(lut_path, space="ofa_mbv3")
-    elif cfg.get("build_lut", True):
+    elif cfg.build_lut:
         t0 = time.perf_counter()
         lut = build_ofa_lut(space, threads=int(cfg.threads), rounds=int(cfg.rounds), out=lut_path)
         t_lut = time.perf_counter() - t0

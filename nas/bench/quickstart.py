@@ -10,13 +10,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nas.bench.config import bench_config
 from nas.rundir import write_json_atomic
 
 
 def run(cfg: Any) -> dict:
+    cfg = bench_config("quickstart", cfg)
+    if cfg.out is None:
+        raise ValueError("bench.out is null; expected the path of the result JSON")
     out = Path(cfg.out)
-    run_dir = Path(cfg.run_dir) if cfg.get("run_dir") else out.parent / "quickstart_run"
-    cmd = [sys.executable, "-m", "nas.cli", f"hydra.run.dir={run_dir}", *list(cfg.get("overrides") or [])]
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else out.parent / "quickstart_run"
+    cmd = [sys.executable, "-m", "nas.cli", f"hydra.run.dir={run_dir}", *list(cfg.overrides or [])]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=dict(os.environ), capture_output=True, text=True)
     wall = time.perf_counter() - t0

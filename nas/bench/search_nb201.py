@@ -29,14 +29,10 @@ STRATEGIES = ("ours", "random", "optuna_nsga2", "optuna_tpe", "optuna_gp", "pymo
 HELP_TEST = ["titan_rtx_256", "gold_6226", "fpga", "pixel2", "raspi4", "eyeriss"]
 HELP_TRAIN = ["1080ti_1", "1080ti_32", "1080ti_256", "silver_4114", "silver_4210r", "samsung_a50", "pixel3",
               "essential_ph_1", "samsung_s7"]
-DEFAULTS: dict[str, Any] = {
-    "devices": None, "budget": 300, "seeds": 10, "strategies": list(STRATEGIES), "data": None, "accuracy": None,
-    "out": None, "meta_train": None, "batch_size": 10, "n_initial": 10, "beta": 1.0, "pop_size": 24,
-    "latency_model": "bayes_linear", "noises": [0.005, 0.02, 0.1], "gp_seeds": None, "max_seconds_per_run": None,
-    "inner_candidates": 20_000, "error_features": ["structure", "wl"], "error_kernel": "exponential",
-    "error_lengthscales": [2.0, 3.0, 4.5, 6.0], "workers": 1, "threads": 1,
-}
-FEATURES = ("onehot", "structure", "wl")
+# the keys of conf/bench/search_nb201.yaml (the defaults live there); "ours" is the pipeline's default strategy
+# (conf/search/closed_loop.yaml) exactly as hwnas builds it
+KEYS = ("data", "accuracy", "devices", "meta_train", "budget", "seeds", "strategies", "gp_seeds",
+        "max_seconds_per_run", "workers", "threads", "batch_size", "latency_model", "pop_size", "out")
 REF = np.array([1.1, 1.1])
 
 
@@ -47,25 +43,25 @@ def _plain(cfg: Any) -> dict[str, Any]:
         cfg = OmegaConf.to_container(cfg, resolve=True)
     if not isinstance(cfg, Mapping):
         raise ValueError(f"bench config must be a mapping, got {type(cfg).__name__}")
-    out = {**DEFAULTS, **{k: v for k, v in cfg.items() if k != "name"}}
-    unknown = sorted(set(out) - set(DEFAULTS))
+    out = {**_defaults(), **{k: v for k, v in cfg.items() if k != "name"}}
+    unknown = sorted(set(out) - set(KEYS))
     if unknown:
-        raise ValueError(f"bench.{unknown[0]} is unknown; expected keys {sorted(DEFAULTS)}")
+        raise ValueError(f"bench.{unknown[0]} is unknown; expected keys {sorted(KEYS)}")
+    missing = sorted(set(KEYS) - set(out))
+    if missing:
+        raise ValueError(f"bench.{missing[0]} is missing; expected every key of conf/bench/search_nb201.yaml")
     for key in ("data", "accuracy"):
         if out[key] is None:
             raise ValueError(f"bench.{key} is null; expected a path (bench.{key}=PATH)")
         if not os.path.exists(str(out[key])):
             raise ValueError(f"bench.{key}={out[key]!r} does not exist; expected an existing file")
-    for key, lo in (("budget", 2), ("seeds", 1), ("batch_size", 1), ("n_initial", 3), ("pop_size", 4), ("workers", 1)):
+    for key, lo in (("budget", 2), ("seeds", 1), ("batch_size", 1), ("pop_size", 4), ("workers", 1)):
         if not isinstance(out[key], int) or out[key] < lo:
             raise ValueError(f"bench.{key}={out[key]!r} is invalid; expected an integer >= {lo}")
     if out["threads"] is not None and (not isinstance(out["threads"], int) or out["threads"] < 1):
         raise ValueError(f"bench.threads={out['threads']!r} is invalid; expected an integer >= 1 or null")
     if out["latency_model"] not in ("gp", "bayes_linear"):
         raise ValueError(f"bench.latency_model={out['latency_model']!r} is invalid; expected 'gp' or 'bayes_linear'")
-    feats = out["error_features"]
-    if not isinstance(feats, list | tuple) or not feats or any(f not in FEATURES for f in feats):
-        raise ValueError(f"bench.error_features={feats!r} is invalid; expected a non-empty list from {list(FEATURES)}")
     bad = [s for s in out["strategies"] if s not in STRATEGIES]
     if bad or not out["strategies"]:
         raise ValueError(f"bench.strategies has {bad[0] if bad else 'nothing'!r}; expected some of {list(STRATEGIES)}")
@@ -74,7 +70,25 @@ def _plain(cfg: Any) -> dict[str, Any]:
     clash = sorted(set(out["devices"]) & set(out["meta_train"]))
     if clash:
         raise ValueError(f"device {clash[0]!r} is both a target and a meta-train device; expected disjoint lists")
+    out["ours"] = _ours_config()
     return out
+
+
+def _defaults() -> dict[str, Any]:
+    """conf/bench/search_nb201.yaml, for callers outside hwnas-bench (tests, notebooks)."""
+    from importlib import resources
+
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.load(str(resources.files("nas.conf") / "bench" / "search_nb201.yaml"))
+    return {k: v for k, v in OmegaConf.to_container(node).items() if k != "name"}
+
+
+def _ours_config() -> dict[str, Any]:
+    """The pipeline's default strategy node (conf/search/<default>.yaml), unchanged."""
+    from nas.search.problem import strategy_config
+
+    return strategy_config()
 
 
 class Problem:
@@ -82,8 +96,8 @@ class Problem:
 
     def __init__(self, accuracy_csv: str, latency_csv: str, devices: list[str], meta_train: list[str]) -> None:
         from latency_luts.interchange import latency_matrix, load_latency_table
+        from nas.search.problem import CachedFeatures
         from search_spaces import create_search_space
-        from search_spaces.nb201.space import encode_structure, encode_wl
         from search_spaces.nb201.tabular import NB201Tabular
 
         self.table = NB201Tabular(accuracy_csv)
@@ -98,41 +112,64 @@ class Problem:
         self.latency = {d: mat[d].to_numpy(dtype=float) for d in devices}
         self.source_log = np.log(mat[meta_train].to_numpy(dtype=float))  # meta-train devices only
         self.error = 100.0 - self.table.acc
-        self.x_structure = encode_structure(self.archs)
         self.x_onehot = self.space.encode(self.archs)
-        self.x_wl = encode_wl(self.archs)
-
-    def features(self, names: list[str]) -> np.ndarray:
-        """Columns of the named encodings side by side (``onehot``, ``structure``, ``wl``)."""
-        enc = {"onehot": self.x_onehot, "structure": self.x_structure, "wl": self.x_wl}
-        return np.concatenate([enc[n] for n in names], axis=1)
+        self.features = CachedFeatures(self.space, self.archs)  # the space's surrogate features, once
 
     def F(self, device: str) -> np.ndarray:
         return np.c_[self.error, self.latency[device]]
 
 
-def make_strategy(name: str, problem: Problem, seed: int, cfg: dict[str, Any]) -> Any:
-    from nas.search.closed_loop import ClosedLoopSearch
-    from nas.search.nsga2 import PymooNSGA2
-    from nas.search.optuna_search import OptunaSearch
-    from nas.search.random_search import RandomSearch
+def peer_config(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The strategy node of a peer (the same classes ``hwnas search=optuna|random`` builds)."""
+    if name == "random":
+        return {"_target_": "nas.search.RandomSearch", "batch_size": cfg["batch_size"]}
+    if name == "pymoo_nsga2":
+        return {"_target_": "nas.search.PymooNSGA2", "pop_size": cfg["pop_size"]}
+    return {"_target_": "nas.search.OptunaSearch", "sampler": name.removeprefix("optuna_"),
+            "population_size": cfg["pop_size"]}
+
+
+def make_problem(problem: Problem, seed: int, cfg: dict[str, Any]) -> Any:
+    """The tabular problem as every strategy sees it: the 15,625 cells as candidates; the latency column's
+    model is what a user of a new device has from other devices (a Bayesian linear regression on the one-hot
+    encoding beside the log latencies of the meta-train devices, refitted on the evaluated archs of the
+    target only); the error column is learned by the strategy itself."""
+    from nas.search import SearchProblem
     from nas.search.surrogates import BayesLinearSurrogate, GPSurrogate
 
-    if name == "ours":
-        lat_x = np.c_[problem.x_onehot, problem.source_log]
-        err_x = problem.features(list(cfg["error_features"]))
-        surrogates = [GPSurrogate(err_x, noises=cfg["noises"], log_target=True, shift=0.8, kernel=cfg["error_kernel"],
-                                  scale="median", lengthscales=cfg["error_lengthscales"]),
-                      GPSurrogate(lat_x, log_target=True) if cfg["latency_model"] == "gp"
-                      else BayesLinearSurrogate(lat_x, log_target=True)]
-        return ClosedLoopSearch(candidates=problem.archs, surrogates=surrogates, n_initial=cfg["n_initial"],
-                                batch_size=cfg["batch_size"], beta=cfg["beta"], seed=seed, space=problem.space)
-    if name == "random":
-        return RandomSearch(space=problem.space, batch_size=cfg["batch_size"], seed=seed, candidates=problem.archs)
-    if name == "pymoo_nsga2":
-        return PymooNSGA2(space=problem.space, pop_size=cfg["pop_size"], seed=seed)
-    return OptunaSearch(space=problem.space, sampler=name.removeprefix("optuna_"), storage=None,
-                        study_name=f"{name}-{seed}", seed=seed, population_size=cfg["pop_size"])
+    lat_x = np.c_[problem.x_onehot, problem.source_log]
+
+    def lat_features(archs: Any) -> np.ndarray:
+        return lat_x[[problem.row[a] for a in archs]]
+
+    if cfg["latency_model"] == "gp":
+        lat: Any = _RowGP(GPSurrogate(log_target=True), lat_features)
+    else:
+        lat = BayesLinearSurrogate(log_target=True, features=lat_features)
+    return SearchProblem(space=problem.space, n_objectives=2, seed=seed, candidates=problem.archs,
+                         models=[None, lat], accuracy_column=0, storage=None, study_name=f"nb201-{seed}",
+                         features=problem.features)
+
+
+class _RowGP:
+    """A feature GP of the latency column on the problem's own latency features (bench.latency_model=gp)."""
+
+    def __init__(self, gp: Any, features: Callable[[Any], np.ndarray]) -> None:
+        self.gp, self.features = gp, features
+
+    def fit(self, archs: Any, X: np.ndarray, y: np.ndarray) -> _RowGP:
+        self.gp.fit(archs, self.features(archs), y)
+        return self
+
+    def predict(self, archs: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.gp.predict(archs, self.features(archs))
+
+
+def make_strategy(name: str, problem: Problem, seed: int, cfg: dict[str, Any]) -> Any:
+    from nas.search import build_strategy
+
+    node = cfg["ours"] if name == "ours" else peer_config(name, cfg)
+    return build_strategy(node, make_problem(problem, seed, cfg))
 
 
 def _true_front(F: np.ndarray) -> dict[str, Any]:
@@ -199,7 +236,8 @@ def _init_state(c: dict[str, Any], problem: Problem | None = None) -> None:
 
 
 def _job(dev: str, name: str, seed: int, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """One (device, strategy, seed) run; ours' seed 0 also times the 20,000-candidate inner search."""
+    """One (device, strategy, seed) run; ours' seed 0 also times one inner search (refit + scoring of every
+    unevaluated cell, as each of its asks does)."""
     c, problem = _STATE["c"], _STATE["problem"]
     F = problem.F(dev)
     if dev not in _STATE["true"]:
@@ -207,7 +245,11 @@ def _job(dev: str, name: str, seed: int, progress: Callable[[int], None] | None 
     st = make_strategy(name, problem, seed, c)
     out = _one_run(st, problem, F, _STATE["true"][dev], c["budget"], c["max_seconds_per_run"], progress)
     if name == "ours" and seed == 0:
-        out["inner_search_seconds"] = st.inner_search(int(c["inner_candidates"]))["seconds"]
+        inner = st.inner_search()  # refit + score every unevaluated cell, as each of its asks does
+        out["inner_search_seconds"], out["inner_search_candidates"] = inner["seconds"], inner["n_scored"]
+    from nas.search import strategy_class
+
+    out["strategy_class"] = strategy_class(st)
     return out
 
 
@@ -294,6 +336,7 @@ def run(cfg: Any) -> dict[str, Any]:
                     record(futures[fut], fut.result())
                     bar.update(c["budget"])
     result: dict[str, Any] = {"bench": "search_nb201", "budget": c["budget"], "seeds": c["seeds"],
+                              "ours_strategy": c["ours"],
                               "strategies": c["strategies"], "meta_train": c["meta_train"], "workers": c["workers"],
                               "threads": c["threads"], "fingerprint": fingerprint, "runs_reused": len(jobs) - len(todo),
                               "devices": {}}
@@ -303,7 +346,9 @@ def run(cfg: Any) -> dict[str, Any]:
             runs = [done[dev, name, s] for s in range(seeds[name])]
             if name == "ours":
                 per["inner_search_seconds"] = runs[0]["inner_search_seconds"]
+                per["inner_search_candidates"] = runs[0].get("inner_search_candidates")
             per[name] = {
+                "strategy_class": runs[0].get("strategy_class"),
                 "hv_ratio_median": float(np.median([r["hv_ratio"] for r in runs])),
                 "evals_to_99pct_median": float(np.median([r["evals_to_99pct"] for r in runs])),
                 "front_recall_median": float(np.median([r["front_recall"] for r in runs])),

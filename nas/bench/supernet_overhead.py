@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from nas.bench.config import bench_config
 from nas.rundir import write_json_atomic
 from search_spaces import create_search_space
 
@@ -37,6 +38,7 @@ def _step_time(model, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimiz
 
 
 def run(cfg: Any) -> dict:
+    cfg = bench_config("supernet_overhead", cfg)
     spaces = list(cfg.spaces)
     bad = [s for s in spaces if s not in SETTINGS]
     if bad:

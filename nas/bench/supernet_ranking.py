@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from scipy.stats import kendalltau, spearmanr
 from tqdm.auto import tqdm
 
+from nas.bench.config import bench_config
 from nas.data import load_cifar10, load_digits, resize
 from nas.rundir import write_json_atomic
 from nas.training import TrainConfig, recalibrate_bn, train_standalone, train_supernet
@@ -48,7 +49,7 @@ DATA = ("digits", "cifar10")
 
 def _load(cfg: Any):  # noqa: ANN202
     """The bench's dataset: embedded digits, or CIFAR-10 from ``bench.data_root``."""
-    name, root, limit = str(cfg.get("data", "digits")), cfg.get("data_root"), cfg.get("data_limit")
+    name, root, limit = str(cfg.data), cfg.data_root, cfg.data_limit
     if name not in DATA:
         raise ValueError(f"bench.data={name!r} is invalid; expected one of {list(DATA)}")
     if limit is not None and int(limit) < 50:
@@ -94,7 +95,8 @@ def _sample(space, n: int, sampling: str, rng: np.random.Generator) -> list:  # 
 
 
 def run(cfg: Any) -> dict:
-    sampling = str(cfg.get("sampling", "uniform"))
+    cfg = bench_config("supernet_ranking", cfg)
+    sampling = str(cfg.sampling)
     if sampling not in ("uniform", "stratified"):
         raise ValueError(f"bench.sampling={sampling!r} is invalid; expected 'uniform' or 'stratified'")
     if cfg.space not in SPACES:

@@ -9,18 +9,55 @@ from typing import Any
 import numpy as np
 
 
-class Strategy(ABC):
-    """``ask()`` proposes architectures, ``tell(archs, F)`` reports their objective rows (minimised).
+def check_space(space: Any) -> None:
+    """Strategies search a declared :class:`search_spaces.SearchSpace` (sampling, genome, strings, features)."""
+    from search_spaces import SearchSpace
 
-    ``tell(archs, F, G)`` also passes constraint rows (``<= 0`` feasible, see nas.objectives) to strategies
-    built with ``n_constraints > 0``; strategies whose proposals do not depend on what they are told ignore it.
+    if not isinstance(space, SearchSpace):
+        raise ValueError(f"space {space!r} is a {type(space).__name__}; expected a search_spaces.SearchSpace")
+
+
+class Strategy(ABC):
+    """``ask()`` proposes architectures, ``tell(archs, F, G)`` reports their objective rows (minimised) and, for
+    strategies built with ``n_constraints > 0``, constraint rows (``<= 0`` feasible, see nas.objectives).
+
+    Built from config by ``nas.search.problem.build_strategy``: ``from_problem(problem, **params)`` takes what
+    the problem fixes (space, objective count, seed, candidates, models, storage) and the configured
+    parameters. ``warm_start`` hands over evaluations made before the search (the pipeline's measure stage);
+    ``resumed_evaluations`` counts this strategy's evaluations recovered from a persistent store, which a
+    budget driver counts as done.
     """
+
+    label: str = "strategy"
+
+    @classmethod
+    @abstractmethod
+    def from_problem(cls, problem: Any, **params: Any) -> Strategy:
+        """``problem``: a :class:`nas.search.problem.SearchProblem`."""
 
     @abstractmethod
     def ask(self) -> list[Any]: ...
 
     @abstractmethod
     def tell(self, archs: Sequence[Any], F: np.ndarray, G: np.ndarray | None = None) -> None: ...
+
+    def warm_start(self, archs: Sequence[Any], F: np.ndarray, G: np.ndarray | None = None) -> None:
+        """Evaluations made before the search; strategies whose proposals ignore data drop them."""
+        return None
+
+    @property
+    def resumed_evaluations(self) -> int:
+        return 0
+
+    @property
+    def inner_search_seconds(self) -> float:
+        """Seconds spent searching predictions (strategies that do; 0 for the others)."""
+        return 0.0
+
+    @property
+    def predictor_evaluations(self) -> int:
+        """Architectures scored by predictors (not evaluated for real) so far."""
+        return 0
 
     def optimize(self, objective: Callable[[list[Any]], np.ndarray], n_iterations: int) -> None:
         """Run ``n_iterations`` ask/evaluate/tell rounds with a batch objective."""

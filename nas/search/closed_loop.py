@@ -1,95 +1,235 @@
-"""Our closed-loop strategy: fit surrogates on what was really evaluated, search the predictions, evaluate the
-most promising batch (predicted-front membership + uncertainty), refit, repeat.
+"""The closed loop, hwnas's default strategy: fit surrogates on what was really evaluated, search their
+predictions, evaluate the most promising batch, refit, repeat.
 
-Per round: every objective's surrogate is refitted on the evaluated candidates; all candidates are scored
-(exhaustively for a tabular space; :meth:`ClosedLoopSearch.inner_search` runs the predictor-driven pymoo
-NSGA-II instead for spaces too large to enumerate); each gets an *optimistic* point ``mean - beta * std``;
-the batch is picked greedily by the hypervolume it would add to the evaluated front (UCB-style hypervolume
-improvement), each pick's optimistic point joining the front so the batch spreads along it. Hypervolumes are
-normalised with the evaluated front's ideal and the nadir of the front the optimistic points would form, so
-the reference point reaches as far as the predicted front does.
+Per ``ask`` (after ``n_initial`` evaluations, random before): every objective's model is refitted on the
+evaluated architectures (the error GP of ``conf/search/closed_loop.yaml`` for the accuracy column; the
+problem's own models, e.g. a latency predictor, for the others); the candidate pool is scored: every
+unevaluated candidate of a finite space (NB201's 15,625 cells, screened to the ``screen`` whose mean
+prediction lies closest to the evaluated front), or every architecture a predictor-driven pymoo NSGA-II
+(``pop_size`` x ``generations``) visits in a space too large to enumerate (OFA, FBNet), predicted-infeasible
+ones dropped. Each pool member gets an *optimistic* point ``mean - beta * std`` in the accuracy column and
+the first cost column, and the batch is picked greedily by the hypervolume it would add to the evaluated
+(feasible) front, each pick joining the front so the batch spreads along it. Hypervolumes are normalised with
+the evaluated front's ideal and the nadir of the front the optimistic points would form, so the reference
+point reaches as far as the predicted front does. ``acquisition="spread"`` instead takes ``batch_size``
+members of the predicted front spread evenly along the cost (the one-pass ``search=nsga2``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
 
 from nas.pareto import pareto_mask
-from nas.search.acquisition import select_batch
-from nas.search.base import Strategy
+from nas.search.acquisition import domination_margin, select_batch
+from nas.search.base import Strategy, check_space
+from nas.search.problem import CachedFeatures, SearchProblem
+
+ACQUISITIONS = ("hypervolume", "spread")
+
+
+def spread_pick(values: np.ndarray, k: int) -> list[int]:
+    """Indices of ``k`` items spread evenly over the sorted ``values`` (both ends included)."""
+    order = np.argsort(values, kind="stable")
+    if k >= len(order):
+        return order.tolist()
+    pos = np.unique(np.round(np.linspace(0, len(order) - 1, k)).astype(int))
+    return order[pos].tolist()
 
 
 class ClosedLoopSearch(Strategy):
-    """Predictor-driven closed loop over a finite candidate list (minimised objectives).
+    """Surrogate-driven closed loop (minimised objectives); see the module docstring.
 
     Args:
-        candidates: every architecture that may be proposed (hashable, e.g. ``space.all_archs()``).
-        surrogates: one surrogate per objective (``fit(rows, y)``, ``predict(rows) -> (mean, std)``), rows
-            index ``candidates``.
-        n_initial: random evaluations before the first fit.
-        batch_size: evaluations per round after that.
-        beta: optimism: the acquisition scores ``mean - beta * std``; one number or one per objective (e.g.
-            ``(1.0, 0.0)``: optimistic error, mean latency from a meta-trained prior).
-        seed: seed of the initial design.
-        space: optional; needed only by :meth:`inner_search` (integer genome).
+        space: the search space (``sample``, integer genome for NSGA-II, ``surrogate_features``).
+        n_objectives: objective columns told.
+        models: one model per objective column (``fit(archs, X, y)``, ``predict(archs, X) -> (mean, std)``);
+            ``None`` entries must be covered by ``error_model``.
+        error_model: the strategy's own surrogate of the accuracy column (refitted every round); ``None`` keeps
+            the problem's model of that column.
+        accuracy_column: the column ``error_model`` learns; the acquisition uses it and the first other column.
+        candidates: finite list of every proposable architecture (exhaustive pool); ``None`` = NSGA-II pool.
+        n_initial: random evaluations before the first fit (evaluations handed to ``warm_start`` count).
+        batch_size: evaluations per ask after that.
+        beta: optimism ``mean - beta * std``; one number or one per acquisition column.
+        acquisition: ``"hypervolume"`` (optimistic hypervolume improvement) or ``"spread"``.
+        pop_size, generations: the predictor-driven NSGA-II of the pool (spaces without ``candidates``).
+        screen: pool members kept for the full (mean, std) prediction, by domination margin of the mean.
+        n_constraints, constraint_model: constraint columns told, and ``(archs, F_mean) -> G`` for the pool.
+        seed: seed of the initial design and of the inner NSGA-II.
     """
 
-    def __init__(self, *, candidates: Sequence[Hashable], surrogates: Sequence[Any], n_initial: int = 10,
-                 batch_size: int = 10, beta: float | Sequence[float] = 1.0, seed: int = 0, space: Any = None) -> None:
-        if len(candidates) < 2:
-            raise ValueError(f"candidates has {len(candidates)} archs; expected at least 2")
-        if len(surrogates) != 2:
-            raise ValueError(f"got {len(surrogates)} surrogates; expected 2 (one per objective, two objectives)")
-        for s in surrogates:
-            if not (hasattr(s, "fit") and hasattr(s, "predict")):
-                raise ValueError(f"surrogate {type(s).__name__} lacks fit/predict; expected fit(rows, y), predict(rows)")
-        for key, val in (("n_initial", n_initial), ("batch_size", batch_size)):
-            if not isinstance(val, int | np.integer) or val < 1:
-                raise ValueError(f"{key}={val!r} is invalid; expected an integer >= 1")
-        if n_initial < 3:
-            raise ValueError(f"n_initial={n_initial} is invalid; expected >= 3 to fit surrogates")
+    def __init__(self, *, space: Any, n_objectives: int = 2, models: Sequence[Any] | None = None,
+                 error_model: Any = None, accuracy_column: int = 0, candidates: Sequence[Hashable] | None = None,
+                 n_initial: int = 10, batch_size: int = 5, beta: float | Sequence[float] = 1.0,
+                 acquisition: str = "hypervolume", pop_size: int = 64, generations: int = 40, screen: int = 2000,
+                 n_constraints: int = 0, constraint_model: Callable[[Sequence[Any], np.ndarray], np.ndarray] | None = None,
+                 seed: int = 0, features: Callable[[Sequence[Any]], np.ndarray] | None = None) -> None:
+        for key, val, lo in (("n_objectives", n_objectives, 2), ("n_initial", n_initial, 3), ("batch_size", batch_size, 1),
+                             ("pop_size", pop_size, 4), ("generations", generations, 1), ("screen", screen, 1),
+                             ("n_constraints", n_constraints, 0)):
+            if not isinstance(val, int | np.integer) or isinstance(val, bool) or val < lo:
+                raise ValueError(f"{key}={val!r} is invalid; expected an integer >= {lo}")
+        check_space(space)
+        if acquisition not in ACQUISITIONS:
+            raise ValueError(f"acquisition={acquisition!r} is invalid; expected one of {list(ACQUISITIONS)}")
+        models = list(models) if models is not None else [None] * int(n_objectives)
+        if len(models) != n_objectives:
+            raise ValueError(f"got {len(models)} models; expected one per objective ({n_objectives})")
+        if not 0 <= accuracy_column < n_objectives:
+            raise ValueError(f"accuracy_column={accuracy_column} is invalid; expected a column < {n_objectives}")
+        if error_model is not None:
+            models[accuracy_column] = error_model
+        for k, m in enumerate(models):
+            if m is None or not (hasattr(m, "fit") and hasattr(m, "predict")):
+                raise ValueError(f"objective column {k} has model {m!r}; expected fit(archs, X, y) and predict(archs, X)")
         b = np.asarray(beta, dtype=np.float64).reshape(-1) if np.ndim(beta) else np.full(2, float(beta))
         if b.shape != (2,) or not np.isfinite(b).all() or (b < 0).any():
-            raise ValueError(f"beta={beta!r} is invalid; expected a finite number >= 0 or one per objective (2)")
-        self.candidates = list(candidates)
-        self.row = {a: i for i, a in enumerate(self.candidates)}
-        if len(self.row) != len(self.candidates):
-            raise ValueError("candidates contain duplicates; expected distinct architectures")
-        self.surrogates = list(surrogates)
-        self.n_initial = int(n_initial)
-        self.batch_size = int(batch_size)
-        self.beta = b
+            raise ValueError(f"beta={beta!r} is invalid; expected a finite number >= 0 or one per acquisition column (2)")
+        if n_constraints and constraint_model is None:
+            raise ValueError(f"n_constraints={n_constraints} needs constraint_model; expected (archs, F_mean) -> G")
         self.space = space
-        self.rng = np.random.default_rng(int(seed))
-        self.evaluated = np.zeros(len(self.candidates), dtype=bool)
-        self.pending = np.zeros(len(self.candidates), dtype=bool)
-        self.rows_: list[int] = []
+        self.n_objectives = int(n_objectives)
+        self.models = models
+        self.columns = (int(accuracy_column), next(k for k in range(n_objectives) if k != accuracy_column))
+        self.candidates = None if candidates is None else list(candidates)
+        if self.candidates is not None and len(set(self.candidates)) != len(self.candidates):
+            raise ValueError("candidates contain duplicates; expected distinct architectures")
+        self.n_initial, self.batch_size, self.beta = int(n_initial), int(batch_size), b
+        self.acquisition, self.pop_size, self.generations = acquisition, int(pop_size), int(generations)
+        self.screen, self.n_constraints, self.constraint_model = int(screen), int(n_constraints), constraint_model
+        self.seed = int(seed)
+        self.rng = np.random.default_rng(self.seed)
+        self.features = features or CachedFeatures(space, self.candidates)
+        self.archs_: list[Hashable] = []  # told, in order
         self.F_: list[np.ndarray] = []
-        self.fit_seconds_: list[float] = []
+        self.G_: list[np.ndarray] = []
+        self.pending: set[Hashable] = set()
+        self.rounds_ = 0
+        self.inner_seconds_: list[float] = []
+        self.predictor_evaluations_ = 0
 
-    # ------------------------------------------------------------------ ask / tell
-    def _fit(self) -> None:
-        rows = np.asarray(self.rows_)
+    @classmethod
+    def from_problem(cls, problem: SearchProblem, **params: Any) -> ClosedLoopSearch:
+        return cls(space=problem.space, n_objectives=problem.n_objectives, models=problem.models,
+                   accuracy_column=problem.accuracy_column, candidates=problem.candidates,
+                   n_constraints=problem.n_constraints, constraint_model=problem.constraint_model,
+                   seed=problem.seed, features=problem.features, **params)
+
+    @property
+    def label(self) -> str:  # type: ignore[override]
+        return "closed_loop" if self.acquisition == "hypervolume" else "nsga2"
+
+    # ------------------------------------------------------------------ bookkeeping
+    @property
+    def inner_search_seconds(self) -> float:
+        return float(np.sum(self.inner_seconds_))
+
+    @property
+    def predictor_evaluations(self) -> int:
+        return int(self.predictor_evaluations_)
+
+    @property
+    def history_(self) -> dict[Hashable, np.ndarray]:
+        return dict(zip(self.archs_, self.F_, strict=True))
+
+    def warm_start(self, archs: Sequence[Any], F: np.ndarray, G: np.ndarray | None = None) -> None:
+        self._record(archs, F, G)
+
+    def tell(self, archs: Sequence[Any], F: np.ndarray, G: np.ndarray | None = None) -> None:
+        for a in archs:
+            self.pending.discard(a)
+        self._record(archs, F, G)
+
+    def _record(self, archs: Sequence[Any], F: np.ndarray, G: np.ndarray | None) -> None:
+        F = np.asarray(F, dtype=np.float64).reshape(len(archs), -1)
+        if F.shape[1] != self.n_objectives:
+            raise ValueError(f"tell() got {F.shape[1]} objective columns; expected {self.n_objectives}")
+        G = np.zeros((len(archs), 0)) if G is None else np.asarray(G, dtype=np.float64).reshape(len(archs), -1)
+        if self.n_constraints and G.shape[1] != self.n_constraints:
+            raise ValueError(f"tell() got G of shape {G.shape}; expected ({len(archs)}, {self.n_constraints})")
+        known = set(self.archs_)
+        for a, f, g in zip(archs, F, G if self.n_constraints else [None] * len(archs), strict=True):
+            if a in known or not np.isfinite(f).all():
+                continue
+            known.add(a)
+            self.archs_.append(a)
+            self.F_.append(f)
+            self.G_.append(np.zeros(0) if g is None else g)
+
+    # ------------------------------------------------------------------ models
+    def fit(self) -> None:
+        """Refit every objective's model on the evaluated architectures."""
+        X = self.features(self.archs_)
         F = np.asarray(self.F_)
-        for k, s in enumerate(self.surrogates):
-            s.fit(rows, F[:, k])
+        for k, m in enumerate(self.models):
+            m.fit(self.archs_, X, F[:, k])
 
-    def _screen(self, free: np.ndarray, front: np.ndarray, keep: int = 2000) -> np.ndarray:
-        """Candidates worth a full (mean, std) prediction: the ``keep`` whose mean points are closest to the
-        evaluated front (domination margin in front-normalised units); all of them when surrogates have no
-        ``predict_mean``."""
-        if len(free) <= keep or not all(hasattr(s, "predict_mean") for s in self.surrogates):
-            return free
-        from nas.search.acquisition import domination_margin
+    def predict(self, archs: Sequence[Any], mean_only: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """(mean, std) of every objective column for ``archs`` (std None with ``mean_only`` where cheaper)."""
+        archs = list(archs)
+        X = self.features(archs)
+        self.predictor_evaluations_ += len(archs)
+        if mean_only and all(hasattr(m, "predict_mean") for m in self.models):
+            return np.stack([m.predict_mean(archs, X) for m in self.models], 1), None
+        out = [m.predict(archs, X) for m in self.models]
+        return np.stack([mu for mu, _ in out], 1), np.stack([sd for _, sd in out], 1)
 
-        mean = np.stack([s.predict_mean(free) for s in self.surrogates], 1)
-        lo, span = front.min(0), np.maximum(front.max(0) - front.min(0), 1e-12)
-        margin = domination_margin((mean - lo) / span, (front - lo) / span)
-        return free[np.argsort(margin, kind="stable")[:keep]]
+    def _violation(self, archs: Sequence[Any], mean: np.ndarray) -> np.ndarray:
+        if not self.n_constraints:
+            return np.zeros((len(mean), 0))
+        return np.asarray(self.constraint_model(list(archs), mean), dtype=np.float64).reshape(len(mean), -1)
+
+    # ------------------------------------------------------------------ ask
+    def _random(self, k: int) -> list[Hashable]:
+        busy = set(self.archs_) | self.pending
+        if self.candidates is not None:
+            free = [i for i, a in enumerate(self.candidates) if a not in busy]
+            idx = self.rng.choice(len(free), size=min(k, len(free)), replace=False) if free else []
+            return [self.candidates[free[i]] for i in idx]
+        out: list[Hashable] = []
+        for _ in range(1000 * k):
+            if len(out) == k:
+                break
+            a = self.space.sample(self.rng)
+            if a not in busy and a not in out:
+                out.append(a)
+        return out
+
+    def _pool(self) -> tuple[list[Hashable], np.ndarray, np.ndarray | None]:
+        """Unevaluated, predicted-feasible candidates, their mean predictions and (where the models give it at
+        no extra cost) their std."""
+        busy = set(self.archs_) | self.pending
+        std = None
+        if self.candidates is not None:
+            pool = [a for a in self.candidates if a not in busy]
+            mean, std = self.predict(pool, mean_only=True)
+        else:
+            from nas.search.nsga2 import PymooNSGA2
+
+            nsga = PymooNSGA2(space=self.space, n_objectives=self.n_objectives, pop_size=self.pop_size,
+                              seed=self.seed + self.rounds_, initial=self.archs_[-self.pop_size:],
+                              n_constraints=self.n_constraints)
+            for _ in range(self.generations):
+                archs = nsga.ask()
+                m, _ = self.predict(archs, mean_only=True)
+                nsga.tell(archs, m, self._violation(archs, m) if self.n_constraints else None)
+            pool = [a for a in nsga.history_ if a not in busy]
+            mean = np.stack([nsga.history_[a] for a in pool]) if pool else np.zeros((0, self.n_objectives))
+        if self.n_constraints and len(pool):
+            ok = np.all(self._violation(pool, mean) <= 0, axis=1)
+            pool, mean = [a for a, k in zip(pool, ok, strict=True) if k], mean[ok]
+            std = None if std is None else std[ok]
+        return pool, mean, std
+
+    def _evaluated_front(self) -> np.ndarray:
+        F = np.asarray(self.F_)[:, list(self.columns)]
+        if self.n_constraints:
+            F = F[np.all(np.asarray(self.G_) <= 0, axis=1)]
+        return F[pareto_mask(F)] if len(F) else F
 
     @staticmethod
     def _bounds(front: np.ndarray, optimistic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -101,83 +241,48 @@ class ClosedLoopSearch(Strategy):
         union = np.vstack([front, optimistic[pareto_mask(optimistic)]])
         return front.min(0), np.maximum(front.max(0), union[pareto_mask(union)].max(0))
 
-    def predict(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted (mean, std), each (len(rows), 2), of the fitted surrogates (all candidates by default)."""
-        rows = np.arange(len(self.candidates)) if rows is None else np.asarray(rows, dtype=int)
-        out = [s.predict(rows) for s in self.surrogates]
-        return np.stack([m for m, _ in out], 1), np.stack([sd for _, sd in out], 1)
-
     def ask(self) -> list[Hashable]:
-        busy = self.evaluated | self.pending
-        free = np.flatnonzero(~busy)
-        if not len(free):
-            return []
-        if len(self.rows_) < self.n_initial:
-            need = min(self.n_initial - len(self.rows_) - int(self.pending.sum()), len(free))
-            picks = self.rng.choice(free, size=max(need, 0), replace=False) if need > 0 else np.zeros(0, int)
+        if len(self.archs_) + len(self.pending) < self.n_initial:
+            picks = self._random(self.n_initial - len(self.archs_) - len(self.pending))
         else:
             t0 = time.perf_counter()
-            self._fit()
-            F = np.asarray(self.F_)
-            front = F[pareto_mask(F)]
-            rows = self._screen(free, front)
-            mean, std = self.predict(rows)
-            optimistic = np.full((len(self.candidates), 2), np.inf)
-            optimistic[rows] = mean - self.beta * std
-            picks = select_batch(optimistic, front, self.batch_size, exclude=busy | ~np.isfinite(optimistic[:, 0]),
-                                 bounds=self._bounds(front, optimistic[rows]))
-            self.fit_seconds_.append(time.perf_counter() - t0)
-        self.pending[picks] = True
-        return [self.candidates[i] for i in picks]
+            self.fit()
+            pool, mean, std = self._pool()
+            picks = self._acquire(pool, mean, std) if pool else []
+            self.inner_seconds_.append(time.perf_counter() - t0)
+            self.rounds_ += 1
+        self.pending.update(picks)
+        return picks
 
-    def tell(self, archs: Sequence[Hashable], F: np.ndarray) -> None:
-        F = np.asarray(F, dtype=np.float64).reshape(len(archs), -1)
-        for a, f in zip(archs, F, strict=True):
-            i = self.row.get(a)
-            if i is None:
-                raise ValueError(f"tell() got arch {a!s} that is not among the candidates")
-            self.pending[i] = False
-            if self.evaluated[i] or not np.isfinite(f).all():
-                continue
-            self.evaluated[i] = True
-            self.rows_.append(i)
-            self.F_.append(f)
+    def _acquire(self, pool: list[Hashable], mean: np.ndarray, std: np.ndarray | None) -> list[Hashable]:
+        c = list(self.columns)
+        if self.acquisition == "spread":
+            front = np.flatnonzero(pareto_mask(mean))
+            return [pool[front[i]] for i in spread_pick(mean[front, c[1]], self.batch_size)]
+        front = self._evaluated_front()
+        if std is not None:  # the models gave (mean, std) for the whole pool already
+            kept, mu, sd = pool, mean, std
+        else:  # the full (mean, std) only for the ``screen`` most promising means
+            rows = np.arange(len(pool))
+            if len(front) and len(pool) > self.screen:
+                lo, span = front.min(0), np.maximum(front.max(0) - front.min(0), 1e-12)
+                rows = np.argsort(domination_margin((mean[:, c] - lo) / span, (front - lo) / span), kind="stable")
+                rows = rows[: self.screen]
+            kept = [pool[i] for i in rows]
+            mu, sd = self.predict(kept)
+        optimistic = mu[:, c] - self.beta * sd[:, c]
+        if not len(front):  # nothing feasible evaluated yet: the best optimistic point stands in
+            front = optimistic[pareto_mask(optimistic)][:1]
+        idx = select_batch(optimistic, front, self.batch_size, bounds=self._bounds(front, optimistic))
+        return [kept[i] for i in idx]
 
-    @property
-    def history_(self) -> dict[Hashable, np.ndarray]:
-        return {self.candidates[i]: f for i, f in zip(self.rows_, self.F_, strict=True)}
-
-    # ------------------------------------------------------------------ predictor-driven inner search
-    def inner_search(self, n_candidates: int = 20_000, method: str = "exhaustive", pop_size: int = 100,
-                     seed: int = 0) -> dict[str, Any]:
-        """Refit the surrogates and search their mean predictions for the predicted Pareto front.
-
-        ``method="exhaustive"`` scores ``n_candidates`` candidates at once (all of them when the list is that
-        short, as for nb201's 15625); ``"nsga2"`` runs the pymoo NSGA-II for ``n_candidates // pop_size``
-        generations (needs ``space``; pymoo's duplicate elimination makes it slow on a space this small).
-        Returns the predicted front (archs, F), the number of candidates scored and the wall time (s).
-        """
-        if method not in ("exhaustive", "nsga2"):
-            raise ValueError(f"method={method!r} is invalid; expected 'exhaustive' or 'nsga2'")
-        if len(self.rows_) < 3:
-            raise ValueError(f"inner_search needs >= 3 evaluated archs to fit surrogates; got {len(self.rows_)}")
-        t0 = time.perf_counter()
-        self._fit()
-        if method == "exhaustive":
-            n = len(self.candidates)
-            rows = np.arange(n) if n <= n_candidates else np.random.default_rng(seed).choice(n, n_candidates, False)
-            mean, _ = self.predict(rows)
-            m = pareto_mask(mean)
-            front, Fp, n_scored = [self.candidates[i] for i in rows[m]], mean[m], len(rows)
-        else:
-            from nas.search.nsga2 import PymooNSGA2
-
-            if self.space is None:
-                raise ValueError("inner_search(method='nsga2') needs space=...; expected an integer-genome space")
-            algo = PymooNSGA2(space=self.space, pop_size=pop_size, seed=seed)
-            for _ in range(max(1, int(n_candidates) // int(pop_size))):
-                archs = algo.ask()
-                algo.tell(archs, self.predict(np.array([self.row[a] for a in archs]))[0])
-            front, Fp = algo.front()
-            n_scored = len(algo.history_)
-        return {"seconds": time.perf_counter() - t0, "front": front, "F": Fp, "n_scored": n_scored}
+    # ------------------------------------------------------------------ timing of the inner search alone
+    def inner_search(self) -> dict[str, Any]:
+        """Refit the models and score the pool once (what every ``ask`` does before acquiring): seconds and
+        the number of candidates scored."""
+        if len(self.archs_) < 3:
+            raise ValueError(f"inner_search needs >= 3 evaluated archs to fit models; got {len(self.archs_)}")
+        n0, t0 = self.predictor_evaluations_, time.perf_counter()
+        self.fit()
+        pool, _, _ = self._pool()
+        return {"seconds": time.perf_counter() - t0, "n_scored": self.predictor_evaluations_ - n0, "pool": len(pool)}

@@ -1,4 +1,8 @@
-"""Budgeted ask/evaluate/tell driver with an evaluation cache: no architecture is ever evaluated twice."""
+"""The budget driver of every search: ask, evaluate what is new, tell; no architecture is evaluated twice.
+
+The pipeline's search stage (real supernet evaluations, journalled) and the benchmarks (tabular objectives)
+both run their strategy through :func:`run_budget`.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,12 @@ import numpy as np
 
 from nas.search.base import Strategy
 
+Objective = Callable[[list[Hashable]], "np.ndarray | tuple[np.ndarray, np.ndarray]"]
+
 
 def run_budget(
     strategy: Strategy,
-    objective: Callable[[list[Hashable]], np.ndarray],
+    objective: Objective,
     budget: int,
     cache: dict[Hashable, np.ndarray] | None = None,
     max_stall: int = 50,
@@ -19,25 +25,34 @@ def run_budget(
 ) -> tuple[list[Hashable], np.ndarray]:
     """Ask/tell until ``budget`` distinct archs were evaluated (in order); repeats are answered from ``cache``.
 
-    Returns the evaluated archs in evaluation order and their objective rows (minimised). Stops early when
-    the strategy proposes only cached archs for ``max_stall`` rounds in a row (a converged population).
+    ``objective(archs)`` returns the objective rows ``F`` (minimised) or ``(F, G)`` with constraint rows
+    (``<= 0`` feasible). Evaluations a strategy recovered from its own store (``resumed_evaluations``, e.g. a
+    resumed Optuna study) count towards the budget. Proposals past the budget are told ``inf`` (not
+    evaluated). Returns the archs evaluated by this call, in order, and their objective rows. Stops early
+    when the strategy proposes only cached archs for ``max_stall`` rounds in a row (a converged population).
     """
     if int(budget) < 1:
         raise ValueError(f"budget={budget} is invalid; expected an integer >= 1")
     cache = {} if cache is None else cache
+    constraints: dict[Hashable, np.ndarray] = {}
     order: list[Hashable] = []
     rows: list[np.ndarray] = []
     stall = 0
-    while len(order) < budget and stall < max_stall:
+    done = int(strategy.resumed_evaluations)
+    while done + len(order) < budget and stall < max_stall:
         archs = strategy.ask()
         new: list[Hashable] = []
         for a in archs:
-            if a not in cache and a not in new and len(order) + len(new) < budget:
+            if a not in cache and a not in new and done + len(order) + len(new) < budget:
                 new.append(a)
         if new:
-            F_new = np.asarray(objective(new), dtype=np.float64).reshape(len(new), -1)
-            for a, f in zip(new, F_new, strict=True):
+            out = objective(new)
+            F_new, G_new = out if isinstance(out, tuple) else (out, None)
+            F_new = np.asarray(F_new, dtype=np.float64).reshape(len(new), -1)
+            for i, (a, f) in enumerate(zip(new, F_new, strict=True)):
                 cache[a] = f
+                if G_new is not None:
+                    constraints[a] = np.asarray(G_new, dtype=np.float64).reshape(len(new), -1)[i]
                 order.append(a)
                 rows.append(f)
             if progress is not None:
@@ -45,8 +60,16 @@ def run_budget(
             stall = 0
         else:
             stall += 1
-        F = np.stack([cache[a] if a in cache else np.full(len(next(iter(cache.values()))), np.inf) for a in archs])
-        strategy.tell(archs, F)
+        if not archs:
+            continue
+        width = len(next(iter(cache.values())))
+        F = np.stack([cache[a] if a in cache else np.full(width, np.inf) for a in archs])
+        if constraints:
+            n_g = len(next(iter(constraints.values())))
+            G = np.stack([constraints.get(a, np.zeros(n_g)) for a in archs])
+            strategy.tell(archs, F, G)
+        else:
+            strategy.tell(archs, F)
     return order, np.asarray(rows, dtype=np.float64)
 
 

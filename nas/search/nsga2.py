@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from nas.search.base import Strategy
+from nas.search.base import Strategy, check_space
 
 
 class PymooNSGA2(Strategy):
@@ -21,10 +21,7 @@ class PymooNSGA2(Strategy):
 
     def __init__(self, *, space: Any, n_objectives: int = 2, pop_size: int = 64, seed: int = 0,
                  initial: Sequence[Any] | None = None, n_constraints: int = 0) -> None:
-        for attr in ("genome_bounds", "to_genome", "from_genome"):
-            if not hasattr(space, attr):
-                raise ValueError(f"space {getattr(space, 'name', space)!r} has no integer genome ({attr}); "
-                                 "expected a space with genome_bounds/to_genome/from_genome")
+        check_space(space)
         if int(pop_size) < 4:
             raise ValueError(f"pop_size={pop_size} is invalid; expected >= 4")
         if int(n_objectives) < 1:
@@ -63,6 +60,14 @@ class PymooNSGA2(Strategy):
         self._pending = None
         self.history_: dict[Any, np.ndarray] = {}
         self.violation_: dict[Any, np.ndarray] = {}
+
+    label = "pymoo_nsga2"
+
+    @classmethod
+    def from_problem(cls, problem: Any, **params: Any) -> PymooNSGA2:
+        """NSGA-II whose every proposal is evaluated (a peer in benchmarks); ``params``: pop_size."""
+        return cls(space=problem.space, n_objectives=problem.n_objectives, seed=problem.seed,
+                   n_constraints=problem.n_constraints, **params)
 
     def ask(self) -> list[Any]:
         self._pending = self.algorithm.ask()

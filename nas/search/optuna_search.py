@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from nas.search.base import Strategy
+from nas.search.base import Strategy, check_space
 
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
 
@@ -65,9 +65,7 @@ class OptunaSearch(Strategy):
     def __init__(self, *, space: Any, sampler: str = "tpe", storage: str | None = "sqlite:///optuna_study.db",
                  study_name: str = "hwnas", n_objectives: int = 2, batch_size: int = 1, seed: int = 0,
                  population_size: int = 24, max_retries: int = 20, n_constraints: int = 0) -> None:
-        for attr in ("genome_bounds", "to_genome", "from_genome", "parse"):
-            if not hasattr(space, attr):
-                raise ValueError(f"space {getattr(space, 'name', space)!r} lacks {attr}; expected an integer genome")
+        check_space(space)
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler={sampler!r} is invalid; expected one of {list(SAMPLERS)}")
         if storage is not None and (not isinstance(storage, str) or "://" not in storage):
@@ -107,10 +105,29 @@ class OptunaSearch(Strategy):
             elif t.state == TS.RUNNING:  # left over by an interrupted session: never told
                 self.study.tell(t.number, state=TS.FAIL)
         self._pending: dict[Hashable, Any] = {}
+        self.sampler_name = sampler
+        self._resumed = len(self.cache_)
+
+    @classmethod
+    def from_problem(cls, problem: Any, **params: Any) -> OptunaSearch:
+        """Study name and storage from the problem (the pipeline: SQLite in the run directory unless
+        ``search.storage``); ``params``: sampler, batch_size, population_size, max_retries."""
+        name = problem.study_name or f"hwnas-optuna_{params.get('sampler', 'tpe')}-seed{problem.seed}"
+        return cls(space=problem.space, storage=problem.storage, study_name=name,
+                   n_objectives=problem.n_objectives, seed=problem.seed, n_constraints=problem.n_constraints, **params)
+
+    @property
+    def label(self) -> str:  # type: ignore[override]
+        return f"optuna_{self.sampler_name}"
+
+    @property
+    def resumed_evaluations(self) -> int:
+        """Completed trials of this study found in its storage when the strategy was built."""
+        return self._resumed
 
     @staticmethod
     def _key(arch: Any) -> str:
-        return arch.to_string() if hasattr(arch, "to_string") else str(arch)
+        return arch.to_string()
 
     def _random_unseen(self) -> Any:
         for _ in range(10_000):

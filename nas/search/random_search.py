@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from nas.search.base import Strategy
+from nas.search.base import Strategy, check_space
 
 
 class RandomSearch(Strategy):
@@ -19,8 +19,7 @@ class RandomSearch(Strategy):
 
     def __init__(self, *, space: Any, batch_size: int = 10, seed: int = 0,
                  candidates: Sequence[Hashable] | None = None) -> None:
-        if not hasattr(space, "sample"):
-            raise ValueError(f"space {space!r} has no sample(rng); expected a SearchSpace")
+        check_space(space)
         if int(batch_size) < 1:
             raise ValueError(f"batch_size={batch_size} is invalid; expected an integer >= 1")
         self.space = space
@@ -30,6 +29,12 @@ class RandomSearch(Strategy):
         self._pos = 0
         self.seen_: set[Hashable] = set()
         self.history_: dict[Hashable, np.ndarray] = {}
+
+    label = "random"
+
+    @classmethod
+    def from_problem(cls, problem: Any, **params: Any) -> RandomSearch:
+        return cls(space=problem.space, seed=problem.seed, candidates=problem.candidates, **params)
 
     def ask(self) -> list[Hashable]:
         out: list[Hashable] = []

@@ -26,6 +26,11 @@ def validate(cfg: Any) -> None:
     validate_device(cfg)
 
 
+
+def reset(ctx: RunContext) -> None:
+    """Nothing to remove before a forced rerun: the stage rewrites onnx/ and pareto.csv's export columns whole (atomically)."""
+
+
 def run(ctx: RunContext) -> dict:
     cfg, space = ctx.cfg, ctx.space
     pareto = pd.read_csv(ctx.path("pareto.csv"))

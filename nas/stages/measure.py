@@ -21,6 +21,11 @@ def validate(cfg: Any) -> None:
     validate_device(cfg)
 
 
+
+def reset(ctx: RunContext) -> None:
+    """Nothing to remove before a forced rerun: the stage rewrites measurements.csv whole (atomically)."""
+
+
 def run(ctx: RunContext) -> dict:
     cfg = ctx.cfg
     rng = np.random.default_rng([int(cfg.seed), 2])

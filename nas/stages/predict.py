@@ -37,6 +37,11 @@ def _cv_scores(make, X: np.ndarray, y: np.ndarray, seed: int) -> dict[str, float
     return {"cv_spearman": spearman(pred, y), "cv_mape": float(np.mean(np.abs(pred - y) / np.abs(y)))}
 
 
+
+def reset(ctx: RunContext) -> None:
+    """Nothing to remove before a forced rerun: the stage rewrites evaluations.csv and predictors/ whole (atomically)."""
+
+
 def run(ctx: RunContext) -> dict:
     cfg = ctx.cfg
     meas = pd.read_csv(ctx.path("measurements.csv"))

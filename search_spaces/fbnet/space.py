@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from search_spaces.base import SearchSpace
+from search_spaces.base import WeightSharingSpace
 from search_spaces.fbnet.arch import N_LAYERS, OPS, FBNetArchitecture, encode_costs, encode_onehot
 from search_spaces.fbnet.structure import (
     SETTINGS,
@@ -30,7 +30,7 @@ def _positive_int(name: str, value: object) -> int:
 
 
 @register_search_space("fbnet")
-class FBNetSpace(SearchSpace):
+class FBNetSpace(WeightSharingSpace):
     """22 searchable layers x 9 ops; ``dataset`` picks the CIFAR-100 or ImageNet macro-architecture.
 
     ``input_size`` (default 32 / 224) is the fixed input side of every subnet; ``n_classes`` defaults to the

@@ -128,6 +128,11 @@ class NB201Space(SearchSpace):
         enc = {"onehot": encode_onehot, "structure": encode_structure, "wl": encode_wl}[self.encoding]
         return enc(archs)
 
+    def surrogate_features(self, archs: Sequence[NB201Architecture]) -> np.ndarray:
+        """Structure counts beside the Weisfeiler-Lehman encoding of the active op graph (what the closed
+        loop's error GP reads; counts suit its exponential kernel)."""
+        return np.hstack([encode_structure(archs), encode_wl(archs)])
+
     @staticmethod
     def isomorphism_key(arch: NB201Architecture) -> tuple[str, ...]:
         """Cheap dedup key: the ops with inactive edges (off every input->output path) set to ``none``.

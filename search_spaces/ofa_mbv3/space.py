@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from search_spaces.base import SearchSpace
+from search_spaces.base import WeightSharingSpace
 from search_spaces.ofa_mbv3.arch import (
     DEPTH_CHOICES,
     EXPAND_CHOICES,
@@ -21,7 +21,7 @@ from search_spaces.registry import register_search_space
 
 
 @register_search_space("ofa_mbv3")
-class OFAMobileNetV3Space(SearchSpace):
+class OFAMobileNetV3Space(WeightSharingSpace):
     """Once-for-All MobileNetV3 (w1.0): per-layer kernel {3,5,7} and expand {3,4,6}, depth {2,3,4}, resolution.
 
     ``setting="imagenet"``: stem stride 2, r in 128..224 step 4. ``setting="small"``: 32x32-class inputs,

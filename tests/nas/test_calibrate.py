@@ -132,7 +132,7 @@ def test_local_calibration_is_scored_on_the_measure_stage_and_drives_the_search(
     src, _ = help_ofa
     over = ["search_space=ofa_mbv3_imagenet", "search_space.resolutions=[128,160]", "calibrate.enabled=true",
             f"calibrate.source=[{src}]", "calibrate.budget=6", "measure.n_archs=6", "predictor.calib_images=32",
-            "data.val_frac=0.05", "data.test_frac=0.05", "search.generations=3", "search.budget=1",
+            "data.val_frac=0.05", "data.test_frac=0.05", "search.strategy.generations=3", "search.budget=1",
             "device.rounds=20",  # timing is cheap next to export; more rounds steady the minimum on a busy CPU
             "stages=[train,measure,predict,search]", *SMALL_META]
     untrained_supernet(compose_cfg(tmp_path, *over), tmp_path)

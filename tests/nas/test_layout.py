@@ -94,3 +94,11 @@ def test_pipeline_imports_its_stages_by_name():
     from nas.pipeline import STAGES
 
     assert set(STAGES) <= imported
+
+
+def test_every_stage_module_has_the_stage_contract():
+    from nas.pipeline import STAGE_MODULES
+
+    for name, mod in STAGE_MODULES.items():
+        for fn in ("validate", "run", "reset"):
+            assert callable(getattr(mod, fn, None)), f"nas.stages.{name} lacks {fn}()"

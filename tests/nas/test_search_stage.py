@@ -47,7 +47,7 @@ def search(run_dir: Path, *overrides: str) -> dict:
 def test_objectives_negate_accuracy_and_scale_violations() -> None:
     obj = Objectives(("accuracy", "latency_ms", "params"), {"latency_ms": 2.0, "accuracy": 0.9})
     vals = {"accuracy": np.array([0.95, 0.8]), "latency_ms": np.array([1.0, 3.0]), "params": np.array([5.0, 6.0])}
-    np.testing.assert_allclose(obj.minimised(vals), [[-0.95, 1.0, 5.0], [-0.8, 3.0, 6.0]])
+    np.testing.assert_allclose(obj.minimised(vals), [[0.05, 1.0, 5.0], [0.2, 3.0, 6.0]])  # error = 1 - accuracy
     np.testing.assert_allclose(obj.violation(vals), [[-0.5, (0.9 - 0.95) / 0.9], [0.5, (0.9 - 0.8) / 0.9]])
     assert obj.feasible(vals).tolist() == [True, False]
     assert obj.describe_constraints() == "latency_ms <= 2, accuracy >= 0.9"
@@ -122,7 +122,7 @@ def test_closed_loop_with_latency_constraint(trained: Path, tmp_path: Path) -> N
     run_dir = copy_run(trained, tmp_path / "cl")
     lat = pd.read_csv(run_dir / "measurements.csv").latency_ms
     bound = float(np.quantile(lat, 0.6))
-    rec = search(run_dir, "search=closed_loop", "search.budget=4", "search.rounds=2",
+    rec = search(run_dir, "search=closed_loop", "search.budget=4", "search.strategy.batch_size=2",
                  f"search.constraints.latency_ms={bound:.4f}")
     journal = pd.read_csv(run_dir / "search_evaluations.csv")
     assert len(journal) == 4 and sorted(set(journal["round"])) == [0, 1]
@@ -173,7 +173,7 @@ def test_killed_optuna_search_repeats_no_evaluation_and_same_seed_repeats_itself
         return real_eval(ctx, supernet, archs, splits, desc=desc)
 
     monkeypatch.setattr(stage, "evaluate_archs", counting)
-    args = ("search=optuna", "search.strategy=optuna_tpe", "search.budget=7", "search.batch_size=2")
+    args = ("search=optuna", "search.strategy.sampler=tpe", "search.budget=7", "search.strategy.batch_size=2")
     with pytest.raises(KeyboardInterrupt):
         search(run_dir, *args)
     assert len(pd.read_csv(run_dir / "search_evaluations.csv")) == 4
@@ -214,13 +214,15 @@ def test_default_search_is_deterministic(trained: Path, tmp_path: Path) -> None:
     ("search.strategy=anneal", "search.strategy='anneal'"),
     ("search.objectives=[latency_ms,params]", "lacks 'accuracy'"),
     ("search.constraints.latency_ms=-2", "search.constraints.latency_ms=-2"),
-    ("search.rounds=0", "search.rounds=0"),
+    ("search.strategy.batch_size=0", "batch_size=0"),
+    ("search.strategy.error_model.kernel=cosine", "kernel='cosine'"),
+    ("search=optuna search.strategy.sampler=cmaes", "sampler='cmaes'"),
     ("search.storage=study.db", "search.storage='study.db'"),
 ])
 def test_bad_search_config_fails_before_anything_is_written(tmp_path: Path, override: str, fragment: str) -> None:
     run_dir = tmp_path / "bad"
     with pytest.raises(ValueError, match=fragment.replace("[", r"\[")) as e:
-        run_pipeline(compose_cfg(run_dir, override))
+        run_pipeline(compose_cfg(run_dir, *override.split()))
     assert "\n" not in str(e.value)
     assert not run_dir.exists()
 
@@ -237,11 +239,11 @@ def test_sigkill_during_forced_search_then_plain_rerun_finishes_it(trained: Path
     import time
 
     run_dir = copy_run(trained, tmp_path / "forced")
-    search(run_dir, "search.budget=6", "search.rounds=3")
+    search(run_dir, "search.budget=6", "search.strategy.batch_size=2")
     old_marker = json.loads((run_dir / "stages" / "search.json").read_text())
     assert old_marker["n_search_picks"] > 0
     cmd = [sys.executable, "-m", "nas.cli", f"hydra.run.dir={run_dir}", "experiment=smoke", WITH_SEARCH,
-           "search.budget=6", "search.rounds=3", "search.seed=1"]
+           "search.budget=6", "search.strategy.batch_size=2", "search.seed=1"]
     journal = run_dir / "search_evaluations.csv"
     proc = subprocess.Popen([*cmd, "force=[search]"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})

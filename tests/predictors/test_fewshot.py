@@ -136,8 +136,8 @@ def test_bench_config_errors() -> None:
         run(cfg)
     with pytest.raises(ValueError, match="bench.protocol='loo' is invalid"):
         run({**cfg, "data": ["x.csv"], "protocol": "loo"})
-    with pytest.raises(ValueError, match="lacks key 'seeds'"):
-        run({k: v for k, v in cfg.items() if k != "seeds"})
+    with pytest.raises(ValueError, match="bench.sedes is unknown"):
+        run({**cfg, "sedes": 3})
 
 
 def test_bench_end_to_end_protocol_all(shared_data: Path, tmp_path: Path) -> None:
@@ -296,3 +296,27 @@ def test_bench_ceiling_separates_predictable_from_noise_targets() -> None:
     assert res["ridge_source"] < 0.9  # the source block alone misses part of the signal
     noise = _ceiling(inputs, np.exp(rng.normal(size=600)), pool, query)
     assert abs(noise["ridge_both"]) < 0.25 and noise["best"] < 0.3
+
+
+def test_bench_help_protocol_the_path_behind_the_published_figures(shared_data: Path, tmp_path: Path) -> None:
+    """protocol=help (HELP's pool [0, 900) and query [900, 1900) of the dataset order, both trimmed to the
+    target's 10th-90th latency percentile), as every published few-shot figure runs: ours above the ridge
+    baseline and close to the full-table figure on fpga."""
+    from nas.bench.latency_fewshot import run
+
+    devices = ["1080ti_1", "1080ti_32", "silver_4114", "pixel3", "samsung_a50", "fpga"]
+    df = load_latency_table([shared_data / "latency" / "nb201_help.csv.gz"], space="nb201", devices=devices)
+    keep = set(pd.unique(df["arch"])[:2000])
+    csv = tmp_path / "first2000.csv"
+    df[df["arch"].isin(keep)].to_csv(csv, index=False)
+    res = run({"data": [str(csv)], "space": "nb201", "meta_train": devices[:5], "meta_test": ["fpga"], "budget": 20,
+               "protocol": "help", "seeds": 2, "out": None})
+    assert res["protocol"] == "help" and res["budget"] == 20
+    ours, base = res["devices"]["fpga"], res["baseline"]["devices"]["fpga"]
+    assert ours["spearman_mean"] > 0.97 and ours["spearman_mean"] > base["spearman_mean"] + 0.02, (ours, base)
+    assert ours["within10_mean"] > base["within10_mean"]
+    with pytest.raises(ValueError, match="has 1000 archs; protocol=help needs 1900"):
+        cut = tmp_path / "first1000.csv"
+        df[df["arch"].isin(set(pd.unique(df["arch"])[:1000]))].to_csv(cut, index=False)
+        run({"data": [str(cut)], "space": "nb201", "meta_train": devices[:5], "meta_test": ["fpga"], "budget": 20,
+             "protocol": "help", "seeds": 1, "out": None})

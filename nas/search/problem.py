@@ -1,0 +1,134 @@
+"""What a search strategy is told about the problem it runs on, and how a configured strategy is built for it.
+
+The pipeline's search stage and ``hwnas-bench bench=search_nb201`` describe their problem the same way (a
+:class:`SearchProblem`) and build the strategy of ``conf/search/<name>.yaml`` with :func:`build_strategy`, so
+the benchmark measures the very class and defaults that ``hwnas`` runs; only the objective differs (real
+supernet evaluations there, a tabular lookup here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nas.search.base import Strategy
+
+
+class CachedFeatures:
+    """``space.surrogate_features`` of architectures, computed once per architecture and batch."""
+
+    def __init__(self, space: Any, warm: Sequence[Hashable] | None = None) -> None:
+        self.space = space
+        self.rows: dict[Hashable, int] = {}
+        self.blocks: list[np.ndarray] = []
+        self._X = np.zeros((0, 0))
+        if warm:
+            self(list(warm))
+
+    def __call__(self, archs: Sequence[Hashable]) -> np.ndarray:
+        archs = list(archs)
+        new = list(dict.fromkeys(a for a in archs if a not in self.rows))
+        if new:
+            X_new = np.asarray(self.space.surrogate_features(new), dtype=np.float64)
+            base = len(self.rows)
+            for i, a in enumerate(new):
+                self.rows[a] = base + i
+            self._X = X_new if not len(self._X) else np.vstack([self._X, X_new])
+        return self._X[[self.rows[a] for a in archs]]
+
+
+@dataclass
+class SearchProblem:
+    """The problem a strategy searches (all objectives minimised).
+
+    Attributes:
+        space: the search space (sample, mutate, genome, ``surrogate_features``).
+        n_objectives: objective columns of every ``tell``.
+        seed: seed of the strategy's own randomness.
+        n_constraints: constraint columns (``<= 0`` feasible) of every ``tell``.
+        candidates: a finite list of every architecture that may be proposed (a tabular space); ``None`` = the
+            whole space (strategies then sample it or search it with NSGA-II).
+        models: per objective column, a model the problem already has (fitted predictors of the run, exact
+            costs; ``None`` where it has none): ``fit(archs, X, y)`` / ``predict(archs, X) -> (mean, std)``.
+        constraint_model: predicted constraint rows of archs from their predicted objective rows
+            (``(archs, F_mean) -> G``); needed when ``n_constraints > 0`` by strategies that predict.
+        accuracy_column: the objective column that is ``1 - accuracy`` (error), learned by the strategy.
+        storage, study_name: where a strategy keeps a persistent study (Optuna; ``storage=None`` keeps it in
+            memory; ``study_name=None``: ``hwnas-optuna_<sampler>-seed<seed>``).
+        features: the archs' surrogate features, cached (default: ``CachedFeatures(space, candidates)``).
+    """
+
+    space: Any
+    n_objectives: int = 2
+    seed: int = 0
+    n_constraints: int = 0
+    candidates: Sequence[Hashable] | None = None
+    models: Sequence[Any] | None = None
+    constraint_model: Callable[[Sequence[Any], np.ndarray], np.ndarray] | None = None
+    accuracy_column: int = 0
+    storage: str | None = None
+    study_name: str | None = None
+    features: Callable[[Sequence[Any]], np.ndarray] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if int(self.n_objectives) < 2:
+            raise ValueError(f"n_objectives={self.n_objectives} is invalid; expected >= 2")
+        if self.models is not None and len(self.models) != self.n_objectives:
+            raise ValueError(f"got {len(self.models)} models; expected one per objective ({self.n_objectives}), "
+                             "None where the problem has none")
+        if not 0 <= int(self.accuracy_column) < self.n_objectives:
+            raise ValueError(f"accuracy_column={self.accuracy_column} is invalid; expected a column < {self.n_objectives}")
+        if self.features is None:
+            self.features = CachedFeatures(self.space, self.candidates)
+
+    def model(self, column: int) -> Any:
+        return None if self.models is None else self.models[column]
+
+
+def strategy_config(name: str | None = None) -> dict[str, Any]:
+    """The ``strategy`` node of ``conf/search/<name>.yaml`` as the pipeline composes it (``name=None``: the
+    pipeline's default search, from ``conf/config.yaml``'s defaults list), for callers outside a Hydra run
+    (benchmarks, notebooks, tests)."""
+    from importlib import resources
+
+    from omegaconf import OmegaConf
+
+    root = resources.files("nas.conf")
+    if name is None:
+        defaults = OmegaConf.to_container(OmegaConf.load(str(root / "config.yaml")))["defaults"]
+        name = next(d["search"] for d in defaults if isinstance(d, dict) and "search" in d)
+    path = root / "search" / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"search strategy config {name!r} does not exist; expected a file conf/search/<name>.yaml")
+    node = OmegaConf.load(str(path))
+    return OmegaConf.to_container(node.strategy, resolve=False)
+
+
+def build_strategy(node: Any, problem: SearchProblem) -> Any:
+    """The strategy of a ``conf/search/<name>.yaml`` ``strategy`` node (its ``_target_`` and parameters, nested
+    ``_target_`` nodes built by ``hydra.utils.instantiate``), made for ``problem`` by its ``from_problem``."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    target = OmegaConf.select(node, "_target_") if OmegaConf.is_config(node) else dict(node).get("_target_")
+    if target is None:
+        raise ValueError("search.strategy has no _target_; expected e.g. {_target_: nas.search.ClosedLoopSearch}")
+    try:
+        partial = instantiate(node, _partial_=True, _convert_="all")
+    except InstantiationException as e:
+        why = " ".join(str(e.__cause__ or e).split())  # Hydra's report spans lines
+        raise ValueError(f"search.strategy._target_={target!r} cannot be built: {why}") from None
+    cls = partial.func
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise ValueError(f"search.strategy._target_={target!r} is not a search strategy; expected a class of nas.search")
+    return cls.from_problem(problem, **partial.keywords)
+
+
+def strategy_class(strategy: Any) -> str:
+    """Dotted path of a strategy's class, as recorded in summary.json and benchmark JSON."""
+    cls = type(strategy)
+    return f"{cls.__module__}.{cls.__qualname__}"
