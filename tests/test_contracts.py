@@ -225,3 +225,21 @@ def test_surrogates_fit_predict_with_std(make: str, ofa: SearchSpace) -> None:
     from scipy.stats import spearmanr
 
     assert spearmanr(mean, y[30:]).statistic > 0.6
+
+
+def test_run_predictors_share_the_architecture_face(ofa: SearchSpace, tmp_path: Path) -> None:
+    """Every predictor a run saves answers predict(archs, return_std) on architectures or their strings, and
+    load_predictor reads any of them back with identical predictions."""
+    from predictors import ArchPredictor, EnsembleRegressor, load_predictor
+
+    archs = _archs(ofa, 40, 7)
+    y = np.array([ofa.macs(a) / 1e6 for a in archs])
+    p = ArchPredictor(EnsembleRegressor(kind="ridge", n_members=3, log_target=True), ofa).fit(archs[:30], y[:30])
+    mean, std = p.predict(archs[30:], return_std=True)
+    np.testing.assert_array_equal(p.predict([a.to_string() for a in archs[30:]]), mean)
+    back = load_predictor(p.save(tmp_path / "latency.pkl"))
+    assert isinstance(back, ArchPredictor)
+    np.testing.assert_array_equal(back.predict(archs[30:], return_std=True)[1], std)
+    (tmp_path / "junk.pkl").write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match="is not a saved predictor"):
+        load_predictor(tmp_path / "junk.pkl")

@@ -17,7 +17,7 @@ from sklearn.model_selection import KFold
 
 from nas.rundir import RunContext, write_csv_atomic, write_json_atomic
 from nas.stages.common import evaluate_archs, positive_int, spearman
-from predictors import featurize
+from predictors import ArchPredictor, featurize
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,11 @@ def run(ctx: RunContext) -> dict:
         "accuracy": _cv_scores(lambda: instantiate(cfg.predictor.accuracy), X, y_acc, int(cfg.seed)),
         "n_train": len(archs),
     }
-    instantiate(cfg.predictor.latency).fit(X, y_lat).save(ctx.path("predictors", "latency.pkl"))
-    instantiate(cfg.predictor.accuracy).fit(X, y_acc).save(ctx.path("predictors", "accuracy.pkl"))
+    feats = cfg.predictor.features
+    ArchPredictor(instantiate(cfg.predictor.latency), ctx.space, feats).fit(archs, y_lat).save(
+        ctx.path("predictors", "latency.pkl"))
+    ArchPredictor(instantiate(cfg.predictor.accuracy), ctx.space, feats).fit(archs, y_acc).save(
+        ctx.path("predictors", "accuracy.pkl"))
     write_json_atomic(ctx.path("predictors", "metrics.json"), metrics)
     log.info("predictors fitted on %d subnets: latency CV Spearman %.3f (MAPE %.3f), accuracy CV Spearman %.3f; "
              "val accuracy %.3f..%.3f", len(archs), metrics["latency"]["cv_spearman"], metrics["latency"]["cv_mape"],

@@ -30,15 +30,14 @@ import pandas as pd
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from nas.objectives import OTHER, LatencyModel, Objectives
+from nas.objectives import OTHER, Objectives
 from nas.pareto import hv_history, hypervolume, pareto_mask
 from nas.plots import plot_hv_history, plot_pareto
 from nas.rundir import RunContext, write_csv_atomic, write_json_atomic
 from nas.search import SearchProblem, build_strategy, run_budget, strategy_class
 from nas.search.surrogates import FixedModel
 from nas.stages.common import evaluate_archs, measure_archs, positive_int, spearman, validate_device
-from predictors import EnsembleRegressor, featurize
-from predictors.fewshot import FewShotLatencyPredictor
+from predictors import load_predictor
 
 log = logging.getLogger(__name__)
 
@@ -142,23 +141,17 @@ class Models:
 
     def __init__(self, ctx: RunContext, obj: Objectives) -> None:
         self.ctx, self.obj, self.space = ctx, obj, ctx.space
-        self.feats = ctx.cfg.predictor.features
-        self.acc = EnsembleRegressor.load(ctx.path("predictors", "accuracy.pkl"))  # the predict stage's
+        self.acc = load_predictor(ctx.path("predictors", "accuracy.pkl"))  # the predict stage's
         fewshot_path = ctx.path("predictors", "latency_fewshot.pkl")
         self.fewshot = fewshot_path.is_file()
-        lat = (FewShotLatencyPredictor.load(fewshot_path) if self.fewshot
-               else EnsembleRegressor.load(ctx.path("predictors", "latency.pkl")))
-        self.lat = LatencyModel(lat, ctx.space, self.feats)
-        self.other = {k: LatencyModel.load(p, ctx.space, self.feats) for k, p in obj.latency_predictors.items()}
-
-    def X(self, archs: Sequence[Any]) -> np.ndarray:
-        return featurize(self.space, list(archs), self.feats)
+        self.lat = load_predictor(fewshot_path if self.fewshot else ctx.path("predictors", "latency.pkl"))
+        self.other = {k: load_predictor(p) for k, p in obj.latency_predictors.items()}
 
     def predict(self, name: str, archs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std) of one metric (accuracy as accuracy, not error); exact costs have std 0."""
         archs = list(archs)
         if name == "accuracy":
-            mean, std = self.acc.predict(self.X(archs), return_std=True)
+            mean, std = self.acc.predict(archs, return_std=True)
         elif name == "latency_ms":
             mean, std = self.lat.predict(archs, return_std=True)
         elif name in ("params", "macs"):
@@ -250,10 +243,9 @@ def run(ctx: RunContext) -> dict:
     archs = seen + picks
     supernet = ctx.load_supernet()
     ms = measure_archs(ctx, supernet, archs, desc="export candidates", stage="search")
-    X = models.X(archs)
     # the predict stage's accuracy predictor (not the closed loop's refits): how good was it on what was found
-    pred_acc, acc_std = models.acc.predict(X, return_std=True)
-    pred_lat, lat_std = models.lat.predict(archs, return_std=True, X=X)
+    pred_acc, acc_std = models.acc.predict(archs, return_std=True)
+    pred_lat, lat_std = models.lat.predict(archs, return_std=True)
     val = np.array([real.acc[a.to_string()][0] for a in archs])
     test = np.array([real.acc[a.to_string()][1] for a in archs])
     cand = pd.DataFrame({
