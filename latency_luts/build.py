@@ -1,7 +1,8 @@
-"""Build per-block latency LUTs for the OFA-MobileNetV3 space by timing every distinct block alone.
+"""Build per-block latency LUTs of a weight-sharing space by timing every distinct block alone.
 
-A block is keyed by ``space.blocks(arch)`` (shape, kernel, expand, stride, SE, activation), so one entry serves
-every subnet that contains it. Blocks are exported to ONNX and timed with the interleaved-rounds protocol of
+The blocks come from the space's declared ``block_catalogue()`` (key -> static module and input shape), keyed
+like ``space.blocks(arch)`` (shape, kernel, expand, stride, SE, activation), so one entry serves every subnet
+that contains it. Blocks are exported to ONNX and timed with the interleaved-rounds protocol of
 :mod:`latency_luts.measure`, in chunks, each chunk in a fresh process (limits drift and memory).
 """
 
@@ -18,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from torch import nn
 from tqdm.auto import tqdm
 
 from latency_luts.lut import LatencyLUT
@@ -27,34 +27,6 @@ from latency_luts.onnx_export import export_onnx
 from latency_luts.profile import local_ort_profile
 
 log = logging.getLogger(__name__)
-
-
-def ofa_block_catalogue(space: Any) -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
-    """Every distinct block of the space: key -> (static module with random weights, input shape)."""
-    from search_spaces.ofa_mbv3.arch import DEPTH_CHOICES, EXPAND_CHOICES, KERNEL_CHOICES, OFAArchitecture
-    from search_spaces.ofa_mbv3.static import MBConv
-    from search_spaces.ofa_mbv3.structure import block_specs
-    from search_spaces.ofa_mbv3.supernet import FirstBlock, Head
-
-    cat: dict[str, tuple[nn.Module, tuple[int, ...]]] = {}
-    net = space.build_supernet()
-    for r in space.resolutions:
-        for k in KERNEL_CHOICES:
-            for e in EXPAND_CHOICES:
-                arch = OFAArchitecture((k,) * 20, (e,) * 20, (max(DEPTH_CHOICES),) * 5, r)
-                keys = space.blocks(arch)
-                specs = block_specs(arch, space.setting)
-                stem_key, first_key, head_key = keys[0], keys[1], keys[-1]
-                if stem_key not in cat:
-                    cat[stem_key] = (net.stem, (1, space.in_channels, r, r))
-                    hw = specs[0].in_hw
-                    cat[first_key] = (FirstBlock(16), (1, 16, hw, hw))
-                    fhw = specs[-1].out_hw
-                    cat[head_key] = (nn.Sequential(Head(160), net.classifier), (1, 160, fhw, fhw))
-                for key, spec in zip(keys[2:-1], specs[1:]):
-                    if key not in cat:
-                        cat[key] = (MBConv(spec), (1, spec.cin, spec.in_hw, spec.in_hw))
-    return cat
 
 
 _WORKER = """
@@ -93,7 +65,7 @@ def build_ofa_lut(space: Any, device: str = "local_cpu", threads: int = 1, round
                   out: str | Path | None = None) -> LatencyLUT:
     """Measure every distinct block of ``space`` and return (and optionally save) the LUT."""
     t0 = time.perf_counter()
-    cat = ofa_block_catalogue(space)
+    cat = space.block_catalogue()
     keys = list(cat)
     entries: dict[str, float] = {}
     spread: dict[str, float] = {}

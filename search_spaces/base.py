@@ -108,6 +108,11 @@ class WeightSharingSpace(SearchSpace):
     def blocks(self, arch: Any) -> list[str]:
         """LUT keys of the blocks that make up ``arch``."""
 
+    def block_catalogue(self) -> dict[str, tuple[Any, tuple[int, ...]]]:
+        """Every distinct block of the space: LUT key (as in :meth:`blocks`) -> (static module with random
+        weights, input shape), for timing blocks alone (latency_luts.build)."""
+        raise NotImplementedError(f"search space {self.name!r} has no block catalogue yet; expected one to build a LUT")
+
     @abstractmethod
     def largest(self) -> Any: ...
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -166,6 +167,34 @@ class OFAMobileNetV3Space(WeightSharingSpace):
         return [stem] + [b.key() for b in specs] + [head]
 
     # --- integer genome (for vectorised evolutionary operators) --------------------------------
+    def block_catalogue(self) -> dict[str, tuple[Any, tuple[int, ...]]]:
+        """Every distinct block (stem, first block, each MBConv shape/kernel/expand, head) at every resolution."""
+        from torch import nn
+
+        from search_spaces.ofa_mbv3.static import MBConv
+        from search_spaces.ofa_mbv3.structure import block_specs
+        from search_spaces.ofa_mbv3.supernet import FirstBlock, Head
+
+        cat: dict[str, tuple[Any, tuple[int, ...]]] = {}
+        net = self.build_supernet()
+        for r in self.resolutions:
+            for k in KERNEL_CHOICES:
+                for e in EXPAND_CHOICES:
+                    arch = OFAArchitecture((k,) * N_LAYERS, (e,) * N_LAYERS, (max(DEPTH_CHOICES),) * N_STAGES, r)
+                    keys = self.blocks(arch)
+                    specs = block_specs(arch, self.setting)
+                    stem_key, first_key, head_key = keys[0], keys[1], keys[-1]
+                    if stem_key not in cat:
+                        cat[stem_key] = (net.stem, (1, self.in_channels, r, r))
+                        hw = specs[0].in_hw
+                        cat[first_key] = (FirstBlock(16), (1, 16, hw, hw))
+                        fhw = specs[-1].out_hw
+                        cat[head_key] = (nn.Sequential(Head(160), net.classifier), (1, 160, fhw, fhw))
+                    for key, spec in zip(keys[2:-1], specs[1:]):
+                        if key not in cat:
+                            cat[key] = (MBConv(spec), (1, spec.cin, spec.in_hw, spec.in_hw))
+        return cat
+
     def genome_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Inclusive integer bounds: 20 kernel idx, 20 expand idx, 5 depth idx, 1 resolution idx."""
         hi = [len(KERNEL_CHOICES) - 1] * N_LAYERS + [len(EXPAND_CHOICES) - 1] * N_LAYERS

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from latency_luts.build import build_ofa_lut, measure_in_fresh_process, ofa_block_catalogue
+from latency_luts.build import build_ofa_lut, measure_in_fresh_process
 from latency_luts.lut import LatencyLUT
 from latency_luts.onnx_export import export_onnx
 from predictors.lut_residual import LUTResidualPredictor
@@ -15,7 +15,7 @@ from search_spaces import create_search_space
 
 def test_catalogue_covers_every_block_of_random_archs():
     space = create_search_space("ofa_mbv3", setting="imagenet")
-    cat = ofa_block_catalogue(space)
+    cat = space.block_catalogue()
     assert len(cat) == 1251
     for a in space.sample_many(200, np.random.default_rng(0)):
         assert all(k in cat for k in space.blocks(a))
