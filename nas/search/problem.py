@@ -84,9 +84,6 @@ class SearchProblem:
         if self.features is None:
             self.features = CachedFeatures(self.space, self.candidates)
 
-    def model(self, column: int) -> Any:
-        return None if self.models is None else self.models[column]
-
 
 def strategy_config(name: str | None = None) -> dict[str, Any]:
     """The ``strategy`` node of ``conf/search/<name>.yaml`` as the pipeline composes it (``name=None``: the
