@@ -17,22 +17,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from nas.rundir import RunContext, build_space, write_json_atomic
 from nas.stages import calibrate, export, measure, predict, search, train
+from nas.stages.common import positive_int
 
 log = logging.getLogger(__name__)
 
 STAGE_MODULES: dict[str, ModuleType] = {"train": train, "measure": measure, "calibrate": calibrate,
                                         "predict": predict, "search": search, "export": export}
 STAGES = tuple(STAGE_MODULES)
-
-
-def _positive_int(cfg: DictConfig, key: str) -> None:
-    val = OmegaConf.select(cfg, key)
-    if not isinstance(val, int) or isinstance(val, bool) or val <= 0:
-        raise ValueError(f"{key}={val!r} is invalid; expected a positive integer")
 
 
 def wanted_stages(cfg: DictConfig) -> list[str]:
@@ -51,7 +46,7 @@ def validate_config(cfg: DictConfig) -> None:
     seed = cfg.seed
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed={seed!r} is invalid; expected an integer >= 0")
-    _positive_int(cfg, "threads")
+    positive_int(cfg, "threads")
     build_space(cfg.search_space, n_classes=10, in_channels=3)  # a bad space name or setting fails here, not mid-run
     for name in wanted_stages(cfg):
         STAGE_MODULES[name].validate(cfg)

@@ -17,7 +17,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,27 +29,14 @@ STRATEGIES = ("ours", "random", "optuna_nsga2", "optuna_tpe", "optuna_gp", "pymo
 HELP_TEST = ["titan_rtx_256", "gold_6226", "fpga", "pixel2", "raspi4", "eyeriss"]
 HELP_TRAIN = ["1080ti_1", "1080ti_32", "1080ti_256", "silver_4114", "silver_4210r", "samsung_a50", "pixel3",
               "essential_ph_1", "samsung_s7"]
-# the keys of conf/bench/search_nb201.yaml (the defaults live there); "ours" is the pipeline's default strategy
-# (conf/search/closed_loop.yaml) exactly as hwnas builds it
-KEYS = ("data", "accuracy", "devices", "meta_train", "budget", "seeds", "strategies", "gp_seeds",
-        "max_seconds_per_run", "workers", "threads", "batch_size", "latency_model", "pop_size", "out")
+# "ours" is the pipeline's default strategy (conf/search/closed_loop.yaml) exactly as hwnas builds it
 REF = np.array([1.1, 1.1])
 
 
 def _plain(cfg: Any) -> dict[str, Any]:
-    from omegaconf import DictConfig, OmegaConf
+    from nas.bench.config import as_dict, bench_config
 
-    if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    if not isinstance(cfg, Mapping):
-        raise ValueError(f"bench config must be a mapping, got {type(cfg).__name__}")
-    out = {**_defaults(), **{k: v for k, v in cfg.items() if k != "name"}}
-    unknown = sorted(set(out) - set(KEYS))
-    if unknown:
-        raise ValueError(f"bench.{unknown[0]} is unknown; expected keys {sorted(KEYS)}")
-    missing = sorted(set(KEYS) - set(out))
-    if missing:
-        raise ValueError(f"bench.{missing[0]} is missing; expected every key of conf/bench/search_nb201.yaml")
+    out = {k: v for k, v in as_dict(bench_config("search_nb201", cfg)).items() if k != "name"}
     for key in ("data", "accuracy"):
         if out[key] is None:
             raise ValueError(f"bench.{key} is null; expected a path (bench.{key}=PATH)")
@@ -72,16 +59,6 @@ def _plain(cfg: Any) -> dict[str, Any]:
         raise ValueError(f"device {clash[0]!r} is both a target and a meta-train device; expected disjoint lists")
     out["ours"] = _ours_config()
     return out
-
-
-def _defaults() -> dict[str, Any]:
-    """conf/bench/search_nb201.yaml, for callers outside hwnas-bench (tests, notebooks)."""
-    from importlib import resources
-
-    from omegaconf import OmegaConf
-
-    node = OmegaConf.load(str(resources.files("nas.conf") / "bench" / "search_nb201.yaml"))
-    return {k: v for k, v in OmegaConf.to_container(node).items() if k != "name"}
 
 
 def _ours_config() -> dict[str, Any]:

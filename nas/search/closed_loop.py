@@ -217,8 +217,10 @@ class ClosedLoopSearch(Strategy):
                 archs = nsga.ask()
                 m, _ = self.predict(archs, mean_only=True)
                 nsga.tell(archs, m, self._violation(archs, m) if self.n_constraints else None)
-            pool = [a for a in nsga.history_ if a not in busy]
+            pool = [a for a in nsga.history_ if a not in busy and
+                    (not self.n_constraints or np.all(nsga.violation_[a] <= 0))]
             mean = np.stack([nsga.history_[a] for a in pool]) if pool else np.zeros((0, self.n_objectives))
+            return pool, mean, None
         if self.n_constraints and len(pool):
             ok = np.all(self._violation(pool, mean) <= 0, axis=1)
             pool, mean = [a for a, k in zip(pool, ok, strict=True) if k], mean[ok]

@@ -23,8 +23,7 @@ class CachedFeatures:
     def __init__(self, space: Any, warm: Sequence[Hashable] | None = None) -> None:
         self.space = space
         self.rows: dict[Hashable, int] = {}
-        self.blocks: list[np.ndarray] = []
-        self._X = np.zeros((0, 0))
+        self._X = np.zeros((0, 0))  # capacity doubles as rows arrive; rows [0, len(self.rows)) are filled
         if warm:
             self(list(warm))
 
@@ -33,10 +32,15 @@ class CachedFeatures:
         new = list(dict.fromkeys(a for a in archs if a not in self.rows))
         if new:
             X_new = np.asarray(self.space.surrogate_features(new), dtype=np.float64)
-            base = len(self.rows)
+            n = len(self.rows)
+            if n + len(new) > len(self._X):
+                grown = np.empty((max(2 * len(self._X), n + len(new)), X_new.shape[1]))
+                if n:
+                    grown[:n] = self._X[:n]
+                self._X = grown
+            self._X[n:n + len(new)] = X_new
             for i, a in enumerate(new):
-                self.rows[a] = base + i
-            self._X = X_new if not len(self._X) else np.vstack([self._X, X_new])
+                self.rows[a] = n + i
         return self._X[[self.rows[a] for a in archs]]
 
 
