@@ -109,10 +109,9 @@ class RealEvaluations:
         self.acc = {r["arch"]: (float(r["val_accuracy"]), float(r["test_accuracy"])) for r in self.rows}
         self._supernet = None
 
-    def mine(self, round_: int | None = None) -> list[str]:
-        """Archs this strategy evaluated, in order (optionally only rounds < ``round_``)."""
-        return [r["arch"] for r in self.rows
-                if r["strategy"] == self.strategy and (round_ is None or int(r["round"]) < round_)]
+    def mine(self) -> list[str]:
+        """Archs this strategy evaluated, in order."""
+        return [r["arch"] for r in self.rows if r["strategy"] == self.strategy]
 
     def evaluate(self, archs: Sequence[Any], round_: int, desc: str) -> np.ndarray:
         """Validation accuracy of each arch; evaluates (and journals) only those never evaluated."""
@@ -202,7 +201,7 @@ def _problem(ctx: RunContext, models: Models, obj: Objectives) -> SearchProblem:
 
 def run(ctx: RunContext) -> dict:
     cfg, space = ctx.cfg, ctx.space
-    obj = validate(cfg)
+    obj = Objectives.from_config(cfg.search)  # validate(cfg) ran before the pipeline started
     models = Models(ctx, obj)
     meas = pd.read_csv(ctx.path("measurements.csv"))
     seen = [space.parse(s) for s in meas.arch]
@@ -305,6 +304,6 @@ def run(ctx: RunContext) -> dict:
         "hypervolume_ref": {"objectives": [("1 - val_accuracy" if n == "accuracy" else f"{n} / max candidate {n}")
                                            for n in obj.names], "ref": ref,
                             "scale": dict(zip(obj.names, scale.tolist(), strict=True))},
-        "hypervolume_history": [round(float(h), 6) for h in hist],
+        "hypervolume_history": [round(float(h), 9) for h in hist],
         "pareto_latency_span": span, "best_test_accuracy": float(pareto.test_accuracy.max()),
     }
