@@ -173,6 +173,49 @@ def test_strategy_takes_constraints(ofa: SearchSpace, name: str) -> None:
         assert all(ofa.macs(a) / 1e6 <= bound for a in calls)
 
 
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_strategy_killed_midway_resumes_from_the_journal_without_new_evaluations(ofa: SearchSpace,
+                                                                                  name: str) -> None:
+    """The pipeline's resume: a rebuilt strategy, same seed, re-asks; a journal answers what the killed run
+    evaluated. The resumed run must end where an uninterrupted one does, evaluating each arch once."""
+    def journalled(journal: dict[str, np.ndarray], calls: list[Any], kill_after: int | None = None):  # noqa: ANN202
+        inner = _objective(ofa, calls)
+
+        def f(archs: list[Any]) -> Any:
+            todo = [a for a in archs if a.to_string() not in journal]
+            if kill_after is not None and len(calls) + len(todo) > kill_after:
+                raise _Killed
+            if todo:
+                for a, row in zip(todo, inner(todo), strict=True):
+                    journal[a.to_string()] = row
+            return np.stack([journal[a.to_string()] for a in archs])
+
+        return f
+
+    warm = _archs(ofa, 12, 5)
+    F0 = np.c_[_error(ofa, warm), [ofa.macs(a) / 1e6 for a in warm]]
+
+    def fresh() -> Any:
+        st = build_strategy(_node(name), _problem(ofa, 4))
+        st.warm_start(warm, F0)
+        return st
+
+    whole: list[Any] = []
+    ref, _ = run_budget(fresh(), journalled({}, whole), 12)
+    journal: dict[str, np.ndarray] = {}
+    calls: list[Any] = []
+    with pytest.raises(_Killed):
+        run_budget(fresh(), journalled(journal, calls, kill_after=7), 12)
+    assert 0 < len(calls) <= 7
+    order, _ = run_budget(fresh(), journalled(journal, calls), 12)
+    assert [a.to_string() for a in order] == [a.to_string() for a in ref]
+    assert len(calls) == len(set(calls)) == 12  # the killed run's evaluations were not made again
+
+
 def test_optuna_strategy_resumes_its_study_and_counts_it_in_the_budget(ofa: SearchSpace, tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     calls: list[Any] = []
