@@ -61,39 +61,50 @@ def measure_in_fresh_process(paths: list[str], names: list[str], threads: int = 
         return json.loads(out.read_text())
 
 
-def build_ofa_lut(space: Any, device: str = "local_cpu", threads: int = 1, rounds: int = 20, chunk: int = 400,
-                  out: str | Path | None = None) -> LatencyLUT:
-    """Measure every distinct block of ``space`` and return (and optionally save) the LUT."""
+def build_lut(space: Any, device: str = "local_cpu", threads: int = 1, rounds: int = 20, chunk: int = 400,
+              out: str | Path | None = None) -> LatencyLUT:
+    """Measure every distinct block of a weight-sharing ``space`` (its ``block_catalogue()``) and the parts
+    every subnet shares (``fixed_blocks()``, summed into the LUT's constant); return (and optionally save) it."""
+    from search_spaces import WeightSharingSpace
+
+    if not isinstance(space, WeightSharingSpace):
+        raise ValueError(f"space {getattr(space, 'name', space)!r} has no supernet blocks; expected a weight-sharing "
+                         "space (ofa_mbv3, fbnet)")
     t0 = time.perf_counter()
     cat = space.block_catalogue()
-    keys = list(cat)
-    entries: dict[str, float] = {}
+    entries: dict[str, float] = {k: 0.0 for k, (mod, _) in cat.items() if mod is None}  # identity: no work
+    work = {k: v for k, v in cat.items() if v[0] is not None}
+    fixed = {f"fixed{i}": v for i, v in enumerate(space.fixed_blocks())}
+    keys = list(work) + list(fixed)
     spread: dict[str, float] = {}
+    timed: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="hwnas-lut-") as tmp:
         bar = tqdm(total=len(keys), desc=f"LUT: export+time {len(keys)} blocks", unit="block")
         for start in range(0, len(keys), chunk):
             part = keys[start : start + chunk]
             paths = []
             for i, key in enumerate(part):
-                mod, shape = cat[key]
+                mod, shape = work[key] if key in work else fixed[key]
                 paths.append(str(export_onnx(mod.eval(), shape, Path(tmp) / f"{start + i}.onnx")))
                 bar.update(0.5)
             res = measure_in_fresh_process(paths, part, threads=threads, rounds=rounds, seed=start)
             for r in res:
-                entries[r["name"]] = r["latency_ms"]
+                timed[r["name"]] = r["latency_ms"]
                 spread[r["name"]] = r["cv"]
             bar.update(len(part) / 2)
             for p in paths:
                 os.remove(p)
         bar.close()
+    entries.update({k: timed[k] for k in work})
+    const_ms = float(sum(timed[k] for k in fixed))
     cvs = sorted(spread.values())
-    meta = {"profile": local_ort_profile(threads, 1, "fp32", device).as_dict(), "setting": space.setting,
-            "resolutions": list(space.resolutions), "rounds": rounds, "estimator": "min over interleaved rounds",
-            "median_cv": cvs[len(cvs) // 2], "build_seconds": round(time.perf_counter() - t0, 1),
-            "n_blocks": len(entries)}
-    lut = LatencyLUT(space.name, device, entries, 0.0, meta)
+    meta = {"profile": local_ort_profile(threads, 1, "fp32", device).as_dict(), "space_settings": space.describe(),
+            "rounds": rounds, "estimator": "min over interleaved rounds", "median_cv": cvs[len(cvs) // 2],
+            "build_seconds": round(time.perf_counter() - t0, 1), "n_blocks": len(entries),
+            "n_fixed_blocks": len(fixed)}
+    lut = LatencyLUT(space.name, device, entries, const_ms, meta)
     if out is not None:
         lut.save(out)
-    log.info("LUT with %d blocks built in %.0f s (median CV %.3f)", len(entries), meta["build_seconds"],
-             meta["median_cv"])
+    log.info("LUT with %d blocks (+%d fixed parts, %.3f ms) built in %.0f s (median CV %.3f)", len(entries),
+             len(fixed), const_ms, meta["build_seconds"], meta["median_cv"])
     return lut

@@ -110,8 +110,19 @@ class WeightSharingSpace(SearchSpace):
 
     def block_catalogue(self) -> dict[str, tuple[Any, tuple[int, ...]]]:
         """Every distinct block of the space: LUT key (as in :meth:`blocks`) -> (static module with random
-        weights, input shape), for timing blocks alone (latency_luts.build)."""
+        weights, input shape), for timing blocks alone (latency_luts.build). A module of ``None`` marks a block
+        that does no work (an identity skip): 0 ms."""
         raise NotImplementedError(f"search space {self.name!r} has no block catalogue yet; expected one to build a LUT")
+
+    def fixed_blocks(self) -> list[tuple[Any, tuple[int, ...]]]:
+        """(module, input shape) of the parts every subnet runs identically and :meth:`blocks` leaves out
+        (e.g. a fixed stem and head); a LUT times them into its constant. Spaces that key every part return
+        none."""
+        return []
+
+    def describe(self) -> dict[str, Any]:
+        """The constructor settings that fix the space's shapes (recorded beside a LUT built for it)."""
+        return {}
 
     @abstractmethod
     def largest(self) -> Any: ...

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import spearmanr
 
-from latency_luts.build import build_ofa_lut
+from latency_luts.build import build_lut
 from latency_luts.lut import LatencyLUT
 from nas.bench.config import bench_config
 from nas.bench.timing import latency_scores, time_subnets_twice
@@ -44,7 +44,7 @@ def run(cfg: Any) -> dict:
         lut = LatencyLUT.load(lut_path, space="ofa_mbv3")
     elif cfg.build_lut:
         t0 = time.perf_counter()
-        lut = build_ofa_lut(space, threads=int(cfg.threads), rounds=int(cfg.rounds), out=lut_path)
+        lut = build_lut(space, threads=int(cfg.threads), rounds=int(cfg.rounds), out=lut_path)
         t_lut = time.perf_counter() - t0
     else:
         raise ValueError(f"no LUT at {lut_path}; expected a LUT file or bench.build_lut=true")

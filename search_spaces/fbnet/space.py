@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -151,3 +152,29 @@ class FBNetSpace(WeightSharingSpace):
     def blocks(self, arch: FBNetArchitecture) -> list[str]:
         """HW-NAS-Bench-style block keys: op, input H/W, Cin, Cout, expansion, kernel, stride, group."""
         return [s.key() for s in layer_specs(arch, self.dataset, self.input_size)]
+
+    def block_catalogue(self) -> dict[str, tuple[Any, tuple[int, ...]]]:
+        """Every (layer shape, op) block of the 22 searchable layers; identity skips (no work) as ``None``."""
+        from search_spaces.fbnet.static import FBNetBlock
+
+        cat: dict[str, tuple[Any, tuple[int, ...]]] = {}
+        for op in OPS:
+            for spec in layer_specs(FBNetArchitecture((op,) * N_LAYERS), self.dataset, self.input_size):
+                key = spec.key()
+                if key not in cat:
+                    shape = (1, spec.cin, spec.in_hw, spec.in_hw)
+                    cat[key] = (None if spec.is_skip and spec.shape_preserving else FBNetBlock(spec), shape)
+        return cat
+
+    def fixed_blocks(self) -> list[tuple[Any, tuple[int, ...]]]:
+        """The stem (at the input size) and the head with the classifier (at the last layer's output)."""
+        from torch import nn
+
+        net = self.build_supernet()
+        last = layer_specs(self.largest(), self.dataset, self.input_size)[-1]
+        return [(net.stem, self.input_shape(self.largest())),
+                (nn.Sequential(net.head, net.classifier), (1, last.cout, last.out_hw, last.out_hw))]
+
+    def describe(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "input_size": self.input_size, "n_classes": self.n_classes,
+                "in_channels": self.in_channels}

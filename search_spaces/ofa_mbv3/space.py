@@ -167,6 +167,10 @@ class OFAMobileNetV3Space(WeightSharingSpace):
         return [stem] + [b.key() for b in specs] + [head]
 
     # --- integer genome (for vectorised evolutionary operators) --------------------------------
+    def describe(self) -> dict[str, Any]:
+        return {"setting": self.setting, "resolutions": list(self.resolutions), "n_classes": self.n_classes,
+                "in_channels": self.in_channels}
+
     def block_catalogue(self) -> dict[str, tuple[Any, tuple[int, ...]]]:
         """Every distinct block (stem, first block, each MBConv shape/kernel/expand, head) at every resolution."""
         from torch import nn

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from scipy.stats import spearmanr
 
-from latency_luts.build import build_ofa_lut, measure_in_fresh_process
+from latency_luts.build import build_lut, measure_in_fresh_process
 from latency_luts.lut import LatencyLUT
 from latency_luts.onnx_export import export_onnx
 from predictors.lut_residual import LUTResidualPredictor
 from search_spaces import create_search_space
+
+
+SPACES = {"ofa_mbv3": {"setting": "imagenet", "resolutions": [128]},
+          "fbnet": {"dataset": "cifar100", "input_size": 32, "n_classes": 10}}
 
 
 def test_catalogue_covers_every_block_of_random_archs():
@@ -21,13 +26,34 @@ def test_catalogue_covers_every_block_of_random_archs():
         assert all(k in cat for k in space.blocks(a))
 
 
+def test_fbnet_catalogue_covers_every_block_and_times_identities_as_nothing():
+    space = create_search_space("fbnet", **SPACES["fbnet"])
+    cat = space.block_catalogue()
+    for a in space.sample_many(200, np.random.default_rng(0)) + [space.largest(), space.smallest()]:
+        assert all(k in cat for k in space.blocks(a))
+    none = [k for k, (m, _) in cat.items() if m is None]
+    assert none and all(k.startswith("skip") and "_s1_" in k for k in none)
+    assert all(k.split("_")[2][3:] == k.split("_")[3][4:] for k in none)  # identities keep Cin == Cout
+    for key, (mod, shape) in cat.items():  # each block runs on its declared input and gives its key's output
+        if mod is not None:
+            hw, cin, cout, _, _, stride = (int(p[1:] if p[0] in "eks" else p.lstrip("hwcinout"))
+                                           for p in key.split("_")[1:7])
+            assert shape == (1, cin, hw, hw)
+            assert tuple(mod.eval()(torch.zeros(shape)).shape) == (1, cout, -(-hw // stride), -(-hw // stride))
+    (stem, stem_in), (head, head_in) = space.fixed_blocks()
+    assert tuple(stem.eval()(torch.zeros(stem_in)).shape)[:2] == (1, 16) and stem_in == (1, 3, 32, 32)
+    assert tuple(head.eval()(torch.zeros(head_in)).shape) == (1, 10)
+
+
 @pytest.mark.slow
-def test_lut_plus_residual_tracks_whole_network_latency(tmp_path):
+@pytest.mark.parametrize("name", sorted(SPACES))
+def test_lut_plus_residual_tracks_whole_network_latency(tmp_path, name):
     """Subnets spread over the space's MACs range (not 8 random draws, whose latencies sit within timing noise
     of each other on a busy machine); the fit uses 4 of them, the check the other 8."""
-    space = create_search_space("ofa_mbv3", setting="imagenet", resolutions=[128])
-    lut = LatencyLUT.load(build_ofa_lut(space, rounds=20, out=tmp_path / "lut.json") and tmp_path / "lut.json")
-    assert lut.meta["n_blocks"] == len(lut.entries) > 50 and lut.space == "ofa_mbv3"
+    space = create_search_space(name, **SPACES[name])
+    lut = LatencyLUT.load(build_lut(space, rounds=20, out=tmp_path / "lut.json") and tmp_path / "lut.json")
+    assert lut.meta["n_blocks"] == len(lut.entries) > 50 and lut.space == name
+    assert lut.meta["n_fixed_blocks"] == len(space.fixed_blocks()) and (lut.const_ms > 0) == bool(space.fixed_blocks())
     pool = sorted(space.sample_many(300, np.random.default_rng(1)), key=space.macs)
     spread = [pool[i] for i in np.linspace(0, len(pool) - 1, 10).round().astype(int)]
     archs = [space.largest(), space.smallest(), spread[2], spread[7]] + [a for i, a in enumerate(spread)
