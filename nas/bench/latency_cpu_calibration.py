@@ -26,8 +26,7 @@ from nas.bench.config import bench_config
 from nas.bench.timing import latency_scores, time_subnets_twice
 from nas.rundir import write_csv_atomic, write_json_atomic
 from predictors.arch_features import SpaceFeaturizer
-from predictors.fewshot import FewShotLatencyPredictor
-from predictors.fewshot_baseline import SourceRidgeBaseline
+from predictors.fewshot import FewShotLatencyPredictor, SourceRidgeBaseline
 from search_spaces import create_search_space
 
 log = logging.getLogger(__name__)

@@ -34,8 +34,7 @@ from tqdm import tqdm
 
 from latency_luts.interchange import latency_matrix, load_latency_table
 from nas.bench.config import as_dict, bench_config
-from predictors.fewshot import FewShotLatencyPredictor
-from predictors.fewshot_baseline import SourceRidgeBaseline
+from predictors.fewshot import FewShotLatencyPredictor, SourceRidgeBaseline
 
 SPACES = ("nb201", "fbnet", "ofa_mbv3")
 PROTOCOLS = ("help", "all")

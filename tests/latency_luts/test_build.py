@@ -13,7 +13,6 @@ from latency_luts.onnx_export import export_onnx
 from predictors.lut_residual import LUTResidualPredictor
 from search_spaces import create_search_space
 
-
 SPACES = {"ofa_mbv3": {"setting": "imagenet", "resolutions": [128]},
           "fbnet": {"dataset": "cifar100", "input_size": 32, "n_classes": 10}}
 

@@ -231,13 +231,13 @@ def test_archs_absent_from_the_source_table_are_predicted(slice_, fitted_without
     # the imputation error widens the predictive std of unseen archs only
     mean, std = model.predict(unseen, return_std=True)
     seen_std = model.predict(archs[900:1000], return_std=True)[1]
-    saved_cov = model.impute_cov_
+    saved_cov = model.outside_.impute_cov_
     try:
-        model.impute_cov_ = {t: 0 * c for t, c in saved_cov.items()}
+        model.outside_.impute_cov_ = {t: 0 * c for t, c in saved_cov.items()}
         narrow = model.predict(unseen, return_std=True)[1]
         assert np.array_equal(model.predict(archs[900:1000], return_std=True)[1], seen_std)
     finally:
-        model.impute_cov_ = saved_cov
+        model.outside_.impute_cov_ = saved_cov
     assert (std >= narrow - 1e-12).all() and (std > narrow).mean() > 0.9
     model.save(tmp_path / "m.pkl")
     again = FewShotLatencyPredictor.load(tmp_path / "m.pkl")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from predictors._fewshot_common import kmeans_pick
+from predictors.fewshot.common import kmeans_pick
 
 BLOCKS = ("src", "proj", "pmean", "enc", "phys")
 

@@ -29,10 +29,10 @@ target falls back to heavily regularised models and an additive one to per-op co
 
 Architectures absent from the source table (e.g. the search's proposals): given a ``featurizer`` at
 ``meta_fit`` (e.g. :class:`predictors.arch_features.SpaceFeaturizer`), their source latencies are imputed
-from their features by per-source-device regressors (:mod:`predictors._impute`); every other block is exact.
-Their predictive std adds the held-out imputation error propagated through each configuration's weights on
-the ``src`` block. The ridge baseline lives in
-:mod:`predictors.fewshot_baseline`; the linear algebra in :mod:`predictors._blr`.
+from their features by per-source-device regressors (:mod:`predictors.fewshot.impute`, held as the fitted
+``outside_``); every other block is exact. Their predictive std adds the held-out imputation error propagated
+through each configuration's weights on the ``src`` block. The ridge baseline lives in
+:mod:`predictors.fewshot.baseline`; the linear algebra in :mod:`predictors.fewshot.blr`.
 """
 
 from __future__ import annotations
@@ -47,9 +47,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from predictors import _blr
-from predictors._fewshot_blocks import norm_blocks, table_blocks
-from predictors._fewshot_common import (
+from predictors.fewshot import blr as _blr
+from predictors.fewshot.blocks import norm_blocks, table_blocks
+from predictors.fewshot.common import (
     arch_key,
     check_source_table,
     load_pickle,
@@ -57,10 +57,9 @@ from predictors._fewshot_common import (
     validate_budget,
     validate_measurements,
 )
-from predictors._impute import OutsideTableMixin
-from predictors.fewshot_baseline import SourceRidgeBaseline
+from predictors.fewshot.impute import OutsideTable
 
-__all__ = ["FewShotLatencyPredictor", "SourceRidgeBaseline"]
+__all__ = ["FewShotLatencyPredictor", "device_family"]
 
 FEATURE_BLOCKS = ("enc", "phys")
 
@@ -80,7 +79,7 @@ def _rowwise_spearman(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.where(den > 0, (rp @ ry) / np.where(den > 0, den, 1.0), 0.0)
 
 
-class FewShotLatencyPredictor(OutsideTableMixin):
+class FewShotLatencyPredictor:
     """Bayesian linear latency predictor with a meta-learned prior; adapts from a handful of measurements.
 
     Args:
@@ -296,8 +295,23 @@ class FewShotLatencyPredictor(OutsideTableMixin):
         self.index_ = {a: i for i, a in enumerate(table.index)}
         self.block_stats_ = stats
         self.featurizer_ = featurizer
-        self._fit_imputer(table, feats, lat, featurizer)
+        self.outside_ = OutsideTable(featurizer, self.impute, self.random_state).fit(
+            list(table.index), feats, lat, stats, self.blocks_)
         return self
+
+    def _blocks_of(self, archs: Sequence[Any], transforms: Sequence[str] | None = None):
+        """Normalised blocks per transform for ``archs`` (table rows where known, imputed source latencies
+        otherwise, see ``outside_``) and the mask of imputed archs."""
+        keys = [arch_key(a) for a in archs]
+        rows = np.array([self.index_.get(k, -1) for k in keys], dtype=np.int64)
+        new = np.flatnonzero(rows < 0)
+        out = {t: {n: b[rows] for n, b in self.blocks_[t].items()} for t in (transforms or list(self.blocks_))}
+        if len(new):
+            imputed = self.outside_.blocks([keys[i] for i in new], self.block_stats_, list(out))
+            for t, blocks in out.items():
+                for n, b in imputed[t].items():
+                    blocks[n][new] = b
+        return out, rows < 0
 
     def _set_configs(self, configs: list[tuple[str, tuple[float, ...], float]]) -> None:
         self.configs_ = configs
@@ -386,10 +400,10 @@ class FewShotLatencyPredictor(OutsideTableMixin):
             grams = _blr.grams_between(self.train_blocks_[t], q_blocks[t])
             f, chol, alpha, _ = _blr.batch_posterior(grams, self.config_scales_[idx], self.config_noises_[idx], z)
             extra = np.zeros(len(idx))
-            if return_std and imputed.any() and t in self.impute_cov_:
+            if return_std and imputed.any() and t in self.outside_.impute_cov_:
                 s_tr = self.train_blocks_[t]["src"] - self.train_blocks_[t]["src"].mean(0)
                 w_src = self.config_scales_[idx, src, None] ** 2 * (alpha @ s_tr)  # configs x source devices
-                extra = np.einsum("ci,ij,cj->c", w_src, self.impute_cov_[t], w_src)
+                extra = np.einsum("ci,ij,cj->c", w_src, self.outside_.impute_cov_[t], w_src)
             for k, (i, w) in enumerate(zip(idx, self.weights_[sel], strict=True)):
                 if return_std:
                     var = _blr.query_var(grams, self.config_scales_[i], self.config_noises_[i], chol[k]) + extra[k] * imputed

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from predictors._fewshot_common import (
+from predictors.fewshot.common import (
     check_source_table,
     load_pickle,
     rows_of,

@@ -6,7 +6,7 @@ latency on the architecture features (one-hot encoding = additive per-op costs, 
 optionally followed by boosted trees on the ridge residual (interactions such as GPU efficiency at
 particular widths). Whether the trees help is decided per device on a held-out part of the table, and the
 held-out predictions are kept so that the caller can turn the imputation error into predictive uncertainty.
-:class:`OutsideTableMixin` gives the few-shot predictor its blocks for such architectures.
+:class:`OutsideTable` (fitted, held by the few-shot predictor) gives it the blocks of such architectures.
 """
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from predictors._fewshot_blocks import new_blocks
-from predictors._fewshot_common import arch_key
+from predictors.fewshot.blocks import new_blocks
 
 KINDS = ("ridge", "boost")
 
@@ -176,40 +174,47 @@ def imputation_cov(imputer: SourceImputer, feats: Mapping[str, np.ndarray], stat
     return out
 
 
-class OutsideTableMixin:
-    """Architectures outside the meta-training table, for :class:`predictors.fewshot.FewShotLatencyPredictor`:
-    their normalised blocks come from their features (``featurizer_``) and imputed source latencies."""
+class OutsideTable:
+    """Blocks of architectures outside the meta-training table, a fitted attribute (``outside_``) of
+    :class:`predictors.fewshot.FewShotLatencyPredictor`: their source latencies are imputed from their features
+    (``featurizer``) and turned into normalised blocks with the table's statistics; ``impute_cov_`` is the
+    held-out imputation error in units of the normalised ``src`` block (per transform), for the predictive std.
 
-    def _fit_imputer(self, table: pd.DataFrame, feats: dict[str, np.ndarray], lat: np.ndarray,
-                     featurizer: Callable[[list[str]], Any] | None) -> None:
-        """Learn to impute source latencies from features (``imputer_``) and the held-out imputation error in
-        units of the normalised ``src`` block (``impute_cov_``, per transform) for the predictive std."""
+    Args:
+        featurizer: picklable callable, canonical arch strings -> feature blocks (``None``: table archs only).
+        impute: ``"boost"``, ``"ridge"`` or ``"none"`` (see :class:`SourceImputer`).
+        random_state: seed of the imputer's held-out split.
+    """
+
+    def __init__(self, featurizer: Callable[[list[str]], Any] | None, impute: str = "boost",
+                 random_state: int = 0) -> None:
+        self.featurizer = featurizer
+        self.impute = impute
+        self.random_state = random_state
+
+    def fit(self, keys: list[str], feats: dict[str, np.ndarray], lat: np.ndarray, block_stats: Mapping[str, Any],
+            blocks: Mapping[str, Mapping[str, np.ndarray]]) -> OutsideTable:
+        """``keys``: the table's arch strings; ``feats``/``lat``: its feature blocks and latencies (ms);
+        ``block_stats``/``blocks``: the predictor's normalisation statistics and normalised blocks."""
         self.feature_widths_ = {name: x.shape[1] for name, x in feats.items()}
-        if featurizer is not None:
-            check_featurizer(self._featurize, list(table.index[:3]), feats)
+        if self.featurizer is not None:
+            check_featurizer(self.featurize, keys[:3], feats)
         self.imputer_, self.impute_cov_ = None, {}
-        if self.impute != "none" and featurizer is not None:
+        if self.impute != "none" and self.featurizer is not None:
             self.imputer_ = SourceImputer(kind=self.impute, random_state=self.random_state).fit(feats, np.log(lat))
-            self.impute_cov_ = imputation_cov(self.imputer_, feats, self.block_stats_, self.blocks_)
+            self.impute_cov_ = imputation_cov(self.imputer_, feats, block_stats, blocks)
+        return self
 
-    def _featurize(self, keys: list[str]) -> dict[str, np.ndarray]:
-        return featurize_blocks(self.featurizer_, keys, self.feature_widths_)
+    def featurize(self, keys: list[str]) -> dict[str, np.ndarray]:
+        return featurize_blocks(self.featurizer, keys, self.feature_widths_)
 
-    def _blocks_of(self, archs: Sequence[Any], transforms: Sequence[str] | None = None):
-        """Normalised blocks per transform for ``archs`` (table rows where known, imputed source latencies
-        otherwise) and the mask of imputed archs."""
-        keys = [arch_key(a) for a in archs]
-        rows = np.array([self.index_.get(k, -1) for k in keys], dtype=np.int64)
-        new = np.flatnonzero(rows < 0)
-        out = {t: {n: b[rows] for n, b in self.blocks_[t].items()} for t in (transforms or list(self.blocks_))}
-        if len(new):
-            if getattr(self, "imputer_", None) is None:
-                raise ValueError(f"architecture {keys[new[0]]!r} has no source-device latencies; meta_fit on a table "
-                                 "that contains it, or with a featurizer (and impute != 'none') to impute them")
-            feats = self._featurize([keys[i] for i in new])
-            log_lat = self.imputer_.predict(feats)
-            for t, blocks in out.items():
-                for n, b in new_blocks(self.block_stats_[t], feats, log_lat).items():
-                    blocks[n][new] = b
-        return out, rows < 0
-
+    def blocks(self, keys: list[str], block_stats: Mapping[str, Any],
+               transforms: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+        """Normalised blocks per transform of archs absent from the table (an error names the first one when
+        this table has no imputer)."""
+        if self.imputer_ is None:
+            raise ValueError(f"architecture {keys[0]!r} has no source-device latencies; meta_fit on a table "
+                             "that contains it, or with a featurizer (and impute != 'none') to impute them")
+        feats = self.featurize(keys)
+        log_lat = self.imputer_.predict(feats)
+        return {t: new_blocks(block_stats[t], feats, log_lat) for t in transforms}
