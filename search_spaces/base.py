@@ -9,40 +9,50 @@ progressive-shrinking phases). Callers rely on these declarations, never on ``ha
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
 
-class SearchSpace(ABC):
-    """A family of architectures.
+@runtime_checkable
+class Architecture(Protocol):
+    """What every space's architecture is: a frozen, hashable value with a canonical string
+    (``space.parse(arch.to_string()) == arch``); the cache key of measurements, predictions and evaluations.
+    Each space has its own dataclass (``NB201Architecture``, ``FBNetArchitecture``, ``OFAArchitecture``)."""
 
-    Architectures are frozen, hashable dataclasses with ``to_string()`` / ``from_string()``; they are the
-    cache keys for measurements, predictions and evaluations.
-    """
+    def to_string(self) -> str: ...
+
+    def __hash__(self) -> int: ...
+
+
+A = TypeVar("A", bound=Architecture)
+
+
+class SearchSpace(ABC, Generic[A]):
+    """A family of architectures of type ``A`` (see :class:`Architecture`)."""
 
     name: str = "base"
 
     # --- architectures -------------------------------------------------------------------------
     @abstractmethod
-    def sample(self, rng: np.random.Generator) -> Hashable:
+    def sample(self, rng: np.random.Generator) -> A:
         """One architecture drawn uniformly from the space."""
 
     @abstractmethod
-    def mutate(self, arch: Any, rng: np.random.Generator, prob: float = 0.1) -> Any:
+    def mutate(self, arch: A, rng: np.random.Generator, prob: float = 0.1) -> A:
         """A copy of ``arch`` with each choice resampled with probability ``prob``."""
 
     @abstractmethod
-    def crossover(self, a: Any, b: Any, rng: np.random.Generator) -> Any:
+    def crossover(self, a: A, b: A, rng: np.random.Generator) -> A:
         """Uniform crossover of two architectures."""
 
     @abstractmethod
-    def parse(self, text: str) -> Any:
+    def parse(self, text: str) -> A:
         """Architecture from its canonical string (error names the bad part)."""
 
     @abstractmethod
-    def encode(self, archs: Sequence[Any]) -> np.ndarray:
+    def encode(self, archs: Sequence[A]) -> np.ndarray:
         """Fixed-length float features, one row per architecture (for predictors)."""
 
     # --- integer genome (NSGA-II, Optuna) ---------------------------------------------------------
@@ -51,29 +61,29 @@ class SearchSpace(ABC):
         """Inclusive lower and upper bounds of every gene."""
 
     @abstractmethod
-    def to_genome(self, arch: Any) -> np.ndarray:
+    def to_genome(self, arch: A) -> np.ndarray:
         """The integer vector of ``arch`` within :meth:`genome_bounds`."""
 
     @abstractmethod
-    def from_genome(self, g: np.ndarray) -> Any:
+    def from_genome(self, g: np.ndarray) -> A:
         """The architecture of an integer vector (inverse of :meth:`to_genome` up to inactive genes)."""
 
     # --- features --------------------------------------------------------------------------------
-    def cost_features(self, archs: Sequence[Any]) -> np.ndarray:
+    def cost_features(self, archs: Sequence[A]) -> np.ndarray:
         """Physical cost features (e.g. MACs and params per stage), one row per architecture; spaces without
         them return zero columns."""
         return np.zeros((len(archs), 0))
 
-    def surrogate_features(self, archs: Sequence[Any]) -> np.ndarray:
+    def surrogate_features(self, archs: Sequence[A]) -> np.ndarray:
         """Features the search's surrogates (the closed loop's error GP) read: the encoding beside the cost
         features by default; a space with a better-suited description overrides it (NB201: structure and
         Weisfeiler-Lehman counts of the active cell graph)."""
         return np.hstack([np.asarray(self.encode(archs), dtype=np.float64),
                           np.asarray(self.cost_features(archs), dtype=np.float64)])
 
-    def sample_many(self, n: int, rng: np.random.Generator, unique: bool = True) -> list[Any]:
-        out: list[Any] = []
-        seen: set[Any] = set()
+    def sample_many(self, n: int, rng: np.random.Generator, unique: bool = True) -> list[A]:
+        out: list[A] = []
+        seen: set[A] = set()
         tries = 0
         while len(out) < n:
             a = self.sample(rng)
@@ -86,14 +96,14 @@ class SearchSpace(ABC):
             out.append(a)
         return out
 
-    def resolution(self, arch: Any) -> int:
+    def resolution(self, arch: A) -> int:
         """Input image side length (pixels) the subnet ``arch`` runs at; spaces without an elastic
         resolution return their fixed input size."""
         return int(arch.r)
 
 
 
-class WeightSharingSpace(SearchSpace):
+class WeightSharingSpace(SearchSpace[A]):
     """A space whose architectures are subnets of one trainable supernet (OFA-MobileNetV3, FBNet)."""
 
     @abstractmethod
@@ -101,11 +111,11 @@ class WeightSharingSpace(SearchSpace):
         """A fresh supernet (torch module) holding every subnet's weights."""
 
     @abstractmethod
-    def extract(self, supernet: Any, arch: Any) -> Any:
+    def extract(self, supernet: Any, arch: A) -> Any:
         """A plain static module with ``arch``'s weights copied out of ``supernet`` (no active state left)."""
 
     @abstractmethod
-    def blocks(self, arch: Any) -> list[str]:
+    def blocks(self, arch: A) -> list[str]:
         """LUT keys of the blocks that make up ``arch``."""
 
     def block_catalogue(self) -> dict[str, tuple[Any, tuple[int, ...]]]:
@@ -125,21 +135,21 @@ class WeightSharingSpace(SearchSpace):
         return {}
 
     @abstractmethod
-    def largest(self) -> Any: ...
+    def largest(self) -> A: ...
 
     @abstractmethod
-    def smallest(self) -> Any: ...
+    def smallest(self) -> A: ...
 
     @abstractmethod
-    def params(self, arch: Any) -> int:
+    def params(self, arch: A) -> int:
         """Parameter count of the extracted subnet (closed form)."""
 
     @abstractmethod
-    def macs(self, arch: Any) -> int:
+    def macs(self, arch: A) -> int:
         """Multiply-accumulates of one forward pass at the arch's resolution (closed form)."""
 
     @abstractmethod
-    def input_shape(self, arch: Any, batch: int = 1) -> tuple[int, int, int, int]:
+    def input_shape(self, arch: A, batch: int = 1) -> tuple[int, int, int, int]:
         """``(batch, channels, r, r)`` of the subnet's input."""
 
     @abstractmethod
@@ -147,9 +157,9 @@ class WeightSharingSpace(SearchSpace):
         """Names of the progressive-shrinking phases, in training order."""
 
     @abstractmethod
-    def sample_phase(self, rng: np.random.Generator, phase: int) -> Any:
+    def sample_phase(self, rng: np.random.Generator, phase: int) -> A:
         """A subnet from the part of the space open in ``phase``."""
 
     @abstractmethod
-    def smallest_phase(self, phase: int) -> Any:
+    def smallest_phase(self, phase: int) -> A:
         """The smallest subnet open in ``phase``."""

@@ -8,8 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from search_spaces.base import Architecture
 
-def check_space(space: Any) -> None:
+
+def check_space(space: object) -> None:
     """Strategies search a declared :class:`search_spaces.SearchSpace` (sampling, genome, strings, features)."""
     from search_spaces import SearchSpace
 
@@ -36,12 +38,12 @@ class Strategy(ABC):
         """``problem``: a :class:`nas.search.problem.SearchProblem`."""
 
     @abstractmethod
-    def ask(self) -> list[Any]: ...
+    def ask(self) -> list[Architecture]: ...
 
     @abstractmethod
-    def tell(self, archs: Sequence[Any], F: np.ndarray, G: np.ndarray | None = None) -> None: ...
+    def tell(self, archs: Sequence[Architecture], F: np.ndarray, G: np.ndarray | None = None) -> None: ...
 
-    def warm_start(self, archs: Sequence[Any], F: np.ndarray, G: np.ndarray | None = None) -> None:
+    def warm_start(self, archs: Sequence[Architecture], F: np.ndarray, G: np.ndarray | None = None) -> None:
         """Evaluations made before the search; strategies whose proposals ignore data drop them."""
         return None
 
@@ -59,7 +61,7 @@ class Strategy(ABC):
         """Architectures scored by predictors (not evaluated for real) so far."""
         return 0
 
-    def optimize(self, objective: Callable[[list[Any]], np.ndarray], n_iterations: int) -> None:
+    def optimize(self, objective: Callable[[list[Architecture]], np.ndarray], n_iterations: int) -> None:
         """Run ``n_iterations`` ask/evaluate/tell rounds with a batch objective."""
         for _ in range(int(n_iterations)):
             archs = self.ask()

@@ -18,7 +18,7 @@ members of the predicted front spread evenly along the cost (the one-pass ``sear
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ from nas.pareto import pareto_mask
 from nas.search.acquisition import domination_margin, select_batch
 from nas.search.base import Strategy, check_space
 from nas.search.problem import CachedFeatures, SearchProblem
+from search_spaces.base import Architecture
 
 ACQUISITIONS = ("hypervolume", "spread")
 
@@ -62,12 +63,12 @@ class ClosedLoopSearch(Strategy):
         seed: seed of the initial design and of the inner NSGA-II.
     """
 
-    def __init__(self, *, space: Any, n_objectives: int = 2, models: Sequence[Any] | None = None,
-                 error_model: Any = None, accuracy_column: int = 0, candidates: Sequence[Hashable] | None = None,
+    def __init__(self, *, space: Any, n_objectives: int = 2, models: Sequence[Architecture] | None = None,
+                 error_model: Any = None, accuracy_column: int = 0, candidates: Sequence[Architecture] | None = None,
                  n_initial: int = 10, batch_size: int = 5, beta: float | Sequence[float] = 1.0,
                  acquisition: str = "hypervolume", pop_size: int = 64, generations: int = 40, screen: int = 2000,
-                 n_constraints: int = 0, constraint_model: Callable[[Sequence[Any], np.ndarray], np.ndarray] | None = None,
-                 seed: int = 0, features: Callable[[Sequence[Any]], np.ndarray] | None = None) -> None:
+                 n_constraints: int = 0, constraint_model: Callable[[Sequence[Architecture], np.ndarray], np.ndarray] | None = None,
+                 seed: int = 0, features: Callable[[Sequence[Architecture]], np.ndarray] | None = None) -> None:
         for key, val, lo in (("n_objectives", n_objectives, 2), ("n_initial", n_initial, 3), ("batch_size", batch_size, 1),
                              ("pop_size", pop_size, 4), ("generations", generations, 1), ("screen", screen, 1),
                              ("n_constraints", n_constraints, 0)):
@@ -104,10 +105,10 @@ class ClosedLoopSearch(Strategy):
         self.seed = int(seed)
         self.rng = np.random.default_rng(self.seed)
         self.features = features or CachedFeatures(space, self.candidates)
-        self.archs_: list[Hashable] = []  # told, in order
+        self.archs_: list[Architecture] = []  # told, in order
         self.F_: list[np.ndarray] = []
         self.G_: list[np.ndarray] = []
-        self.pending: set[Hashable] = set()
+        self.pending: set[Architecture] = set()
         self.rounds_ = 0
         self.inner_seconds_: list[float] = []
         self.predictor_evaluations_ = 0
@@ -133,18 +134,18 @@ class ClosedLoopSearch(Strategy):
         return int(self.predictor_evaluations_)
 
     @property
-    def history_(self) -> dict[Hashable, np.ndarray]:
+    def history_(self) -> dict[Architecture, np.ndarray]:
         return dict(zip(self.archs_, self.F_, strict=True))
 
-    def warm_start(self, archs: Sequence[Any], F: np.ndarray, G: np.ndarray | None = None) -> None:
+    def warm_start(self, archs: Sequence[Architecture], F: np.ndarray, G: np.ndarray | None = None) -> None:
         self._record(archs, F, G)
 
-    def tell(self, archs: Sequence[Any], F: np.ndarray, G: np.ndarray | None = None) -> None:
+    def tell(self, archs: Sequence[Architecture], F: np.ndarray, G: np.ndarray | None = None) -> None:
         for a in archs:
             self.pending.discard(a)
         self._record(archs, F, G)
 
-    def _record(self, archs: Sequence[Any], F: np.ndarray, G: np.ndarray | None) -> None:
+    def _record(self, archs: Sequence[Architecture], F: np.ndarray, G: np.ndarray | None) -> None:
         F = np.asarray(F, dtype=np.float64).reshape(len(archs), -1)
         if F.shape[1] != self.n_objectives:
             raise ValueError(f"tell() got {F.shape[1]} objective columns; expected {self.n_objectives}")
@@ -168,7 +169,7 @@ class ClosedLoopSearch(Strategy):
         for k, m in enumerate(self.models):
             m.fit(self.archs_, X, F[:, k])
 
-    def predict(self, archs: Sequence[Any], mean_only: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    def predict(self, archs: Sequence[Architecture], mean_only: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """(mean, std) of every objective column for ``archs`` (std None with ``mean_only`` where cheaper)."""
         archs = list(archs)
         X = self.features(archs)
@@ -178,19 +179,19 @@ class ClosedLoopSearch(Strategy):
         out = [m.predict(archs, X) for m in self.models]
         return np.stack([mu for mu, _ in out], 1), np.stack([sd for _, sd in out], 1)
 
-    def _violation(self, archs: Sequence[Any], mean: np.ndarray) -> np.ndarray:
+    def _violation(self, archs: Sequence[Architecture], mean: np.ndarray) -> np.ndarray:
         if not self.n_constraints:
             return np.zeros((len(mean), 0))
         return np.asarray(self.constraint_model(list(archs), mean), dtype=np.float64).reshape(len(mean), -1)
 
     # ------------------------------------------------------------------ ask
-    def _random(self, k: int) -> list[Hashable]:
+    def _random(self, k: int) -> list[Architecture]:
         busy = set(self.archs_) | self.pending
         if self.candidates is not None:
             free = [i for i, a in enumerate(self.candidates) if a not in busy]
             idx = self.rng.choice(len(free), size=min(k, len(free)), replace=False) if free else []
             return [self.candidates[free[i]] for i in idx]
-        out: list[Hashable] = []
+        out: list[Architecture] = []
         for _ in range(1000 * k):
             if len(out) == k:
                 break
@@ -199,7 +200,7 @@ class ClosedLoopSearch(Strategy):
                 out.append(a)
         return out
 
-    def _pool(self) -> tuple[list[Hashable], np.ndarray, np.ndarray | None]:
+    def _pool(self) -> tuple[list[Architecture], np.ndarray, np.ndarray | None]:
         """Unevaluated, predicted-feasible candidates, their mean predictions and (where the models give it at
         no extra cost) their std."""
         busy = set(self.archs_) | self.pending
@@ -243,7 +244,7 @@ class ClosedLoopSearch(Strategy):
         union = np.vstack([front, optimistic[pareto_mask(optimistic)]])
         return front.min(0), np.maximum(front.max(0), union[pareto_mask(union)].max(0))
 
-    def ask(self) -> list[Hashable]:
+    def ask(self) -> list[Architecture]:
         if len(self.archs_) + len(self.pending) < self.n_initial:
             picks = self._random(self.n_initial - len(self.archs_) - len(self.pending))
         else:
@@ -256,7 +257,7 @@ class ClosedLoopSearch(Strategy):
         self.pending.update(picks)
         return picks
 
-    def _acquire(self, pool: list[Hashable], mean: np.ndarray, std: np.ndarray | None) -> list[Hashable]:
+    def _acquire(self, pool: list[Architecture], mean: np.ndarray, std: np.ndarray | None) -> list[Architecture]:
         c = list(self.columns)
         if self.acquisition == "spread":
             front = np.flatnonzero(pareto_mask(mean))

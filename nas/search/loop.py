@@ -6,23 +6,24 @@ both run their strategy through :func:`run_budget`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from nas.search.base import Strategy
+from search_spaces.base import Architecture
 
-Objective = Callable[[list[Hashable]], "np.ndarray | tuple[np.ndarray, np.ndarray]"]
+Objective = Callable[[list[Architecture]], "np.ndarray | tuple[np.ndarray, np.ndarray]"]
 
 
 def run_budget(
     strategy: Strategy,
     objective: Objective,
     budget: int,
-    cache: dict[Hashable, np.ndarray] | None = None,
+    cache: dict[Architecture, np.ndarray] | None = None,
     max_stall: int = 50,
     progress: Callable[[int], None] | None = None,
-) -> tuple[list[Hashable], np.ndarray]:
+) -> tuple[list[Architecture], np.ndarray]:
     """Ask/tell until ``budget`` distinct archs were evaluated (in order); repeats are answered from ``cache``.
 
     ``objective(archs)`` returns the objective rows ``F`` (minimised) or ``(F, G)`` with constraint rows
@@ -34,14 +35,14 @@ def run_budget(
     if int(budget) < 1:
         raise ValueError(f"budget={budget} is invalid; expected an integer >= 1")
     cache = {} if cache is None else cache
-    constraints: dict[Hashable, np.ndarray] = {}
-    order: list[Hashable] = []
+    constraints: dict[Architecture, np.ndarray] = {}
+    order: list[Architecture] = []
     rows: list[np.ndarray] = []
     stall = 0
     done = int(strategy.resumed_evaluations)
     while done + len(order) < budget and stall < max_stall:
         archs = strategy.ask()
-        new: list[Hashable] = []
+        new: list[Architecture] = []
         for a in archs:
             if a not in cache and a not in new and done + len(order) + len(new) < budget:
                 new.append(a)
@@ -73,7 +74,7 @@ def run_budget(
     return order, np.asarray(rows, dtype=np.float64)
 
 
-def history_front(archs: Sequence[Hashable], F: np.ndarray) -> tuple[list[Hashable], np.ndarray]:
+def history_front(archs: Sequence[Architecture], F: np.ndarray) -> tuple[list[Architecture], np.ndarray]:
     """Non-dominated archs among ``archs`` with objective rows ``F``."""
     from nas.pareto import pareto_mask
 

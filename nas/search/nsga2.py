@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from nas.search.base import Strategy, check_space
+from search_spaces.base import Architecture
 
 
 class PymooNSGA2(Strategy):
@@ -20,7 +21,7 @@ class PymooNSGA2(Strategy):
     """
 
     def __init__(self, *, space: Any, n_objectives: int = 2, pop_size: int = 64, seed: int = 0,
-                 initial: Sequence[Any] | None = None, n_constraints: int = 0) -> None:
+                 initial: Sequence[Architecture] | None = None, n_constraints: int = 0) -> None:
         check_space(space)
         if int(pop_size) < 4:
             raise ValueError(f"pop_size={pop_size} is invalid; expected >= 4")
@@ -69,11 +70,11 @@ class PymooNSGA2(Strategy):
         return cls(space=problem.space, n_objectives=problem.n_objectives, seed=problem.seed,
                    n_constraints=problem.n_constraints, **params)
 
-    def ask(self) -> list[Any]:
+    def ask(self) -> list[Architecture]:
         self._pending = self.algorithm.ask()
         return [self.space.from_genome(x) for x in self._pending.get("X")]
 
-    def tell(self, archs: Sequence[Any], F: np.ndarray, G: np.ndarray | None = None) -> None:
+    def tell(self, archs: Sequence[Architecture], F: np.ndarray, G: np.ndarray | None = None) -> None:
         if self._pending is None or len(archs) != len(self._pending):
             raise ValueError("tell() must answer the last ask() with one objective row per architecture")
         F = np.asarray(F, dtype=np.float64)
@@ -93,7 +94,7 @@ class PymooNSGA2(Strategy):
                 self.violation_[a] = G[i]
         self._pending = None
 
-    def front(self) -> tuple[list[Any], np.ndarray]:
+    def front(self) -> tuple[list[Architecture], np.ndarray]:
         """Non-dominated architectures among everything told so far (feasible ones only, when constrained;
         if none is feasible, the least-violating one)."""
         from nas.pareto import pareto_mask

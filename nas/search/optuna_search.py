@@ -13,12 +13,13 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from nas.search.base import Strategy, check_space
+from search_spaces.base import Architecture
 
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
 
@@ -93,8 +94,8 @@ class OptunaSearch(Strategy):
             storage=storage, study_name=study_name, load_if_exists=True,
             directions=["minimize"] * self.n_objectives, sampler=make_sampler(sampler, int(seed), population_size, constrained=self.n_constraints > 0),
         )
-        self.cache_: dict[Hashable, np.ndarray] = {}
-        self.violation_: dict[Hashable, np.ndarray] = {}
+        self.cache_: dict[Architecture, np.ndarray] = {}
+        self.violation_: dict[Architecture, np.ndarray] = {}
         TS = optuna.trial.TrialState
         for t in self.study.get_trials(deepcopy=False):
             if t.state == TS.COMPLETE and "arch" in t.user_attrs and not t.user_attrs.get("duplicate"):
@@ -104,7 +105,7 @@ class OptunaSearch(Strategy):
                     self.violation_[a] = np.asarray(t.user_attrs.get("constraints", [0.0] * self.n_constraints))
             elif t.state == TS.RUNNING:  # left over by an interrupted session: never told
                 self.study.tell(t.number, state=TS.FAIL)
-        self._pending: dict[Hashable, Any] = {}
+        self._pending: dict[Architecture, Any] = {}
         self.sampler_name = sampler
         self._resumed = len(self.cache_)
 
@@ -157,7 +158,7 @@ class OptunaSearch(Strategy):
                 return arch, trial
         raise ValueError("sampler kept proposing evaluated architectures")  # pragma: no cover
 
-    def ask(self) -> list[Any]:
+    def ask(self) -> list[Architecture]:
         out = []
         for _ in range(self.batch_size):
             arch, trial = self._ask_one()
@@ -165,7 +166,7 @@ class OptunaSearch(Strategy):
             out.append(arch)
         return out
 
-    def tell(self, archs: Sequence[Any], F: np.ndarray, G: np.ndarray | None = None) -> None:
+    def tell(self, archs: Sequence[Architecture], F: np.ndarray, G: np.ndarray | None = None) -> None:
         F = np.asarray(F, dtype=np.float64).reshape(len(archs), -1)
         if F.shape[1] != self.n_objectives:
             raise ValueError(f"tell() got {F.shape[1]} objective columns; expected {self.n_objectives}")
@@ -189,6 +190,6 @@ class OptunaSearch(Strategy):
             self.cache_[a] = f
 
     @property
-    def history_(self) -> dict[Hashable, np.ndarray]:
+    def history_(self) -> dict[Architecture, np.ndarray]:
         """Every evaluated arch (this session and resumed ones) -> objective row."""
         return self.cache_

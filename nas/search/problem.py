@@ -8,26 +8,27 @@ supernet evaluations there, a tabular lookup here).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from nas.search.base import Strategy
+from search_spaces.base import Architecture, SearchSpace
 
 
 class CachedFeatures:
     """``space.surrogate_features`` of architectures, computed once per architecture and batch."""
 
-    def __init__(self, space: Any, warm: Sequence[Hashable] | None = None) -> None:
+    def __init__(self, space: SearchSpace, warm: Sequence[Architecture] | None = None) -> None:
         self.space = space
-        self.rows: dict[Hashable, int] = {}
+        self.rows: dict[Architecture, int] = {}
         self._X = np.zeros((0, 0))  # capacity doubles as rows arrive; rows [0, len(self.rows)) are filled
         if warm:
             self(list(warm))
 
-    def __call__(self, archs: Sequence[Hashable]) -> np.ndarray:
+    def __call__(self, archs: Sequence[Architecture]) -> np.ndarray:
         archs = list(archs)
         new = list(dict.fromkeys(a for a in archs if a not in self.rows))
         if new:
@@ -65,17 +66,17 @@ class SearchProblem:
         features: the archs' surrogate features, cached (default: ``CachedFeatures(space, candidates)``).
     """
 
-    space: Any
+    space: SearchSpace
     n_objectives: int = 2
     seed: int = 0
     n_constraints: int = 0
-    candidates: Sequence[Hashable] | None = None
-    models: Sequence[Any] | None = None
-    constraint_model: Callable[[Sequence[Any], np.ndarray], np.ndarray] | None = None
+    candidates: Sequence[Architecture] | None = None
+    models: Sequence[Architecture] | None = None
+    constraint_model: Callable[[Sequence[Architecture], np.ndarray], np.ndarray] | None = None
     accuracy_column: int = 0
     storage: str | None = None
     study_name: str | None = None
-    features: Callable[[Sequence[Any]], np.ndarray] | None = field(default=None, repr=False)
+    features: Callable[[Sequence[Architecture]], np.ndarray] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if int(self.n_objectives) < 2:

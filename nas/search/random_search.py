@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from nas.search.base import Strategy, check_space
+from search_spaces.base import Architecture
 
 
 class RandomSearch(Strategy):
@@ -18,7 +19,7 @@ class RandomSearch(Strategy):
     """
 
     def __init__(self, *, space: Any, batch_size: int = 10, seed: int = 0,
-                 candidates: Sequence[Hashable] | None = None) -> None:
+                 candidates: Sequence[Architecture] | None = None) -> None:
         check_space(space)
         if int(batch_size) < 1:
             raise ValueError(f"batch_size={batch_size} is invalid; expected an integer >= 1")
@@ -27,8 +28,8 @@ class RandomSearch(Strategy):
         self.rng = np.random.default_rng(int(seed))
         self._order = None if candidates is None else [candidates[i] for i in self.rng.permutation(len(candidates))]
         self._pos = 0
-        self.seen_: set[Hashable] = set()
-        self.history_: dict[Hashable, np.ndarray] = {}
+        self.seen_: set[Architecture] = set()
+        self.history_: dict[Architecture, np.ndarray] = {}
 
     label = "random"
 
@@ -36,8 +37,8 @@ class RandomSearch(Strategy):
     def from_problem(cls, problem: Any, **params: Any) -> RandomSearch:
         return cls(space=problem.space, seed=problem.seed, candidates=problem.candidates, **params)
 
-    def ask(self) -> list[Hashable]:
-        out: list[Hashable] = []
+    def ask(self) -> list[Architecture]:
+        out: list[Architecture] = []
         tries = 0
         while len(out) < self.batch_size:
             if self._order is not None:
@@ -55,7 +56,7 @@ class RandomSearch(Strategy):
                 out.append(a)
         return out
 
-    def tell(self, archs: Sequence[Hashable], F: np.ndarray, G: np.ndarray | None = None) -> None:
+    def tell(self, archs: Sequence[Architecture], F: np.ndarray, G: np.ndarray | None = None) -> None:
         """Record the rows; ``G`` (constraints) is ignored: uniform proposals do not depend on feasibility."""
         F = np.asarray(F, dtype=np.float64)
         if len(F) != len(archs):

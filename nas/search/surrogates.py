@@ -17,11 +17,13 @@ from typing import Any, Protocol
 import numpy as np
 from scipy.linalg import cho_solve, solve_triangular
 
+from search_spaces.base import Architecture
+
 
 class Surrogate(Protocol):
-    def fit(self, archs: Sequence[Any], X: np.ndarray, y: np.ndarray) -> Surrogate: ...
+    def fit(self, archs: Sequence[Architecture], X: np.ndarray, y: np.ndarray) -> Surrogate: ...
 
-    def predict(self, archs: Sequence[Any], X: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def predict(self, archs: Sequence[Architecture], X: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def _standardise_cols(X: np.ndarray) -> np.ndarray:
@@ -79,7 +81,7 @@ class GPSurrogate:
             return np.exp(-np.sqrt(d2) / ell)
         return np.exp(-0.5 * d2 / ell**2)
 
-    def fit(self, archs: Sequence[Any], X: np.ndarray, y: np.ndarray) -> GPSurrogate:
+    def fit(self, archs: Sequence[Architecture], X: np.ndarray, y: np.ndarray) -> GPSurrogate:
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
         if X.ndim != 2 or len(X) != len(y) or len(y) < 2:
@@ -111,12 +113,12 @@ class GPSurrogate:
         self.Z_ = Z
         return self
 
-    def predict_mean(self, archs: Sequence[Any], X: np.ndarray) -> np.ndarray:
+    def predict_mean(self, archs: Sequence[Architecture], X: np.ndarray) -> np.ndarray:
         """Posterior mean only (no triangular solve): cheap screening of many candidates."""
         m = self.mu_ + self.sd_ * (self._k(self._z(X), self.Z_, self.ell_) @ self.alpha_)
         return self.offset_ + np.exp(m) if self.log_target else m
 
-    def predict(self, archs: Sequence[Any], X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, archs: Sequence[Architecture], X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         Ks = self._k(self._z(X), self.Z_, self.ell_)
         mean = Ks @ self.alpha_
         v = solve_triangular(self.L_, Ks.T, lower=True)
@@ -133,19 +135,19 @@ class BayesLinearSurrogate:
     log latency. ``features`` (optional) replaces the strategy's features by the caller's own, e.g. an arch
     encoding beside the archs' latencies on other devices."""
 
-    def __init__(self, log_target: bool = True, features: Callable[[Sequence[Any]], np.ndarray] | None = None) -> None:
+    def __init__(self, log_target: bool = True, features: Callable[[Sequence[Architecture]], np.ndarray] | None = None) -> None:
         self.log_target = bool(log_target)
         self.features = features
         self.geometry_: tuple[np.ndarray, np.ndarray] | None = None
 
-    def _z(self, archs: Sequence[Any], X: np.ndarray) -> np.ndarray:
+    def _z(self, archs: Sequence[Architecture], X: np.ndarray) -> np.ndarray:
         X = np.asarray(self.features(archs) if self.features is not None else X, dtype=np.float64)
         if self.geometry_ is None:
             sd = X.std(0)
             self.geometry_ = (X.mean(0), np.where(sd > 0, sd, 1.0))
         return (X - self.geometry_[0]) / self.geometry_[1]
 
-    def fit(self, archs: Sequence[Any], X: np.ndarray, y: np.ndarray) -> BayesLinearSurrogate:
+    def fit(self, archs: Sequence[Architecture], X: np.ndarray, y: np.ndarray) -> BayesLinearSurrogate:
         from sklearn.linear_model import BayesianRidge
 
         y = np.asarray(y, dtype=np.float64)
@@ -153,7 +155,7 @@ class BayesLinearSurrogate:
         self.model_ = BayesianRidge().fit(self._z(archs, X), t)
         return self
 
-    def predict(self, archs: Sequence[Any], X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, archs: Sequence[Architecture], X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m, s = self.model_.predict(self._z(archs, X), return_std=True)
         if self.log_target:
             return np.exp(m), np.exp(m) * s
@@ -165,18 +167,18 @@ class FixedModel:
     ``(mean, std)``; a predictor of the run (accuracy or latency, ``predict(archs, return_std=True)``) or an
     exact cost (params, MACs: std 0)."""
 
-    def __init__(self, predict: Callable[[Sequence[Any]], tuple[np.ndarray, np.ndarray]], name: str = "model") -> None:
+    def __init__(self, predict: Callable[[Sequence[Architecture]], tuple[np.ndarray, np.ndarray]], name: str = "model") -> None:
         self._predict = predict
         self.name = name
 
-    def fit(self, archs: Sequence[Any], X: np.ndarray, y: np.ndarray) -> FixedModel:
+    def fit(self, archs: Sequence[Architecture], X: np.ndarray, y: np.ndarray) -> FixedModel:
         return self
 
-    def predict(self, archs: Sequence[Any], X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, archs: Sequence[Architecture], X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mean, std = self._predict(list(archs))
         return np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
 
-    def predict_mean(self, archs: Sequence[Any], X: np.ndarray) -> np.ndarray:
+    def predict_mean(self, archs: Sequence[Architecture], X: np.ndarray) -> np.ndarray:
         return self.predict(archs, X)[0]
 
     def __repr__(self) -> str:
@@ -189,10 +191,10 @@ class FewShotSurrogate:
     def __init__(self, predictor: Any) -> None:
         self.predictor = predictor
 
-    def fit(self, archs: Sequence[Any], X: np.ndarray, y: np.ndarray) -> FewShotSurrogate:
+    def fit(self, archs: Sequence[Architecture], X: np.ndarray, y: np.ndarray) -> FewShotSurrogate:
         self.predictor.adapt([a.to_string() for a in archs], np.asarray(y, dtype=np.float64))
         return self
 
-    def predict(self, archs: Sequence[Any], X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, archs: Sequence[Architecture], X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mean, std = self.predictor.predict([a.to_string() for a in archs], return_std=True)
         return np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)

@@ -31,7 +31,7 @@ def _positive_int(name: str, value: object) -> int:
 
 
 @register_search_space("fbnet")
-class FBNetSpace(WeightSharingSpace):
+class FBNetSpace(WeightSharingSpace[FBNetArchitecture]):
     """22 searchable layers x 9 ops; ``dataset`` picks the CIFAR-100 or ImageNet macro-architecture.
 
     ``input_size`` (default 32 / 224) is the fixed input side of every subnet; ``n_classes`` defaults to the

@@ -86,7 +86,7 @@ def encode_wl(archs: Sequence[NB201Architecture]) -> np.ndarray:
 
 
 @register_search_space("nb201")
-class NB201Space(SearchSpace):
+class NB201Space(SearchSpace[NB201Architecture]):
     """NAS-Bench-201 cell space: 6 edges x 5 ops = 15625 architectures, evaluated from tables.
 
     ``encoding="onehot"`` (30 columns), ``"structure"`` (one-hot of effective ops + path features) or ``"wl"``

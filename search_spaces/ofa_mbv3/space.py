@@ -22,7 +22,7 @@ from search_spaces.registry import register_search_space
 
 
 @register_search_space("ofa_mbv3")
-class OFAMobileNetV3Space(WeightSharingSpace):
+class OFAMobileNetV3Space(WeightSharingSpace[OFAArchitecture]):
     """Once-for-All MobileNetV3 (w1.0): per-layer kernel {3,5,7} and expand {3,4,6}, depth {2,3,4}, resolution.
 
     ``setting="imagenet"``: stem stride 2, r in 128..224 step 4. ``setting="small"``: 32x32-class inputs,
