@@ -55,8 +55,17 @@ def _composition_error(exc: Exception, overrides: list[str]) -> str:
         arg = next((a for a in overrides if a.split("=", 1)[0].lstrip("+~") == key), key)
         return (f"{arg}: {leaf!r} is not a key of {parent or 'the config'}; expected one of its keys "
                 f"(hwnas --cfg job lists them), or +{key}=... to add one")
+    m = re.search(r"Error merging override (\S+)", text)
+    t = re.search(r"of type '\w+' could not be converted to (\w+)|is not a valid (bool)", text)
+    if m and t:  # the typed schema (nas/schema.py) refused the value's type
+        kind = t.group(1) or "Boolean"
+        want = _EXPECTED_TYPE.get(kind, kind)
+        return f"{m.group(1)} is invalid; expected {want}"
     first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
     return first
+
+
+_EXPECTED_TYPE = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false", "String": "a string"}
 
 
 def precompose(argv: list[str]) -> None:

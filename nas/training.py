@@ -27,55 +27,10 @@ from nas.distributed import (
     broadcast_module,
     broadcast_object,
 )
+from nas.schema import AMP_MODES, TrainConfig
 from search_spaces.base import SearchSpace
 
 log = logging.getLogger(__name__)
-
-
-AMP_MODES = ("auto", "off", "bf16", "fp16")
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 8
-    batch_size: int = 64  # global batch: split over the ranks of a torchrun job
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 3e-5
-    warmup_epochs: float = 0.5
-    label_smoothing: float = 0.1
-    n_random: int = 2
-    kd_weight: float = 1.0
-    kd_temperature: float = 1.0
-    augment_shift: int = 2
-    grad_clip: float = 5.0
-    eval_every: int = 0  # epochs between BN-recalibrated val checks of the largest subnet; 0 = only at the end
-    seed: int = 0
-    threads: int = 0  # 0 = leave torch's default
-    device: str = "auto"  # auto = cuda when available, else cpu
-    amp: str = "auto"  # auto = fp16 autocast + grad scaling on CUDA, off on CPU; bf16 = bfloat16 autocast
-    progressive: bool = False  # progressive shrinking: the space's phases (e.g. kernel -> depth -> expand)
-    progressive_fractions: list[float] | None = None  # share of the epochs per phase; None = equal shares
-    checkpoint_every_steps: int = 0  # mid-epoch checkpoints every N steps (0 = off)
-    checkpoint_every_s: float = 120.0  # ... and/or every N seconds (0 = off); epoch ends always checkpoint
-    stop_after_steps: int = 0  # pause (checkpoint, then TrainingPaused) after N steps of this invocation
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            if int(getattr(self, name)) <= 0:
-                raise ValueError(f"train.{name}={getattr(self, name)} is invalid; expected a positive integer")
-        if self.lr <= 0:
-            raise ValueError(f"train.lr={self.lr} is invalid; expected > 0")
-        for name in ("n_random", "checkpoint_every_steps", "checkpoint_every_s", "stop_after_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"train.{name}={getattr(self, name)} is invalid; expected >= 0")
-        if self.amp not in AMP_MODES:
-            raise ValueError(f"train.amp={self.amp!r} is invalid; expected one of {list(AMP_MODES)}")
-        if self.progressive_fractions is not None:
-            fr = [float(f) for f in self.progressive_fractions]
-            if not fr or min(fr) <= 0:
-                raise ValueError(f"train.progressive_fractions={fr} is invalid; expected positive shares, one per phase")
-            self.progressive_fractions = fr
 
 
 class TrainingPaused(RuntimeError):

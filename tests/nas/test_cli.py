@@ -38,6 +38,9 @@ def _run(*args: str, tmp_path) -> subprocess.CompletedProcess:
     [("search_space=nope", "unknown search_space 'nope'"), ("search.budget=-5", "search.budget=-5"),
      ("search_space.name=nope", "unknown search space 'nope'"), ("seed=1.5", "seed=1.5 is invalid; expected an integer"),
      ("data.val_fraction=1.5", "'val_fraction' is not a key of data"),
+     ("train.epochs=ten", "train.epochs=ten is invalid; expected an integer"),  # the typed schema
+     ("search.constraints.latency_ms=fast", "search.constraints.latency_ms=fast is invalid; expected a number"),
+     ("train.progressive=maybe", "train.progressive=maybe is invalid; expected true or false"),
      ("calibrate.source=[/etc/passwd]", "latency file '/etc/passwd' is not readable as CSV"),
      ("stages=[train", "hwnas: error:")],
 )
