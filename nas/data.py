@@ -1,11 +1,17 @@
 """Datasets as in-memory tensors with a fixed train/val/test split.
 
 ``digits`` ships inside scikit-learn (1,797 real 8x8 images), so the default run downloads nothing.
-``cifar10`` reads the python batches (``data_batch_1..5``, ``test_batch``) from a user path.
+``fashion_mnist`` and ``mnist`` read the standard IDX files (gzip or not; Debian's ``dataset-fashion-mnist``
+puts Fashion-MNIST's under ``/usr/share/datasets/fashion-mnist``), ``cifar10`` the python batches
+(``data_batch_1..5``, ``test_batch``), ``image_folder`` a ``<root>/<class>/<image>`` tree (or ``train/`` and
+``test/`` trees under it). Every loader: validation carved from the training images with a seeded
+permutation, the official test set where there is one, per-channel normalisation with the training
+images' statistics, ``limit`` = use only the first N training images.
 """
 
 from __future__ import annotations
 
+import gzip
 import logging
 import pickle
 from dataclasses import dataclass
@@ -108,6 +114,175 @@ def load_cifar10(root: str, val_frac: float = 0.1, seed: int = 0, limit: int | N
         "cifar10", _standardise(x_all[tr], ref), torch.tensor(ytr[tr]), _standardise(x_all[va], ref),
         torch.tensor(ytr[va]), _standardise(x_test, ref), torch.tensor(yte), 10,
     )
+
+
+def _carve_val(n: int, val_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, val rows) of ``n`` training images: a seeded permutation, val first."""
+    if not 0 < val_frac < 1:
+        raise ValueError(f"val_frac={val_frac} is invalid; expected a fraction in (0, 1)")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(n * val_frac)))
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 2):
+        raise ValueError(f"limit={limit!r} is invalid; expected null or an integer >= 2 (training images used)")
+
+
+def _splits(name: str, x_train: torch.Tensor, y_train: np.ndarray, x_test: torch.Tensor, y_test: np.ndarray,
+            val_frac: float, seed: int, n_classes: int) -> DataSplits:
+    """Val carved from train, every split standardised with the remaining training images' statistics."""
+    tr, va = _carve_val(len(y_train), val_frac, seed)
+    ref = x_train[tr]
+    yt = torch.as_tensor(np.asarray(y_train, dtype=np.int64))
+    return DataSplits(name, _standardise(x_train[tr], ref), yt[tr], _standardise(x_train[va], ref), yt[va],
+                      _standardise(x_test, ref), torch.as_tensor(np.asarray(y_test, dtype=np.int64)), n_classes)
+
+
+# ----------------------------------------------------------------------------------------------- IDX (MNIST)
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """An IDX array of unsigned bytes (gzip-compressed when the file starts with gzip's magic)."""
+    path = Path(path)
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise ValueError(f"IDX file {str(path)!r} is a damaged gzip file ({e}); expected gzip-compressed IDX") from e
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"file {str(path)!r} is not an IDX file of unsigned bytes; expected magic 0x0000 08 <ndim>")
+    ndim = raw[3]
+    if not 1 <= ndim <= 4 or len(raw) < 4 + 4 * ndim:
+        raise ValueError(f"IDX file {str(path)!r} declares {ndim} dimensions; expected 1 to 4")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise ValueError(f"IDX file {str(path)!r} holds {body.size} bytes of data; expected {int(np.prod(shape))} "
+                         f"for shape {shape} (truncated file?)")
+    return body.reshape(shape).copy()  # writable (frombuffer is read-only)
+
+
+def _idx_path(base: Path, stem: str) -> Path | None:
+    for cand in (base / stem, base / f"{stem}.gz", base / stem.replace("-idx", ".idx"),
+                 base / f"{stem.replace('-idx', '.idx')}.gz"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def load_idx_dataset(name: str, root: str, val_frac: float = 0.1, seed: int = 0, limit: int | None = None,
+                     n_classes: int = 10) -> DataSplits:
+    """MNIST-format data from ``root``: ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+    ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte`` (each optionally ``.gz``). Test = the t10k set."""
+    if not root:
+        raise ValueError(f"data.root is empty; expected the folder holding {name}'s IDX files {list(IDX_FILES)}")
+    _check_limit(limit)
+    base = Path(str(root)).expanduser()
+    paths = {stem: _idx_path(base, stem) for stem in IDX_FILES}
+    missing = [stem for stem, p in paths.items() if p is None]
+    if missing:
+        hint = " (apt-get install dataset-fashion-mnist puts them there)" if str(root) == FASHION_MNIST_ROOT else ""
+        raise ValueError(f"data.root={str(root)!r} lacks {missing} (or their .gz); expected {name}'s IDX files "
+                         f"there{hint}")
+    arrays = {stem: read_idx(p) for stem, p in paths.items()}
+    xtr, ytr, xte, yte = (arrays[s] for s in IDX_FILES)
+    for (xs, ys), split in (((xtr, ytr), "train"), ((xte, yte), "t10k")):
+        if xs.ndim != 3 or ys.ndim != 1 or len(xs) != len(ys):
+            raise ValueError(f"{name} {split} files hold images {xs.shape} and labels {ys.shape}; expected "
+                             "(N, H, W) images and N labels")
+        if ys.size and int(ys.max()) >= n_classes:
+            raise ValueError(f"{name} {split} labels reach {int(ys.max())}; expected classes 0..{n_classes - 1}")
+    if limit:
+        xtr, ytr = xtr[:limit], ytr[:limit]
+    to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(torch.float32).unsqueeze(1) / 255.0  # noqa: E731
+    log.info("%s: %d training (val carved from them) and %d test images of %dx%d from %s", name, len(ytr),
+             len(yte), xtr.shape[1], xtr.shape[2], base)
+    return _splits(name, to_t(xtr), ytr, to_t(xte), yte, val_frac, seed, n_classes)
+
+
+def load_fashion_mnist(root: str = FASHION_MNIST_ROOT, val_frac: float = 0.1, seed: int = 0,
+                       limit: int | None = None) -> DataSplits:
+    """Fashion-MNIST (70,000 grey 28x28 images, 10 classes): 60,000 train (val carved from them), 10,000 test."""
+    return load_idx_dataset("fashion_mnist", root, val_frac, seed, limit)
+
+
+def load_mnist(root: str, val_frac: float = 0.1, seed: int = 0, limit: int | None = None) -> DataSplits:
+    """MNIST from its IDX files (same reader as Fashion-MNIST)."""
+    return load_idx_dataset("mnist", root, val_frac, seed, limit)
+
+
+# ------------------------------------------------------------------------------------------- image folder
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def _class_tree(base: Path) -> dict[str, list[Path]]:
+    classes = sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
+    return {d.name: sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) for d in classes}
+
+
+def load_image_folder(root: str, image_size: int = 32, channels: int = 3, val_frac: float = 0.1,
+                      test_frac: float = 0.2, seed: int = 0, limit: int | None = None) -> DataSplits:
+    """Images in ``<root>/<class>/...`` (classes = sorted folder names), resized to ``image_size``; with
+    ``<root>/train/<class>`` and ``<root>/test/<class>`` (or ``val/``) the test split is that tree's,
+    otherwise ``test_frac`` of the images (seeded). ``channels``: 1 (grey) or 3 (RGB)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not root:
+        raise ValueError("data.root is empty; expected a folder of <class>/<image> subfolders")
+    if channels not in (1, 3):
+        raise ValueError(f"channels={channels!r} is invalid; expected 1 (grey) or 3 (RGB)")
+    if not isinstance(image_size, int) or image_size < 8:
+        raise ValueError(f"image_size={image_size!r} is invalid; expected an integer >= 8")
+    _check_limit(limit)
+    base = Path(str(root)).expanduser()
+    if not base.is_dir():
+        raise ValueError(f"data.root={str(root)!r} is not a folder; expected <class>/<image> subfolders there")
+    test_dir = next((base / d for d in ("test", "val") if (base / d).is_dir()), None)
+    train_dir = base / "train" if test_dir is not None and (base / "train").is_dir() else base
+    trees = {"train": _class_tree(train_dir)}
+    if train_dir != base:
+        trees["test"] = _class_tree(test_dir)
+    classes = sorted(trees["train"])
+    if len(classes) < 2 or sum(map(len, trees["train"].values())) < 2:
+        raise ValueError(f"data.root={str(root)!r} has {len(classes)} class folders with images; expected >= 2 "
+                         f"<class>/ folders of {list(IMAGE_SUFFIXES[:3])}... images")
+    if "test" in trees and sorted(trees["test"]) != classes:
+        raise ValueError(f"{test_dir} has classes {sorted(trees['test'])}; expected the training classes {classes}")
+    mode = "L" if channels == 1 else "RGB"
+
+    def read(tree: dict[str, list[Path]]) -> tuple[torch.Tensor, np.ndarray]:
+        files = [(p, i) for i, c in enumerate(classes) for p in tree[c]]
+        xs = np.empty((len(files), image_size, image_size, channels), dtype=np.uint8)
+        for k, (p, _) in enumerate(files):
+            try:
+                with Image.open(p) as im:
+                    im = im.convert(mode).resize((image_size, image_size), Image.BILINEAR)
+            except (UnidentifiedImageError, OSError) as e:
+                raise ValueError(f"image {str(p)!r} cannot be read ({e}); expected an image file") from e
+            xs[k] = np.asarray(im, dtype=np.uint8).reshape(image_size, image_size, channels)
+        x = torch.from_numpy(xs).permute(0, 3, 1, 2).to(torch.float32) / 255.0
+        return x, np.array([i for _, i in files], dtype=np.int64)
+
+    x, y = read(trees["train"])
+    if "test" in trees:
+        x_test, y_test = read(trees["test"])
+    else:
+        if not 0 < test_frac < 1:
+            raise ValueError(f"test_frac={test_frac} is invalid; expected a fraction in (0, 1)")
+        perm = np.random.default_rng(seed + 1).permutation(len(y))
+        n_test = max(1, int(round(len(y) * test_frac)))
+        te, rest = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+        x_test, y_test, x, y = x[te], y[te], x[rest], y[rest]
+    if limit:
+        x, y = x[:limit], y[:limit]
+    log.info("image_folder: %d classes, %d training and %d test images (%dx%d, %d channel(s)) from %s",
+             len(classes), len(y), len(y_test), image_size, image_size, channels, base)
+    return _splits("image_folder", x, y, x_test, y_test, val_frac, seed, len(classes))
 
 
 def resize(x: torch.Tensor, r: int) -> torch.Tensor:

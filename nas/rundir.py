@@ -60,6 +60,32 @@ def build(node: Any, drop: tuple[str, ...] = ("name",), **overrides: Any) -> Any
         raise
 
 
+def group_option(group: str, name: str) -> dict[str, Any]:
+    """``conf/<group>/<name>.yaml`` as a plain dict (interpolations unresolved), for callers outside a Hydra
+    run (benchmarks, notebooks) that build what the pipeline builds; an unknown option names the choices."""
+    from importlib import resources
+
+    folder = resources.files("nas.conf") / group
+    options = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    if name not in options:
+        raise ValueError(f"{group} {name!r} is unknown; expected one of {options}")
+    return OmegaConf.to_container(OmegaConf.load(str(folder / f"{name}.yaml")), resolve=False)
+
+
+def build_data(name: str, **settings: Any) -> Any:
+    """The dataset of ``conf/data/<name>.yaml`` (the loader ``hwnas data=<name>`` runs) with ``settings``
+    replacing its keys (``root``, ``limit``, ``seed`` ...); a key the option does not have is an error."""
+    node = group_option("data", name)
+    for key, val in settings.items():
+        if key not in node:
+            raise ValueError(f"data {name!r} has no setting {key!r}; expected one of "
+                             f"{sorted(k for k in node if k not in ('_target_', 'name'))}")
+        node[key] = val
+    if node.get("root") == "???":
+        raise ValueError(f"data {name!r} needs its root; expected the folder holding its files")
+    return build(node)
+
+
 def build_space(node: Any, n_classes: int | None = None, in_channels: int | None = None) -> Any:
     """The search space of a ``search_space`` config node; ``null`` classes/channels filled from the arguments
     (the data's), a ``null`` ``resolutions`` left to the space's default."""

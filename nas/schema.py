@@ -3,12 +3,11 @@
 ``validate`` then check ranges and choices. Registered by the config package (``conf/__init__.py``), so every
 way of composing ``config`` (the CLI, ``hydra.compose`` in a notebook or a test) gets them.
 
-Written without ``from __future__ import annotations`` and with ``Optional``: OmegaConf reads these
-annotations at run time.
+Written without ``from __future__ import annotations``: OmegaConf reads these annotations at run time.
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 
@@ -33,7 +32,7 @@ class TrainConfig:
     device: str = "auto"  # auto = cuda when available, else cpu
     amp: str = "auto"  # auto = fp16 autocast + grad scaling on CUDA, off on CPU; bf16 = bfloat16 autocast
     progressive: bool = False  # progressive shrinking: the space's phases (e.g. kernel -> depth -> expand)
-    progressive_fractions: Optional[list[float]] = None  # share of the epochs per phase; None = equal shares
+    progressive_fractions: list[float] | None = None  # share of the epochs per phase; None = equal shares
     checkpoint_every_steps: int = 0  # mid-epoch checkpoints every N steps (0 = off)
     checkpoint_every_s: float = 120.0  # ... and/or every N seconds (0 = off); epoch ends always checkpoint
     stop_after_steps: int = 0  # pause (checkpoint, then TrainingPaused) after N steps of this invocation
@@ -68,7 +67,7 @@ class MeasureSchema:
 class CalibrateSchema:
     enabled: bool = False
     source: list[str] = field(default_factory=list)
-    devices: Optional[list[str]] = None
+    devices: list[str] | None = None
     budget: int = 20
     selection: str = "meta"
     seed: int = 0
@@ -78,10 +77,10 @@ class CalibrateSchema:
 @dataclass
 class SearchSchema:
     objectives: list[str] = field(default_factory=lambda: ["accuracy", "latency_ms"])
-    constraints: dict[str, Optional[float]] = field(default_factory=dict)  # open: latency_ms_<device> too
+    constraints: dict[str, float | None] = field(default_factory=dict)  # open: latency_ms_<device> too
     latency_predictors: dict[str, str] = field(default_factory=dict)
     budget: int = 20
-    storage: Optional[str] = None
+    storage: str | None = None
     seed: int = 0
     strategy: Any = None  # conf/search/<name>.yaml: a _target_ node checked by nas.search.build_strategy
 

@@ -9,7 +9,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from nas.distributed import (
     broadcast_module,
     broadcast_object,
 )
-from nas.schema import AMP_MODES, TrainConfig
+from nas.schema import TrainConfig
 from search_spaces.base import SearchSpace
 
 log = logging.getLogger(__name__)

@@ -8,10 +8,12 @@ schedule, augmentation; ``bench.standalone_seeds`` seeds averaged). Both are sco
 ``kendall``, ``spearman_nll`` (the same on held-out cross-entropy, which ties less than accuracy), the
 stand-alone reference's own seed-to-seed Spearman (a ceiling for any ranking), and, for scale, the Spearman of the trivial size proxies (params, MACs) with stand-alone accuracy.
 
-``bench.data``: ``digits`` (the default: embedded, 8x8 images upsampled) or ``cifar10`` read from
-``bench.data_root`` (CIFAR-10 python batches; ``bench.data_limit`` keeps the first N training images so the
-stand-alone runs fit a CPU budget). On digits every subnet reaches ~99% and the stand-alone reference barely
-agrees with itself (see BENCHMARKS.md); CIFAR-10 is where capacity separates subnets.
+``bench.data`` names a ``conf/data`` option, loaded exactly as ``hwnas data=<name>`` loads it: ``digits`` (the
+default: embedded, 8x8 images upsampled), ``fashion_mnist`` (Debian's IDX files, or ``bench.data_root``),
+``cifar10``, ``mnist`` or ``image_folder`` from ``bench.data_root``; ``bench.data_limit`` keeps the first N
+training images so the stand-alone runs fit a CPU budget. On digits every subnet reaches ~99% and the
+stand-alone reference barely agrees with itself (see BENCHMARKS.md); a real task is where capacity separates
+subnets.
 
 ``bench.sampling``: ``uniform`` draws the subnets with the space's uniform sampler (they cluster around the
 middle of the size range); ``stratified`` draws a pool of 50 x n_archs uniform subnets, cuts it into n_archs
@@ -33,8 +35,8 @@ from scipy.stats import kendalltau, spearmanr
 from tqdm.auto import tqdm
 
 from nas.bench.config import bench_config
-from nas.data import load_cifar10, load_digits, resize
-from nas.rundir import write_json_atomic
+from nas.data import resize
+from nas.rundir import build_data, write_json_atomic
 from nas.training import TrainConfig, recalibrate_bn, train_standalone, train_supernet
 from search_spaces import create_search_space
 
@@ -44,24 +46,21 @@ SPACES = {  # bench.space -> constructor kwargs (classes and channels come from 
     "ofa_mbv3_small": {"name": "ofa_mbv3", "setting": "small"},
     "fbnet_small": {"name": "fbnet", "dataset": "cifar100", "input_size": 32},
 }
-DATA = ("digits", "cifar10")
-
-
 def _load(cfg: Any):  # noqa: ANN202
-    """The bench's dataset: embedded digits, or CIFAR-10 from ``bench.data_root``."""
-    name, root, limit = str(cfg.data), cfg.data_root, cfg.data_limit
-    if name not in DATA:
-        raise ValueError(f"bench.data={name!r} is invalid; expected one of {list(DATA)}")
+    """The bench's dataset: ``bench.data`` names a ``conf/data`` option, built as ``hwnas data=<name>`` builds
+    it; ``bench.data_root`` / ``bench.data_limit`` set its ``root`` / ``limit``."""
+    limit = cfg.data_limit
     if limit is not None and int(limit) < 50:
         raise ValueError(f"bench.data_limit={limit} is invalid; expected null or at least 50 training images")
-    if name == "digits":
-        if root is not None or limit is not None:
-            raise ValueError(f"bench.data_root={root!r} / bench.data_limit={limit!r} are set but bench.data=digits "
-                             "is embedded; expected bench.data=cifar10 with them")
-        return load_digits(seed=int(cfg.seed))
-    if not root:
-        raise ValueError("bench.data_root is empty; expected the folder holding CIFAR-10's data_batch_1..5 and test_batch")
-    return load_cifar10(str(root), seed=int(cfg.seed), limit=None if limit is None else int(limit))
+    settings: dict[str, Any] = {"seed": int(cfg.seed)}
+    if cfg.data_root is not None:
+        settings["root"] = str(cfg.data_root)
+    if limit is not None:
+        settings["limit"] = int(limit)
+    try:
+        return build_data(str(cfg.data), **settings)
+    except ValueError as e:
+        raise ValueError(f"bench.data={cfg.data}: {e}") from None
 
 
 def _holdout(data) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001

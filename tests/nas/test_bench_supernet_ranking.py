@@ -30,10 +30,12 @@ def test_supernet_ranking_bench_reports_a_consistent_rank_correlation(tmp_path):
 
 def test_bad_bench_values_are_refused(tmp_path):
     for arg, frag in (("bench.space=nb201", "bench.space='nb201'"), ("bench.n_archs=2", "bench.n_archs=2"),
-                      ("bench.sampling=every", "bench.sampling='every'"), ("bench.data=mnist", "bench.data='mnist'"),
-                      ("bench.data=cifar10", "bench.data_root is empty"),
-                      ("bench.data_limit=10", "bench.data_limit=10"), ("bench.data_root=/x", "bench.data=digits")):
-        proc = subprocess.run([sys.executable, "-m", "nas.bench.cli", "bench=supernet_ranking", arg,
+                      ("bench.sampling=every", "bench.sampling='every'"), ("bench.data=nope", "data 'nope' is unknown"),
+                      ("bench.data=cifar10", "bench.data=cifar10: data 'cifar10' needs its root"),
+                      ("bench.data_limit=10", "bench.data_limit=10"),
+                      ("bench.data_root=/x", "data 'digits' has no setting 'root'"),
+                      ("bench.data=fashion_mnist bench.data_root=/x", "data.root='/x' lacks")):
+        proc = subprocess.run([sys.executable, "-m", "nas.bench.cli", "bench=supernet_ranking", *arg.split(),
                                f"bench.out={tmp_path / 'x.json'}", f"hydra.run.dir={tmp_path / 'h'}"],
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and frag in proc.stderr, proc.stderr[-1000:]
