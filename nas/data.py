@@ -176,12 +176,14 @@ def _idx_path(base: Path, stem: str) -> Path | None:
 
 
 def load_idx_dataset(name: str, root: str, val_frac: float = 0.1, seed: int = 0, limit: int | None = None,
-                     n_classes: int = 10) -> DataSplits:
+                     test_limit: int | None = None, n_classes: int = 10) -> DataSplits:
     """MNIST-format data from ``root``: ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
-    ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte`` (each optionally ``.gz``). Test = the t10k set."""
+    ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte`` (each optionally ``.gz``). Test = the t10k set
+    (its first ``test_limit`` images when given: quick trials only, figures use the whole set)."""
     if not root:
         raise ValueError(f"data.root is empty; expected the folder holding {name}'s IDX files {list(IDX_FILES)}")
     _check_limit(limit)
+    _check_limit(test_limit)
     base = Path(str(root)).expanduser()
     paths = {stem: _idx_path(base, stem) for stem in IDX_FILES}
     missing = [stem for stem, p in paths.items() if p is None]
@@ -199,6 +201,8 @@ def load_idx_dataset(name: str, root: str, val_frac: float = 0.1, seed: int = 0,
             raise ValueError(f"{name} {split} labels reach {int(ys.max())}; expected classes 0..{n_classes - 1}")
     if limit:
         xtr, ytr = xtr[:limit], ytr[:limit]
+    if test_limit:
+        xte, yte = xte[:test_limit], yte[:test_limit]
     to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(torch.float32).unsqueeze(1) / 255.0  # noqa: E731
     log.info("%s: %d training (val carved from them) and %d test images of %dx%d from %s", name, len(ytr),
              len(yte), xtr.shape[1], xtr.shape[2], base)
@@ -206,14 +210,15 @@ def load_idx_dataset(name: str, root: str, val_frac: float = 0.1, seed: int = 0,
 
 
 def load_fashion_mnist(root: str = FASHION_MNIST_ROOT, val_frac: float = 0.1, seed: int = 0,
-                       limit: int | None = None) -> DataSplits:
+                       limit: int | None = None, test_limit: int | None = None) -> DataSplits:
     """Fashion-MNIST (70,000 grey 28x28 images, 10 classes): 60,000 train (val carved from them), 10,000 test."""
-    return load_idx_dataset("fashion_mnist", root, val_frac, seed, limit)
+    return load_idx_dataset("fashion_mnist", root, val_frac, seed, limit, test_limit)
 
 
-def load_mnist(root: str, val_frac: float = 0.1, seed: int = 0, limit: int | None = None) -> DataSplits:
+def load_mnist(root: str, val_frac: float = 0.1, seed: int = 0, limit: int | None = None,
+               test_limit: int | None = None) -> DataSplits:
     """MNIST from its IDX files (same reader as Fashion-MNIST)."""
-    return load_idx_dataset("mnist", root, val_frac, seed, limit)
+    return load_idx_dataset("mnist", root, val_frac, seed, limit, test_limit)
 
 
 # ------------------------------------------------------------------------------------------- image folder

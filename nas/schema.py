@@ -25,6 +25,7 @@ class TrainConfig:
     kd_weight: float = 1.0
     kd_temperature: float = 1.0
     augment_shift: int = 2
+    augment_flip: bool = False  # random left-right mirroring (clothes, objects; not digits)
     grad_clip: float = 5.0
     eval_every: int = 0  # epochs between BN-recalibrated val checks of the largest subnet; 0 = only at the end
     seed: int = 0

@@ -46,6 +46,23 @@ def random_shift(x: torch.Tensor, pad: int, rng: np.random.Generator) -> torch.T
     return xp[..., i : i + h, j : j + w]
 
 
+def random_flip(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Each image mirrored left-right with probability 1/2."""
+    mask = torch.from_numpy(rng.random(len(x)) < 0.5)
+    if not mask.any():
+        return x
+    out = x.clone()
+    out[mask] = x[mask].flip(-1)
+    return out
+
+
+def augment(x: torch.Tensor, cfg: TrainConfig, rng: np.random.Generator) -> torch.Tensor:
+    """The training augmentation of ``cfg``: random shift by up to ``augment_shift`` pixels, then (with
+    ``augment_flip``) random left-right mirroring; a no-op when both are off."""
+    x = random_shift(x, cfg.augment_shift, rng)
+    return random_flip(x, rng) if cfg.augment_flip else x
+
+
 def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -195,7 +212,7 @@ def train_supernet(
                 for g in opt.param_groups:
                     g["lr"] = _lr_at(step, total, warmup, cfg.lr)
                 idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size][dist.rank :: dist.world]
-                xb = random_shift(data.x_train[idx], cfg.augment_shift, rng)
+                xb = augment(data.x_train[idx], cfg, rng)
                 xb = xb.to(device).contiguous(memory_format=torch.channels_last)
                 yb = data.y_train[idx].to(device)
                 opt.zero_grad(set_to_none=True)
@@ -292,7 +309,7 @@ def train_standalone(model: nn.Module, r: int, data: DataSplits, cfg: TrainConfi
             for g in opt.param_groups:
                 g["lr"] = _lr_at(epoch * steps_per_epoch + b, total, warmup, cfg.lr)
             idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            xb = random_shift(data.x_train[idx], cfg.augment_shift, rng).to(device)
+            xb = augment(data.x_train[idx], cfg, rng).to(device)
             xb = resize(xb, r).contiguous(memory_format=torch.channels_last)
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(xb), data.y_train[idx].to(device), label_smoothing=cfg.label_smoothing)

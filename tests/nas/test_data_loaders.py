@@ -43,6 +43,8 @@ def test_real_fashion_mnist_splits_and_normalisation():
     assert not torch.equal(other.y_val, data.y_val)
     first = load_fashion_mnist(limit=1000)
     assert first.sizes() == {"train": 900, "val": 100, "test": 10_000}
+    quick = load_fashion_mnist(limit=1000, test_limit=500)
+    assert quick.sizes()["test"] == 500 and torch.equal(quick.y_test, data.y_test[:500])
 
 
 # --------------------------------------------------------------------------------------- written files
