@@ -23,7 +23,8 @@ def _save(fig, path: Path) -> Path:  # noqa: ANN001 - a matplotlib Figure
 
 
 def plot_pareto(cand: pd.DataFrame, path: Path, title: str = "") -> Path:
-    """Left: measured accuracy vs latency of all candidates with the front; right: predicted vs measured latency."""
+    """Left: measured accuracy vs latency of every candidate, by where it came from (the measure stage's random
+    sample, each search round), with the measured front; right: predicted vs measured latency."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,10 +32,17 @@ def plot_pareto(cand: pd.DataFrame, path: Path, title: str = "") -> Path:
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.5))
     front = cand[cand.pareto].sort_values("latency_ms")
-    for src, marker in (("measure", "o"), ("search", "^")):
-        sub = cand[cand.source == src]
-        ax.scatter(sub.latency_ms, 100 * sub.val_accuracy, marker=marker, alpha=0.5,
-                   label=f"{'random sample' if src == 'measure' else 'from predicted front'} ({len(sub)})")
+    sample = cand[cand.source == "measure"]
+    ax.scatter(sample.latency_ms, 100 * sample.val_accuracy, marker="o", color="0.6", alpha=0.6,
+               label=f"random sample, measure stage ({len(sample)})")
+    picks = cand[cand.source == "search"]
+    rounds = sorted(picks.search_round.unique())
+    cmap = plt.get_cmap("viridis")
+    for k, r in enumerate(rounds):  # what each search round added, early rounds dark, late ones bright
+        sub = picks[picks.search_round == r]
+        ax.scatter(sub.latency_ms, 100 * sub.val_accuracy, marker="^", alpha=0.85,
+                   color=cmap(0.15 + 0.75 * k / max(1, len(rounds) - 1)),
+                   label=f"search round {r} ({len(sub)})" if len(rounds) <= 8 or k in (0, len(rounds) - 1) else None)
     ax.step(front.latency_ms, 100 * front.val_accuracy, where="post", color="k", lw=1.2, label="measured Pareto front")
     ax.scatter(front.predicted_latency_ms, 100 * front.predicted_accuracy, facecolors="none", edgecolors="r",
                label="front as predicted")

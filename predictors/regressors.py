@@ -1,26 +1,37 @@
 """Small-data regressors with uncertainty, sklearn conventions (``fit(X, y) -> self``, ``predict(X)``).
 
 Used for the accuracy predictor (tens of supernet-evaluated subnets) and the latency model fitted on local
-measurements. ``EnsembleRegressor`` bags ``n_members`` models on bootstrap resamples; the spread of the
-members is the uncertainty returned by ``predict(X, return_std=True)``.
+measurements. ``EnsembleRegressor`` bags ``n_members`` models of one kind on bootstrap resamples; the spread
+of the members is the uncertainty returned by ``predict(X, return_std=True)``. ``kind="auto"`` picks the kind
+among ``candidates`` by cross-validated Spearman; ``calibrate_std=True`` rescales the spread so that the
+central 80% interval ``mean +- 1.2816 std`` holds 80% of the cross-validated (out-of-fold) residuals — a
+bootstrap spread alone is usually too narrow on tens of points.
 """
 
 from __future__ import annotations
 
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import spearmanr
 from sklearn.base import BaseEstimator, RegressorMixin, clone
-from sklearn.ensemble import ExtraTreesRegressor
+from sklearn.compose import TransformedTargetRegressor
+from sklearn.ensemble import ExtraTreesRegressor, GradientBoostingRegressor
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 from sklearn.linear_model import RidgeCV
+from sklearn.model_selection import KFold
+from sklearn.neural_network import MLPRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-KINDS = ("ridge", "extra_trees", "gp")
+KINDS = ("ridge", "extra_trees", "boost", "mlp", "gp")
+Z80 = 1.2815515655446004  # the standard normal's 90% quantile: mean +- Z80 * std is the central 80% interval
+MIN_CV_POINTS = 10  # auto selection and std calibration need this many points (5 folds of 2)
 
 
 def make_base(kind: str, seed: int = 0) -> Any:
@@ -28,24 +39,64 @@ def make_base(kind: str, seed: int = 0) -> Any:
         return make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
     if kind == "extra_trees":
         return ExtraTreesRegressor(n_estimators=100, min_samples_leaf=2, max_features=0.5, random_state=seed, n_jobs=1)
+    if kind == "boost":
+        return GradientBoostingRegressor(n_estimators=200, learning_rate=0.05, max_depth=3, subsample=0.8,
+                                         min_samples_leaf=3, random_state=seed)
+    if kind == "mlp":
+        mlp = MLPRegressor(hidden_layer_sizes=(64, 64), alpha=1e-3, learning_rate_init=1e-3, max_iter=1000,
+                           random_state=seed)
+        return TransformedTargetRegressor(make_pipeline(StandardScaler(), mlp), transformer=StandardScaler())
     if kind == "gp":
         kernel = ConstantKernel(1.0) * RBF(length_scale=10.0) + WhiteKernel(1e-2)
         return make_pipeline(StandardScaler(), GaussianProcessRegressor(kernel, normalize_y=True, random_state=seed))
-    raise ValueError(f"unknown regressor kind {kind!r}; expected one of {list(KINDS)}")
+    raise ValueError(f"unknown regressor kind {kind!r}; expected one of {[*KINDS, 'auto']}")
+
+
+def _quiet_fit(model: Any, X: np.ndarray, y: np.ndarray) -> Any:
+    """Fit with sklearn's convergence notices silenced (a GP noise level at its bound, an MLP at max_iter on
+    tens of points): nothing a user could act on; the cross-validated scores say whether the fit is good."""
+    from threadpoolctl import threadpool_limits
+
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="openmp"):
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return model.fit(X, y)
 
 
 class EnsembleRegressor(BaseEstimator, RegressorMixin):
-    """Bootstrap ensemble of one regressor kind; optional log-transformed target (for latencies)."""
+    """Bootstrap ensemble of one regressor kind; optional log-transformed target (for latencies).
 
-    def __init__(self, kind: str = "ridge", n_members: int = 8, log_target: bool = False, seed: int = 0) -> None:
+    Args:
+        kind: one of ``ridge``, ``extra_trees``, ``boost`` (gradient-boosted trees of depth 3), ``mlp`` (two hidden
+            layers of 64), ``gp`` (RBF + noise), or ``auto``: the kind of ``candidates`` with the best 5-fold
+            cross-validated Spearman on the training data (``kind_``; every score in ``cv_spearman_``).
+        n_members: bootstrap members (member 0 sees all the data).
+        log_target: fit log(y) (latencies).
+        calibrate_std: rescale the member spread by ``std_scale_`` so that 80% of the out-of-fold residuals
+            fall inside ``mean +- 1.2816 std``.
+        candidates: the kinds ``auto`` chooses from.
+        seed: bootstrap and model seed.
+    """
+
+    def __init__(self, kind: str = "ridge", n_members: int = 8, log_target: bool = False, seed: int = 0,
+                 calibrate_std: bool = False, candidates: tuple[str, ...] = ("ridge", "extra_trees", "boost", "gp")
+                 ) -> None:
         self.kind = kind
         self.n_members = n_members
         self.log_target = log_target
         self.seed = seed
+        self.calibrate_std = calibrate_std
+        self.candidates = candidates
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> EnsembleRegressor:
-        X = np.asarray(X, dtype=np.float64)
-        y = np.asarray(y, dtype=np.float64).ravel()
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Predictors pickled before ``calibrate_std``/``candidates``/``kind_`` existed load as they predicted."""
+        state.setdefault("calibrate_std", False)
+        state.setdefault("candidates", ("ridge", "extra_trees", "boost", "gp"))
+        if "members_" in state:
+            state.setdefault("kind_", state["kind"])
+            state.setdefault("std_scale_", 1.0)
+        self.__dict__.update(state)
+
+    def _check(self, X: np.ndarray, y: np.ndarray) -> None:
         if X.ndim != 2 or len(X) != len(y):
             raise ValueError(f"X has shape {X.shape} and y has {y.shape}; expected (n, d) and (n,)")
         if len(y) < 3:
@@ -54,16 +105,53 @@ class EnsembleRegressor(BaseEstimator, RegressorMixin):
             raise ValueError("targets contain NaN/inf (or non-positive values with log_target); expected finite values")
         if int(self.n_members) < 1:
             raise ValueError(f"n_members={self.n_members} is invalid; expected >= 1")
-        make_base(self.kind)  # validates kind
-        t = np.log(y) if self.log_target else y
+        kinds = list(self.candidates) if self.kind == "auto" else [self.kind]
+        if not kinds:
+            raise ValueError("kind='auto' with no candidates; expected a list of kinds")
+        for k in kinds:
+            if k not in KINDS:
+                make_base(k)  # the one-line error naming the kind
+
+    def _fit_members(self, kind: str, X: np.ndarray, t: np.ndarray) -> list[Any]:
         rng = np.random.default_rng(self.seed)
-        self.members_ = []
+        members = []
         for m in range(int(self.n_members)):
-            idx = np.arange(len(y)) if m == 0 else rng.integers(0, len(y), len(y))
+            idx = np.arange(len(t)) if m == 0 else rng.integers(0, len(t), len(t))
             if len(np.unique(idx)) < 3:
-                idx = np.arange(len(y))
-            model = clone(make_base(self.kind, self.seed + m)).fit(X[idx], t[idx])
-            self.members_.append(model)
+                idx = np.arange(len(t))
+            members.append(_quiet_fit(clone(make_base(kind, self.seed + m)), X[idx], t[idx]))
+        return members
+
+    def _members_predict(self, members: list[Any], X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        P = np.stack([m.predict(X) for m in members])
+        if self.log_target:
+            P = np.exp(P)
+        mean = P[0] if len(P) == 1 else 0.5 * (P[0] + P.mean(0))  # member 0 saw all data
+        return mean, P.std(0)
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> EnsembleRegressor:
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64).ravel()
+        self._check(X, y)
+        t = np.log(y) if self.log_target else y
+        kinds = list(self.candidates) if self.kind == "auto" else [self.kind]
+        self.kind_, self.std_scale_, self.cv_spearman_ = kinds[0], 1.0, {}
+        if (self.kind == "auto" or self.calibrate_std) and len(y) >= MIN_CV_POINTS:
+            folds = list(KFold(n_splits=5, shuffle=True, random_state=self.seed).split(X))
+            oof = {}
+            for k in kinds:
+                mean, std = np.zeros(len(y)), np.zeros(len(y))
+                for tr, te in folds:
+                    mean[te], std[te] = self._members_predict(self._fit_members(k, X[tr], t[tr]), X[te])
+                oof[k] = (mean, std)
+                rho = spearmanr(mean, y).statistic
+                self.cv_spearman_[k] = float(rho) if np.isfinite(rho) else 0.0
+            self.kind_ = max(kinds, key=lambda k: self.cv_spearman_[k])
+            if self.calibrate_std:
+                mean, std = oof[self.kind_]
+                z = np.abs(y - mean) / np.maximum(std, 1e-12 * max(1.0, float(np.abs(y).max())))
+                self.std_scale_ = float(max(np.quantile(z, 0.8) / Z80, 1e-6))
+        self.members_ = self._fit_members(self.kind_, X, t)
         self.n_features_in_ = X.shape[1]
         return self
 
@@ -73,11 +161,8 @@ class EnsembleRegressor(BaseEstimator, RegressorMixin):
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has shape {X.shape}; expected (n, {self.n_features_in_})")
-        P = np.stack([m.predict(X) for m in self.members_])
-        if self.log_target:
-            P = np.exp(P)
-        mean = P[0] if len(P) == 1 else 0.5 * (P[0] + P.mean(0))  # member 0 saw all data
-        return (mean, P.std(0)) if return_std else mean
+        mean, std = self._members_predict(self.members_, X)
+        return (mean, std * self.std_scale_) if return_std else mean
 
     # --- persistence -----------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -99,7 +184,11 @@ class EnsembleRegressor(BaseEstimator, RegressorMixin):
 
 
 def featurize(space: Any, archs: list[Any], kind: str = "onehot+cost") -> np.ndarray:
-    """Predictor inputs for ``archs``: ``onehot``, ``cost`` (MACs/params per stage) or both."""
+    """Predictor inputs for ``archs``: ``onehot``, ``cost`` (MACs/params per stage), both, or ``surrogate``
+    (the space's ``surrogate_features``: NB201's structure and Weisfeiler-Lehman counts, elsewhere the encoding
+    beside the cost features)."""
+    if kind == "surrogate":
+        return np.asarray(space.surrogate_features(archs), dtype=np.float64)
     parts = []
     if "onehot" in kind:
         parts.append(space.encode(archs))
@@ -109,5 +198,5 @@ def featurize(space: Any, archs: list[Any], kind: str = "onehot+cost") -> np.nda
             raise ValueError(f"space {space.name!r} has no cost features; expected features='onehot'")
         parts.append(cost)
     if not parts:
-        raise ValueError(f"unknown feature kind {kind!r}; expected onehot, cost or onehot+cost")
+        raise ValueError(f"unknown feature kind {kind!r}; expected onehot, cost, onehot+cost or surrogate")
     return np.hstack(parts)

@@ -14,6 +14,7 @@ import pytest
 from nas.search import SearchProblem, build_strategy, run_budget
 from nas.search.problem import strategy_config
 from nas.search.surrogates import FixedModel
+from predictors.regressors import KINDS
 from search_spaces import SearchSpace, WeightSharingSpace, available_search_spaces, create_search_space
 
 # the small setting of each registered space (CPU-sized supernets); a new space adds its line here
@@ -237,14 +238,14 @@ def test_bad_strategy_config_is_one_line(ofa: SearchSpace) -> None:
 
 
 # ------------------------------------------------------------------------------------------- predictors
-@pytest.mark.parametrize("kind", ["ridge", "extra_trees", "gp"])
+@pytest.mark.parametrize("kind", [*KINDS, "auto"])
 def test_regressor_fits_predicts_with_std_and_saves_identically(kind: str, ofa: SearchSpace, tmp_path: Path) -> None:
     from predictors import EnsembleRegressor, featurize
 
     archs = _archs(ofa, 40, 4)
     X = featurize(ofa, archs, "onehot+cost")
     y = np.array([ofa.macs(a) / 1e6 for a in archs])
-    model = EnsembleRegressor(kind=kind, n_members=4, log_target=True).fit(X[:30], y[:30])
+    model = EnsembleRegressor(kind=kind, n_members=4, log_target=True, calibrate_std=kind == "auto").fit(X[:30], y[:30])
     mean, std = model.predict(X[30:], return_std=True)
     assert mean.shape == std.shape == (10,) and (std >= 0).all() and np.isfinite(mean).all()
     from scipy.stats import spearmanr
@@ -252,6 +253,7 @@ def test_regressor_fits_predicts_with_std_and_saves_identically(kind: str, ofa: 
     assert spearmanr(mean, y[30:]).statistic > 0.6  # MACs are learnable from one-hot + cost features
     back = EnsembleRegressor.load(model.save(tmp_path / f"{kind}.pkl"))
     np.testing.assert_array_equal(back.predict(X[30:]), model.predict(X[30:]))
+    np.testing.assert_array_equal(back.predict(X[30:], return_std=True)[1], std)
 
 
 @pytest.mark.parametrize("make", ["gp", "bayes_linear"])

@@ -20,6 +20,7 @@ BENCHES = {
     "supernet_overhead": "nas.bench.supernet_overhead",
     "search_nb201": "nas.bench.search_nb201",
     "supernet_ranking": "nas.bench.supernet_ranking",
+    "accuracy_predictor": "nas.bench.accuracy_predictor",
 }
 
 
@@ -45,7 +46,7 @@ def _app(cfg: DictConfig) -> None:
     except (ValueError, FileNotFoundError) as e:
         print(f"hwnas-bench: error: {e}", file=sys.stderr)
         sys.exit(2)
-    if name not in ("latency_fewshot", "latency_cpu_calibration", "supernet_overhead"):  # own tables
+    if name not in ("latency_fewshot", "latency_cpu_calibration", "supernet_overhead", "accuracy_predictor"):  # own tables
         _print_table(result)
     print(f"result: {bcfg.out}")
 

@@ -10,6 +10,8 @@ import numpy as np
 from nas.search.base import Strategy, check_space
 from search_spaces.base import Architecture
 
+UNEVALUATED = 1e12  # objective value pymoo sees for a proposal that was not evaluated
+
 
 class PymooNSGA2(Strategy):
     """NSGA-II with integer SBX crossover and polynomial mutation on ``space.to_genome`` vectors.
@@ -78,15 +80,18 @@ class PymooNSGA2(Strategy):
         if self._pending is None or len(archs) != len(self._pending):
             raise ValueError("tell() must answer the last ask() with one objective row per architecture")
         F = np.asarray(F, dtype=np.float64)
+        # rows told inf (proposals past the budget, never evaluated) reach pymoo as the worst finite value, so
+        # its crowding distances stay defined (inf - inf would warn and poison the survival step)
+        F_told = np.where(np.isfinite(F), F, UNEVALUATED)
         if self.n_constraints:
             G = np.asarray(G if G is not None else np.full((len(archs), 0), np.nan), dtype=np.float64)
             if G.shape != (len(archs), self.n_constraints):
                 raise ValueError(f"tell() got G of shape {G.shape}; expected ({len(archs)}, {self.n_constraints})")
-            self._pending.set("F", F, "G", G)
+            self._pending.set("F", F_told, "G", G)
         elif G is not None and np.size(G):
             raise ValueError("tell() got G but the strategy was built with n_constraints=0")
         else:
-            self._pending.set("F", F)
+            self._pending.set("F", F_told)
         self.algorithm.tell(infills=self._pending)
         for i, (a, f) in enumerate(zip(archs, F, strict=True)):
             self.history_[a] = f

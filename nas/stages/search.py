@@ -240,6 +240,7 @@ def run(ctx: RunContext) -> dict:
     picks = [a for a in map(space.parse, real.mine()) if a not in seen_set]
 
     archs = seen + picks
+    round_of = {r["arch"]: int(r["round"]) for r in real.rows if r["strategy"] == label}
     supernet = ctx.load_supernet()
     ms = measure_archs(ctx, supernet, archs, desc="export candidates", stage="search")
     # the predict stage's accuracy predictor (not the closed loop's refits): how good was it on what was found
@@ -250,6 +251,7 @@ def run(ctx: RunContext) -> dict:
     cand = pd.DataFrame({
         "arch": [a.to_string() for a in archs],
         "source": ["measure"] * len(seen) + ["search"] * len(picks),
+        "search_round": [0] * len(seen) + [round_of[a.to_string()] + 1 for a in picks],  # 0 = the measure sample
         "eval_order": np.arange(len(archs)),
         "predicted_latency_ms": pred_lat, "predicted_latency_std": lat_std,
         "latency_ms": [m.latency_ms for m in ms], "latency_median_ms": [m.median_ms for m in ms],
@@ -305,5 +307,6 @@ def run(ctx: RunContext) -> dict:
                                            for n in obj.names], "ref": ref,
                             "scale": dict(zip(obj.names, scale.tolist(), strict=True))},
         "hypervolume_history": [round(float(h), 9) for h in hist],
+        "hypervolume_measure_sample": round(float(hist[len(seen) - 1]), 9) if seen else 0.0,  # before any search pick
         "pareto_latency_span": span, "best_test_accuracy": float(pareto.test_accuracy.max()),
     }

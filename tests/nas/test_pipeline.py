@@ -97,6 +97,14 @@ def test_summary_figures_are_the_measured_front(run):
     again = evaluate_archs(ctx, ctx.load_supernet(), [ctx.space.parse(best.arch)], ("test",))["test"][0]
     assert again == pytest.approx(best.test_accuracy, abs=1e-9)
     assert rec["n_search_picks"] == (cand.source == "search").sum() > 0
+    # where each candidate came from: round 0 = the measure sample, then the journal's search batches
+    journal = pd.read_csv(run_dir / "search_evaluations.csv")
+    assert (cand.search_round[cand.source == "measure"] == 0).all()
+    picks = cand[cand.source == "search"]
+    assert dict(zip(picks.arch, picks.search_round)) == {a: r + 1 for a, r in zip(journal.arch, journal["round"])
+                                                         if a in set(picks.arch)}
+    hist = rec["hypervolume_history"]
+    assert rec["hypervolume_measure_sample"] == hist[(cand.source == "measure").sum() - 1] <= s["hypervolume"]
     assert rec["predictor_evaluations"] > 0 and rec["inner_search_seconds"] > 0
 
 

@@ -1,0 +1,104 @@
+"""bench=accuracy_predictor: how well does an accuracy predictor fitted on a few evaluated archs rank the rest,
+and is its uncertainty honest?
+
+On NB201's tabular CIFAR-10 accuracies (``bench.accuracy``, shared data): per seed, ``bench.n_train`` random
+cells are "evaluated"; each predictor kind is fitted on them as the pipeline fits its accuracy predictor
+(:class:`predictors.ArchPredictor` around :class:`predictors.EnsembleRegressor` on the space's features,
+``bench.features``) and scored on every other cell: Spearman of the predicted mean with the true accuracy,
+and ``coverage80``, the share of cells whose true accuracy lies in the predicted central 80% interval
+``mean +- 1.2816 std`` (honest uncertainty: near 0.8). ``auto`` is the kind chosen per fit by 5-fold
+cross-validated Spearman on the training cells only (the choice a user's run makes); its per-seed choices
+are recorded. Top-level ``spearman_mean`` / ``coverage80_mean`` are ``bench.main``'s, the mean over seeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import kendalltau, spearmanr
+from tqdm.auto import tqdm
+
+from nas.bench.config import as_dict, bench_config
+from nas.rundir import write_json_atomic
+from predictors import ArchPredictor, EnsembleRegressor
+from predictors.regressors import KINDS, Z80
+from search_spaces import create_search_space
+from search_spaces.nb201.tabular import NB201Tabular
+
+log = logging.getLogger(__name__)
+
+
+def _check(c: Any) -> None:
+    if not c.accuracy:
+        raise ValueError("bench.accuracy is empty; expected a NATS-style accuracy CSV, e.g. "
+                         "../shared/data/nb201/nats_bench_tss_test_acc_200ep.csv")
+    for key in ("n_train", "seeds", "n_members"):
+        v = c[key]
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"bench.{key}={v!r} is invalid; expected a positive integer")
+    if c.n_train < 10:
+        raise ValueError(f"bench.n_train={c.n_train} is invalid; expected >= 10 (5-fold selection and calibration)")
+    for k in c.kinds:
+        if k not in (*KINDS, "auto"):
+            raise ValueError(f"bench.kinds has {k!r}; expected kinds of {[*KINDS, 'auto']}")
+    if c.main not in c.kinds:
+        raise ValueError(f"bench.main={c.main!r} is not in bench.kinds {list(c.kinds)}")
+
+
+def score(pred: ArchPredictor, archs: list[Any], y: np.ndarray) -> dict[str, float]:
+    """Spearman, Kendall and 80%-interval coverage of a fitted predictor on ``archs`` with true values ``y``."""
+    mean, std = pred.predict(archs, return_std=True)
+    return {"spearman": float(spearmanr(mean, y).statistic), "kendall": float(kendalltau(mean, y).statistic),
+            "coverage80": float(np.mean(np.abs(y - mean) <= Z80 * std)),
+            "mae": float(np.mean(np.abs(y - mean)))}
+
+
+def run(cfg: Any) -> dict[str, Any]:
+    c = bench_config("accuracy_predictor", cfg)
+    _check(c)
+    table = NB201Tabular(str(c.accuracy), dataset=str(c.dataset))
+    space = create_search_space("nb201")
+    archs = [space.parse(s) for s in table.archs]
+    y_all = np.asarray(table.acc, dtype=np.float64) / 100.0
+    t0 = time.perf_counter()
+    rows: dict[str, list[dict[str, Any]]] = {k: [] for k in c.kinds}
+    bar = tqdm(total=int(c.seeds) * len(c.kinds), desc="accuracy predictors (seed x kind)", unit="fit")
+    for seed in range(int(c.seeds)):
+        perm = np.random.default_rng(seed).permutation(len(archs))
+        tr, te = perm[: int(c.n_train)], perm[int(c.n_train):]
+        train, test = [archs[i] for i in tr], [archs[i] for i in te]
+        for kind in c.kinds:
+            t1 = time.perf_counter()
+            model = EnsembleRegressor(kind=kind, n_members=int(c.n_members), seed=seed,
+                                      calibrate_std=bool(c.calibrate_std), candidates=tuple(c.candidates))
+            pred = ArchPredictor(model, space, str(c.features)).fit(train, y_all[tr])
+            rec = {"seed": seed, **score(pred, test, y_all[te]), "kind_chosen": pred.model_.kind_,
+                   "std_scale": pred.model_.std_scale_, "cv_spearman": pred.model_.cv_spearman_,
+                   "seconds": round(time.perf_counter() - t1, 2)}
+            rows[kind].append(rec)
+            bar.update(1)
+    bar.close()
+    per_kind = {}
+    for kind, rs in rows.items():
+        sp = np.array([r["spearman"] for r in rs])
+        cov = np.array([r["coverage80"] for r in rs])
+        per_kind[kind] = {"spearman_mean": float(sp.mean()), "spearman_std": float(sp.std(ddof=1)) if len(sp) > 1 else 0.0,
+                          "coverage80_mean": float(cov.mean()), "coverage80_min": float(cov.min()),
+                          "coverage80_max": float(cov.max()), "runs": rs}
+        log.info("%-12s Spearman %.3f +- %.3f, 80%% coverage %.2f (%.2f..%.2f)", kind, sp.mean(),
+                 per_kind[kind]["spearman_std"], cov.mean(), cov.min(), cov.max())
+    main = per_kind[c.main]
+    result = {
+        "bench": "accuracy_predictor", "space": "nb201", "dataset": str(c.dataset), "n_train": int(c.n_train),
+        "n_test": len(archs) - int(c.n_train), "seeds": int(c.seeds), "features": str(c.features),
+        "main": str(c.main), "spearman_mean": main["spearman_mean"], "coverage80_mean": main["coverage80_mean"],
+        "target_met": bool(main["spearman_mean"] >= 0.85 and 0.7 <= main["coverage80_mean"] <= 0.9),
+        "predictor_class": "predictors.arch_predictor.ArchPredictor(predictors.regressors.EnsembleRegressor)",
+        "seconds": round(time.perf_counter() - t0, 1), "config": as_dict(c), "kinds": per_kind,
+    }
+    write_json_atomic(Path(str(c.out)), result)
+    return result
