@@ -104,7 +104,8 @@ def test_summary_figures_are_the_measured_front(run):
     assert dict(zip(picks.arch, picks.search_round)) == {a: r + 1 for a, r in zip(journal.arch, journal["round"])
                                                          if a in set(picks.arch)}
     hist = rec["hypervolume_history"]
-    assert rec["hypervolume_measure_sample"] == hist[(cand.source == "measure").sum() - 1] <= s["hypervolume"]
+    assert rec["hypervolume_measure_sample"] == hist[(cand.source == "measure").sum() - 1]
+    assert rec["hypervolume_measure_sample"] <= s["hypervolume"] + 1e-9  # both kept to 9 decimals
     assert rec["predictor_evaluations"] > 0 and rec["inner_search_seconds"] > 0
 
 
