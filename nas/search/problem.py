@@ -98,15 +98,16 @@ def strategy_config(name: str | None = None) -> dict[str, Any]:
 
     from omegaconf import OmegaConf
 
-    root = resources.files("nas.conf")
+    from nas.rundir import group_option
+
     if name is None:
-        defaults = OmegaConf.to_container(OmegaConf.load(str(root / "config.yaml")))["defaults"]
+        defaults = OmegaConf.to_container(OmegaConf.load(str(resources.files("nas.conf") / "config.yaml")))["defaults"]
         name = next(d["search"] for d in defaults if isinstance(d, dict) and "search" in d)
-    path = root / "search" / f"{name}.yaml"
-    if not path.is_file():
-        raise ValueError(f"search strategy config {name!r} does not exist; expected a file conf/search/<name>.yaml")
-    node = OmegaConf.load(str(path))
-    return OmegaConf.to_container(node.strategy, resolve=False)
+    try:
+        node = group_option("search", name)
+    except ValueError:
+        raise ValueError(f"search strategy config {name!r} does not exist; expected a file conf/search/<name>.yaml") from None
+    return node["strategy"]
 
 
 def build_strategy(node: Any, problem: SearchProblem) -> Any:
