@@ -68,6 +68,10 @@ class SearchSpace(ABC, Generic[A]):
     def from_genome(self, g: np.ndarray) -> A:
         """The architecture of an integer vector (inverse of :meth:`to_genome` up to inactive genes)."""
 
+    def from_genomes(self, G: np.ndarray) -> list[A]:
+        """The architectures of the rows of a genome matrix (spaces decode them in one pass where they can)."""
+        return [self.from_genome(g) for g in np.asarray(G)]
+
     # --- features --------------------------------------------------------------------------------
     def cost_features(self, archs: Sequence[A]) -> np.ndarray:
         """Physical cost features (e.g. MACs and params per stage), one row per architecture; spaces without

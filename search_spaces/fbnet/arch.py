@@ -9,7 +9,8 @@ names joined by commas, e.g. ``k3_e1,k5_e6,skip,...``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -21,6 +22,7 @@ CIFAR100_STRIDES = (1, 1, 2, 2, 1, 2, 1)
 IMAGENET_STRIDES = (1, 2, 2, 2, 1, 2, 1)
 N_LAYERS = sum(STAGE_LAYERS)
 ONEHOT_WIDTH = N_LAYERS * len(OPS)
+_OP_INDEX = {o: i for i, o in enumerate(OPS)}
 
 
 def layer_stage(layer: int) -> int:
@@ -35,14 +37,25 @@ class FBNetArchitecture:
     """One FBNet network: ``ops[l]`` is the op name of searchable layer ``l``."""
 
     ops: tuple[str, ...]
+    index: tuple[int, ...] = field(init=False, repr=False, compare=False)  # op index into OPS, per layer
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ops", tuple(str(o) for o in self.ops))
         if len(self.ops) != N_LAYERS:
             raise ValueError(f"fbnet arch needs {N_LAYERS} layer ops, got {len(self.ops)}")
         for o in self.ops:
-            if o not in OPS:
+            if o not in _OP_INDEX:
                 raise ValueError(f"fbnet op {o!r} is invalid; expected one of {list(OPS)}")
+        object.__setattr__(self, "index", tuple(_OP_INDEX[o] for o in self.ops))
+
+    @classmethod
+    def trusted(cls, index: Sequence[int]) -> FBNetArchitecture:
+        """An architecture from 22 op indices already known to be valid (a space's genome decoder), without the
+        constructor's checks: the inner search builds thousands per second."""
+        self = object.__new__(cls)
+        object.__setattr__(self, "index", tuple(index))
+        object.__setattr__(self, "ops", tuple(OPS[i] for i in self.index))
+        return self
 
     def to_string(self) -> str:
         return ",".join(self.ops)
@@ -66,12 +79,16 @@ class FBNetArchitecture:
         return cls(tuple(OPS[int(i)] for i in flat))
 
 
+def op_indices(archs: Sequence[FBNetArchitecture]) -> np.ndarray:
+    """``(n, 22)`` op indices into :data:`OPS`."""
+    return np.array([a.index for a in archs], dtype=np.int64).reshape(len(archs), N_LAYERS)
+
+
 def encode_onehot(archs: Sequence[FBNetArchitecture]) -> np.ndarray:
     """One-hot op per layer: ``(n, 22 * 9)`` float64, layer-major (column ``layer * 9 + op``)."""
+    idx = op_indices(archs)
     x = np.zeros((len(archs), ONEHOT_WIDTH), dtype=np.float64)
-    for row, a in enumerate(archs):
-        for k, op in enumerate(a.ops):
-            x[row, k * len(OPS) + OPS.index(op)] = 1.0
+    x[np.arange(len(archs))[:, None], np.arange(N_LAYERS)[None, :] * len(OPS) + idx] = 1.0
     return x
 
 
@@ -111,6 +128,21 @@ def encode_costs(archs: Sequence[FBNetArchitecture], dataset: str = "cifar100",
     ``dataset`` picks the macro-architecture: ``cifar100`` (32x32 input, stem stride 1) or ``imagenet``
     (224x224, stem stride 2); ``input_size`` overrides the input side.
     """
+    table = _cost_table(dataset, input_size)
+    idx = op_indices(archs)
+    per_layer = table[np.arange(N_LAYERS)[None, :], idx]  # (n, 22, 3): pointwise, depthwise, activations (M)
+    x = np.zeros((len(archs), 4 + len(STAGE_LAYERS) * 3), dtype=np.float64)
+    x[:, :3] = per_layer.sum(1)
+    x[:, 3] = (idx != len(OPS) - 1).sum(1)  # non-skip layers
+    stage_of = np.repeat(np.arange(len(STAGE_LAYERS)), STAGE_LAYERS)
+    for s in range(len(STAGE_LAYERS)):
+        x[:, 4 + s * 3 : 7 + s * 3] = per_layer[:, stage_of == s].sum(1)
+    return x
+
+
+@lru_cache(maxsize=16)
+def _cost_table(dataset: str, input_size: int | None) -> np.ndarray:
+    """``(22, 9, 3)``: :func:`op_cost` of every op at every layer, in millions."""
     if dataset == "cifar100":
         size = 32 if input_size is None else int(input_size)
         shapes = _layer_shapes(CIFAR100_STRIDES, size)
@@ -119,10 +151,6 @@ def encode_costs(archs: Sequence[FBNetArchitecture], dataset: str = "cifar100",
         shapes = _layer_shapes(IMAGENET_STRIDES, (size - 1) // 2 + 1)
     else:
         raise ValueError(f"fbnet dataset {dataset!r} is invalid; expected 'cifar100' or 'imagenet'")
-    x = np.zeros((len(archs), 4 + len(STAGE_LAYERS) * 3), dtype=np.float64)
-    for row, a in enumerate(archs):
-        for (s, c_in, c_out, si, so), op in zip(shapes, a.ops, strict=True):
-            pw, dw, act = op_cost(op, c_in, c_out, si, so)
-            x[row, :4] += (pw / 1e6, dw / 1e6, act / 1e6, float(op != "skip"))
-            x[row, 4 + s * 3 : 7 + s * 3] += (pw / 1e6, dw / 1e6, act / 1e6)
-    return x
+    table = np.array([[op_cost(op, c_in, c_out, si, so) for op in OPS] for _, c_in, c_out, si, so in shapes]) / 1e6
+    table.setflags(write=False)
+    return table

@@ -10,12 +10,13 @@ from typing import Any
 import numpy as np
 
 from search_spaces.base import WeightSharingSpace
-from search_spaces.fbnet.arch import N_LAYERS, OPS, FBNetArchitecture, encode_costs, encode_onehot
+from search_spaces.fbnet.arch import N_LAYERS, OPS, FBNetArchitecture, encode_costs, encode_onehot, op_indices
 from search_spaces.fbnet.structure import (
     SETTINGS,
     check_dataset,
     count_macs,
     count_params,
+    layer_cost_tables,
     layer_specs,
     op_params,
 )
@@ -109,9 +110,14 @@ class FBNetSpace(WeightSharingSpace[FBNetArchitecture]):
         return encode_onehot(archs)
 
     def cost_features(self, archs: Sequence[FBNetArchitecture]) -> np.ndarray:
-        """Analytic per-stage costs of :func:`encode_costs` plus total MACs (M) and params (M) of the subnet."""
+        """Analytic per-stage costs of :func:`encode_costs` plus total MACs (M) and params (M) of the subnet
+        (closed form, gathered for the whole batch from per-layer tables)."""
         base = encode_costs(archs, self.dataset, self.input_size)
-        extra = np.asarray([[self.macs(a) / 1e6, self.params(a) / 1e6] for a in archs], dtype=np.float64)
+        macs, params, fixed_macs, fixed_params = layer_cost_tables(self.dataset, self.input_size, self.n_classes,
+                                                                   self.in_channels)
+        idx, layers = op_indices(archs), np.arange(N_LAYERS)[None, :]
+        extra = np.column_stack([(fixed_macs + macs[layers, idx].sum(1)) / 1e6,
+                                 (fixed_params + params[layers, idx].sum(1)) / 1e6])
         return np.hstack([base, extra.reshape(len(archs), 2)])
 
     def params(self, arch: FBNetArchitecture) -> int:
@@ -142,7 +148,15 @@ class FBNetSpace(WeightSharingSpace[FBNetArchitecture]):
         return np.asarray([OPS.index(o) for o in arch.ops], dtype=int)
 
     def from_genome(self, g: np.ndarray) -> FBNetArchitecture:
-        return FBNetArchitecture.from_index(np.asarray(np.rint(g), dtype=int))
+        return self.from_genomes(np.asarray(g)[None, :])[0]
+
+    def from_genomes(self, G: np.ndarray) -> list[FBNetArchitecture]:
+        """Architectures of the rows of an op-index matrix, decoded in one pass."""
+        G = np.asarray(np.rint(G), dtype=np.int64).reshape(len(G), -1)
+        if G.shape[1] != N_LAYERS or (G < 0).any() or (G >= len(OPS)).any():
+            bad = G[0] if G.shape[1] != N_LAYERS else G[((G < 0) | (G >= len(OPS))).any(1)][0]
+            raise ValueError(f"genome {bad.tolist()} is invalid; expected {N_LAYERS} op indices in 0..{len(OPS) - 1}")
+        return [FBNetArchitecture.trusted(row) for row in G.tolist()]
 
     # --- LUT keys ------------------------------------------------------------------------------
     def layer_shapes(self) -> list[tuple[int, int, int, int]]:

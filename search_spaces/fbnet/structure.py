@@ -10,6 +10,9 @@ shape-preserving, else a strided 1x1 conv + BN).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
 
 from search_spaces.fbnet.arch import (
     CIFAR100_STRIDES,
@@ -20,6 +23,8 @@ from search_spaces.fbnet.arch import (
     STEM_CHANNELS,
     FBNetArchitecture,
 )
+
+OPS_LAYERS = range(sum(STAGE_LAYERS))  # flat indices of the searchable layers
 
 # Macro-architectures of HW-NAS-Bench: CIFAR-100 (stem stride 1, head 1504) and ImageNet (stem stride 2, head 1984).
 SETTINGS: dict[str, dict] = {
@@ -149,3 +154,24 @@ def count_macs(arch: FBNetArchitecture, n_classes: int, in_channels: int = 3, da
     m += sum(b.macs() for b in specs)
     fhw = specs[-1].out_hw
     return m + fhw * fhw * STAGE_CHANNELS[-1] * st["head"] + st["head"] * n_classes
+
+
+@lru_cache(maxsize=32)
+def layer_cost_tables(dataset: str, input_size: int, n_classes: int, in_channels: int
+                      ) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Closed-form costs of every (layer, op), from the same :class:`LayerSpec` the supernet and the LUT keys
+    use: (MACs (22, 9), params (22, 9), fixed MACs and fixed params of stem and head). Every layer's shape is
+    fixed by the macro-architecture, so a subnet's MACs / params are the fixed part plus one entry per layer."""
+    macs = np.zeros((len(OPS_LAYERS), len(OPS)), dtype=np.int64)
+    params = np.zeros_like(macs)
+    for j, op in enumerate(OPS):
+        arch = FBNetArchitecture((op,) * len(OPS_LAYERS))
+        specs = layer_specs(arch, dataset, input_size)
+        for i, s in enumerate(specs):
+            macs[i, j], params[i, j] = s.macs(), s.params()
+    arch = FBNetArchitecture((OPS[0],) * len(OPS_LAYERS))
+    fixed_macs = count_macs(arch, n_classes, in_channels, dataset, input_size) - int(macs[:, 0].sum())
+    fixed_params = count_params(arch, n_classes, in_channels, dataset) - int(params[:, 0].sum())
+    macs.setflags(write=False)
+    params.setflags(write=False)
+    return macs, params, fixed_macs, fixed_params

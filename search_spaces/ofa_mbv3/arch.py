@@ -52,6 +52,17 @@ class OFAArchitecture:
         active = tuple((self.ks[i], self.e[i]) for i in self.active_layers())
         object.__setattr__(self, "_key", (active, self.d, self.r))
 
+    @classmethod
+    def trusted(cls, ks: tuple[int, ...], e: tuple[int, ...], d: tuple[int, ...], r: int) -> OFAArchitecture:
+        """An architecture from tuples of plain ints already known to be valid choices (a space's genome
+        decoder), without the checks of the constructor: the inner search builds thousands per second."""
+        self = object.__new__(cls)
+        for name, val in (("ks", ks), ("e", e), ("d", d), ("r", r)):
+            object.__setattr__(self, name, val)
+        active = tuple((ks[s * MAX_DEPTH + i], e[s * MAX_DEPTH + i]) for s in range(N_STAGES) for i in range(d[s]))
+        object.__setattr__(self, "_key", (active, d, r))
+        return self
+
     # --- identity -------------------------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
         return isinstance(other, OFAArchitecture) and self._key == other._key

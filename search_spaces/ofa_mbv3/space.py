@@ -12,11 +12,12 @@ from search_spaces.ofa_mbv3.arch import (
     DEPTH_CHOICES,
     EXPAND_CHOICES,
     KERNEL_CHOICES,
+    MAX_DEPTH,
     N_LAYERS,
     N_STAGES,
     OFAArchitecture,
 )
-from search_spaces.ofa_mbv3.encoding import encode_onehot
+from search_spaces.ofa_mbv3.encoding import encode_costs, encode_onehot
 from search_spaces.ofa_mbv3.structure import SETTINGS, block_specs, count_macs, count_params
 from search_spaces.registry import register_search_space
 
@@ -128,17 +129,9 @@ class OFAMobileNetV3Space(WeightSharingSpace[OFAArchitecture]):
         return encode_onehot(archs, (min(self.resolutions), max(self.resolutions)))
 
     def cost_features(self, archs: Sequence[OFAArchitecture]) -> np.ndarray:
-        """Per-stage MACs (M), total MACs (M), params (M) and resolution: good raw inputs for latency models."""
-        rows = []
-        for a in archs:
-            specs = block_specs(a, self.setting)
-            per_stage = [sum(b.macs() for b in specs if b.stage == s) / 1e6 for s in range(N_STAGES)]
-            rows.append(
-                per_stage
-                + [count_macs(a, self.n_classes, self.in_channels, self.setting, specs) / 1e6,
-                   count_params(a, self.n_classes, self.in_channels, self.setting, specs) / 1e6, a.r / 100.0]
-            )
-        return np.asarray(rows, dtype=np.float64)
+        """Per-stage MACs (M), total MACs (M), params (M) and resolution: good raw inputs for latency models
+        (the closed-form costs of ``structure``, gathered for the whole batch from per-block tables)."""
+        return encode_costs(archs, self.setting, self.resolutions, self.n_classes, self.in_channels)
 
     def params(self, arch: OFAArchitecture) -> int:
         return count_params(arch, self.n_classes, self.in_channels, self.setting)
@@ -211,8 +204,20 @@ class OFAMobileNetV3Space(WeightSharingSpace[OFAArchitecture]):
         return np.asarray(g, dtype=int)
 
     def from_genome(self, g: np.ndarray) -> OFAArchitecture:
-        g = np.asarray(np.rint(g), dtype=int)
-        ks = tuple(KERNEL_CHOICES[i] for i in g[:N_LAYERS])
-        e = tuple(EXPAND_CHOICES[i] for i in g[N_LAYERS : 2 * N_LAYERS])
-        d = tuple(DEPTH_CHOICES[i] for i in g[2 * N_LAYERS : 2 * N_LAYERS + N_STAGES])
-        return OFAArchitecture(ks, e, d, self.resolutions[g[-1]]).canonical()
+        return self.from_genomes(np.asarray(g)[None, :])[0]
+
+    def from_genomes(self, G: np.ndarray) -> list[OFAArchitecture]:
+        """Architectures of the rows of an integer genome matrix, decoded in one pass (inactive layers at the
+        smallest choice, so every result is canonical)."""
+        G = np.asarray(np.rint(G), dtype=np.int64).reshape(len(G), -1)
+        lo, hi = self.genome_bounds()
+        if G.shape[1] != len(lo) or (G < lo).any() or (G > hi).any():
+            bad = G[0] if G.shape[1] != len(lo) else G[((G < lo) | (G > hi)).any(1)][0]
+            raise ValueError(f"genome {bad.tolist()} is invalid; expected {len(lo)} integers within 0..{hi.tolist()}")
+        d = np.asarray(DEPTH_CHOICES)[G[:, 2 * N_LAYERS : 2 * N_LAYERS + N_STAGES]]
+        active = (np.arange(MAX_DEPTH)[None, None, :] < d[:, :, None]).reshape(len(G), N_LAYERS)
+        ks = np.where(active, np.asarray(KERNEL_CHOICES)[G[:, :N_LAYERS]], KERNEL_CHOICES[0])
+        e = np.where(active, np.asarray(EXPAND_CHOICES)[G[:, N_LAYERS : 2 * N_LAYERS]], EXPAND_CHOICES[0])
+        r = np.asarray(self.resolutions)[G[:, -1]]
+        return [OFAArchitecture.trusted(tuple(k), tuple(x), tuple(dd), rr)
+                for k, x, dd, rr in zip(ks.tolist(), e.tolist(), d.tolist(), r.tolist(), strict=True)]
