@@ -5,8 +5,8 @@ Per ``ask`` (after ``n_initial`` evaluations, random before): every objective's 
 evaluated architectures (the error GP of ``conf/search/closed_loop.yaml`` for the accuracy column; the
 problem's own models, e.g. a latency predictor, for the others); the candidate pool is scored: every
 unevaluated candidate of a finite space (NB201's 15,625 cells, screened to the ``screen`` whose mean
-prediction lies closest to the evaluated front), or every architecture a predictor-driven pymoo NSGA-II
-(``pop_size`` x ``generations``) visits in a space too large to enumerate (OFA, FBNet), predicted-infeasible
+prediction lies closest to the evaluated front), or every architecture a predictor-driven NSGA-II
+(:class:`~nas.search.nsga2.VectorisedNSGA2`, ``pop_size`` x ``generations``, whole generations scored at once) visits in a space too large to enumerate (OFA, FBNet), predicted-infeasible
 ones dropped. Each pool member gets an *optimistic* point ``mean - beta * std`` in the accuracy column and
 the first cost column, and the batch is picked greedily by the hypervolume it would add to the evaluated
 (feasible) front, each pick joining the front so the batch spreads along it. Hypervolumes are normalised with
@@ -209,19 +209,19 @@ class ClosedLoopSearch(Strategy):
             pool = [a for a in self.candidates if a not in busy]
             mean, std = self.predict(pool, mean_only=True)
         else:
-            from nas.search.nsga2 import PymooNSGA2
+            from nas.search.nsga2 import VectorisedNSGA2
 
-            nsga = PymooNSGA2(space=self.space, n_objectives=self.n_objectives, pop_size=self.pop_size,
-                              seed=self.seed + self.rounds_, initial=self.archs_[-self.pop_size:],
-                              n_constraints=self.n_constraints)
-            for _ in range(self.generations):
-                archs = nsga.ask()
+            def score(archs: list[Architecture]) -> tuple[np.ndarray, np.ndarray | None]:
                 m, _ = self.predict(archs, mean_only=True)
-                nsga.tell(archs, m, self._violation(archs, m) if self.n_constraints else None)
-            pool = [a for a in nsga.history_ if a not in busy and
-                    (not self.n_constraints or np.all(nsga.violation_[a] <= 0))]
-            mean = np.stack([nsga.history_[a] for a in pool]) if pool else np.zeros((0, self.n_objectives))
-            return pool, mean, None
+                return m, (self._violation(archs, m) if self.n_constraints else None)
+
+            nsga = VectorisedNSGA2(space=self.space, pop_size=self.pop_size, seed=self.seed + self.rounds_,
+                                   initial=self.archs_[-self.pop_size:])
+            archs, F, G = nsga.run(score, self.generations)
+            ok = np.array([a not in busy for a in archs], dtype=bool)
+            if self.n_constraints:
+                ok &= np.all(G <= 0, axis=1)
+            return [a for a, k in zip(archs, ok, strict=True) if k], F[ok], None
         if self.n_constraints and len(pool):
             ok = np.all(self._violation(pool, mean) <= 0, axis=1)
             pool, mean = [a for a, k in zip(pool, ok, strict=True) if k], mean[ok]
