@@ -131,6 +131,19 @@ class RunContext:
     records: dict[str, Any] = field(default_factory=dict)
     dist: Any = None  # nas.distributed.DistContext of a torchrun job; None = one process
 
+    @classmethod
+    def open(cls, run_dir: str | os.PathLike) -> RunContext:
+        """The context of an existing run directory, with the config its run composed (``.hydra/config.yaml``):
+        for benchmarks and notebooks that reuse a run's supernet and predictors."""
+        run_dir = Path(run_dir)
+        path = run_dir / ".hydra" / "config.yaml"
+        if not path.is_file():
+            raise FileNotFoundError(f"{run_dir} has no .hydra/config.yaml; expected the directory of a hwnas run")
+        cfg = OmegaConf.load(path)
+        OmegaConf.set_struct(cfg, False)
+        cfg.run_dir = str(run_dir)
+        return cls(cfg=cfg, run_dir=run_dir)
+
     @cached_property
     def data(self):  # noqa: ANN201 - nas.data.DataSplits
         """The dataset of ``cfg.data``, built from its ``_target_`` (a loader of nas.data)."""

@@ -21,6 +21,7 @@ BENCHES = {
     "search_nb201": "nas.bench.search_nb201",
     "supernet_ranking": "nas.bench.supernet_ranking",
     "accuracy_predictor": "nas.bench.accuracy_predictor",
+    "inner_search": "nas.bench.inner_search",
 }
 
 
@@ -46,7 +47,8 @@ def _app(cfg: DictConfig) -> None:
     except (ValueError, FileNotFoundError) as e:
         print(f"hwnas-bench: error: {e}", file=sys.stderr)
         sys.exit(2)
-    if name not in ("latency_fewshot", "latency_cpu_calibration", "supernet_overhead", "accuracy_predictor"):  # own tables
+    if name not in ("latency_fewshot", "latency_cpu_calibration", "supernet_overhead", "accuracy_predictor",
+                    "inner_search"):  # own tables
         _print_table(result)
     print(f"result: {bcfg.out}")
 

@@ -199,14 +199,33 @@ def _problem(ctx: RunContext, models: Models, obj: Objectives) -> SearchProblem:
     )
 
 
+class SearchSetup:
+    """The search of a run directory whose measure and predict stages finished: the objectives, the run's
+    models, the measure stage's evaluated subnets and the configured strategy, warm-started with them. The
+    search stage drives it; ``hwnas-bench bench=inner_search`` times its inner search."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        cfg, space = ctx.cfg, ctx.space
+        self.ctx = ctx
+        self.obj = Objectives.from_config(cfg.search)  # validate(cfg) ran before the pipeline started
+        self.models = Models(ctx, self.obj)
+        self.seen = [space.parse(s) for s in pd.read_csv(ctx.path("measurements.csv")).arch]
+        self.evals = pd.read_csv(ctx.path("evaluations.csv"))
+        self.strategy = build_strategy(cfg.search.strategy, _problem(ctx, self.models, self.obj))
+        F0, G0 = self.scored(self.seen, self.evals.val_accuracy.to_numpy(float))
+        self.strategy.warm_start(self.seen, F0, G0)
+
+    def scored(self, archs: Sequence[Any], acc: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Objective rows (minimised) and constraint rows of archs with real accuracies ``acc``."""
+        vals = self.models.values(archs, acc)
+        return self.obj.minimised(vals), (self.obj.violation(vals) if self.obj.n_constraints else None)
+
+
 def run(ctx: RunContext) -> dict:
     cfg, space = ctx.cfg, ctx.space
-    obj = Objectives.from_config(cfg.search)  # validate(cfg) ran before the pipeline started
-    models = Models(ctx, obj)
-    meas = pd.read_csv(ctx.path("measurements.csv"))
-    seen = [space.parse(s) for s in meas.arch]
-    evals = pd.read_csv(ctx.path("evaluations.csv"))
-    strategy = build_strategy(cfg.search.strategy, _problem(ctx, models, obj))
+    setup = SearchSetup(ctx)
+    obj, models, seen, evals, strategy, scored = (setup.obj, setup.models, setup.seen, setup.evals, setup.strategy,
+                                                  setup.scored)
     label = strategy.label
     real = RealEvaluations(ctx, label)
     for a, v, t in zip(seen, evals.val_accuracy, evals.test_accuracy, strict=True):
@@ -214,13 +233,6 @@ def run(ctx: RunContext) -> dict:
     budget = int(cfg.search.budget)
     log.info("search: %s (%s), objectives %s, constraints: %s, budget %d real evaluations", label,
              strategy_class(strategy), list(obj.names), obj.describe_constraints(), budget)
-
-    def scored(archs: Sequence[Any], acc: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        vals = models.values(archs, acc)
-        return obj.minimised(vals), (obj.violation(vals) if obj.n_constraints else None)
-
-    F0, G0 = scored(seen, evals.val_accuracy.to_numpy(float))
-    strategy.warm_start(seen, F0, G0)
     batches = [0]
 
     def objective(archs: list[Any]) -> Any:

@@ -270,3 +270,31 @@ def test_sigkill_during_forced_search_then_plain_rerun_finishes_it(trained: Path
     assert len(after) == 6 and after.arch.is_unique
     rec = json.loads((run_dir / "stages" / "search.json").read_text())
     assert rec["n_search_picks"] == len(set(after.arch) - set(pd.read_csv(run_dir / "measurements.csv").arch))
+
+
+@pytest.mark.slow
+def test_bench_inner_search_times_the_runs_own_search(trained: Path, tmp_path: Path) -> None:
+    """bench=inner_search sets the search up from a run directory as the search stage does and times it,
+    leaving the run directory as it was."""
+    from omegaconf import OmegaConf
+
+    from nas.bench.inner_search import run as bench_run
+
+    run = copy_run(trained, tmp_path / "run")
+    (run / ".hydra").mkdir()
+    OmegaConf.save(compose_cfg(run, UPTO_PREDICT), run / ".hydra" / "config.yaml")  # what hwnas leaves there
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    out = tmp_path / "inner.json"
+    res = bench_run({"spaces": ["ofa_mbv3_small"], "run_dirs": {"ofa_mbv3_small": str(run)},
+                     "candidates": [300, 1200], "repeats": 1, "out": str(out)})
+    r = res["spaces"]["ofa_mbv3_small"]
+    assert r["strategy_class"] == "nas.search.closed_loop.ClosedLoopSearch"
+    assert [row["candidates"] for row in r["scoring"]] == [300, 1200]
+    assert all(row["seconds"] > 0 and row["predict_stage_seconds"] > 0 for row in r["scoring"])
+    # smoke config: pop 64 x 40 generations of NSGA-II plus the screened pool, all scored by predictors
+    assert r["round"]["predictor_evaluations"] >= 40 * 64 * 0.9 and r["round"]["seconds"] > 0
+    assert out.is_file() and sorted(p.relative_to(run) for p in run.rglob("*")) == before
+    with pytest.raises(ValueError, match="no finished predict stage"):
+        bench_run({"spaces": ["ofa_mbv3_small"], "run_dirs": {"ofa_mbv3_small": str(tmp_path)}, "out": str(out)})
+    with pytest.raises(ValueError, match="search_space 'nope' is unknown"):
+        bench_run({"spaces": ["nope"], "out": str(out)})
