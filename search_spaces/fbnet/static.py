@@ -11,21 +11,30 @@ import torch
 from torch import nn
 
 from search_spaces.fbnet.arch import FBNetArchitecture
-from search_spaces.fbnet.dynamic import DynamicFBNetLayer, block_diagonal, channel_shuffle
+from search_spaces.fbnet.dynamic import DynamicFBNetLayer, block_diagonal
 from search_spaces.fbnet.structure import LayerSpec, layer_specs
 from search_spaces.ofa_mbv3.dynamic import centre_crop
 
 
 class ChannelShuffle(nn.Module):
-    def __init__(self, groups: int) -> None:
+    """The supernet's channel shuffle (:func:`~search_spaces.fbnet.dynamic.channel_shuffle`) of ``channels``
+    channels as one constant channel permutation: both ONNX exporters write a single Gather with constant
+    indices at any input size (reshapes by the input's own size make the TorchScript exporter emit a
+    Shape/Slice/Concat chain per shuffle)."""
+
+    def __init__(self, groups: int, channels: int) -> None:
         super().__init__()
-        self.groups = groups
+        if channels % groups:
+            raise ValueError(f"channels={channels} cannot be shuffled in {groups} groups; expected a multiple")
+        self.groups, self.channels = groups, channels
+        perm = torch.arange(channels).reshape(groups, channels // groups).t().reshape(-1)
+        self.register_buffer("perm", perm, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return channel_shuffle(x, self.groups)
+        return x.index_select(1, self.perm)
 
     def extra_repr(self) -> str:
-        return f"groups={self.groups}"
+        return f"groups={self.groups}, channels={self.channels}"
 
 
 class FBNetBlock(nn.Module):
@@ -43,7 +52,7 @@ class FBNetBlock(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(spec.cin, m, 1, groups=g, bias=False), nn.BatchNorm2d(m),
                                    nn.ReLU(inplace=True)]
         if g > 1:
-            layers.append(ChannelShuffle(g))
+            layers.append(ChannelShuffle(g, m))
         layers += [
             nn.Conv2d(m, m, k, spec.stride, k // 2, groups=m, bias=False), nn.BatchNorm2d(m), nn.ReLU(inplace=True),
             nn.Conv2d(m, spec.cout, 1, groups=g, bias=False), nn.BatchNorm2d(spec.cout),
