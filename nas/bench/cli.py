@@ -22,6 +22,7 @@ BENCHES = {
     "supernet_ranking": "nas.bench.supernet_ranking",
     "accuracy_predictor": "nas.bench.accuracy_predictor",
     "inner_search": "nas.bench.inner_search",
+    "scaling": "nas.bench.scaling",
 }
 
 
@@ -48,7 +49,7 @@ def _app(cfg: DictConfig) -> None:
         print(f"hwnas-bench: error: {e}", file=sys.stderr)
         sys.exit(2)
     if name not in ("latency_fewshot", "latency_cpu_calibration", "supernet_overhead", "accuracy_predictor",
-                    "inner_search"):  # own tables
+                    "inner_search", "scaling"):  # own tables
         _print_table(result)
     print(f"result: {bcfg.out}")
 
