@@ -10,6 +10,12 @@ Per target device and seed, the method (and, in the same run, the ridge-on-sourc
 ``budget`` archs to "measure" from the allowed pool, adapts, and is scored on the query archs: Spearman, MAPE
 (%) and the share of predictions within +-10 % of the measured latency.
 
+``meta_seeds: K`` meta-trains the method K times (``random_state`` 0..K-1: the simulated tasks, pools and rule
+choice it draws) and reports per device the mean over all K x ``seeds`` runs and ``spearman_worst`` (the
+lowest per-meta-seed mean), overall ``mean_spearman_worst_meta_seed``. ``protocol``: ``help`` (HELP's split:
+pool and query trimmed to the 10th-90th percentile of the target's own latencies), ``help_untrimmed`` (HELP's
+query, but the method picks from the untrimmed pool, as on a new device), ``all`` (every arch of the device).
+
 Beside them, ``ceiling`` is a diagnostic, not a method: per target device, the Spearman on the same query of
 models fitted to *every* pool arch (~36x the budget) on the same inputs (log source latencies + arch features):
 ridge and boosted trees. It shows how much of a device's ranking is predictable at all from these inputs
@@ -37,7 +43,7 @@ from nas.bench.config import as_dict, bench_config
 from predictors.fewshot import FewShotLatencyPredictor, SourceRidgeBaseline
 
 SPACES = ("nb201", "fbnet", "ofa_mbv3")
-PROTOCOLS = ("help", "all")
+PROTOCOLS = ("help", "help_untrimmed", "all")
 HELP_POOL = {"nb201": 900, "fbnet": 4000, "ofa_mbv3": 4000}
 HELP_QUERY = 1000
 HELP_TEST = {
@@ -52,7 +58,7 @@ HELP_TRAIN = {
     "fbnet": None,  # every device not in meta-test or meta-valid
     "ofa_mbv3": [f"{d}_{b}" for d in ("2080ti", "titan_xp", "v100") for b in (1, 32, 64)],
 }
-KEYS = ("data", "space", "meta_train", "meta_test", "budget", "protocol", "seeds", "out")
+KEYS = ("data", "space", "meta_train", "meta_test", "budget", "protocol", "seeds", "meta_seeds", "out")
 
 
 def _plain(cfg: Any) -> dict[str, Any]:
@@ -74,8 +80,8 @@ def _check(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"bench.protocol={cfg['protocol']!r} is invalid; expected one of {list(PROTOCOLS)}")
     if not isinstance(cfg["validate"], bool):
         raise ValueError(f"bench.validate={cfg['validate']!r} is invalid; expected true or false")
-    for key in ("budget", "seeds"):
-        if not isinstance(cfg[key], int) or cfg[key] < (2 if key == "budget" else 1):
+    for key in ("budget", "seeds", "meta_seeds"):
+        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < (2 if key == "budget" else 1):
             raise ValueError(f"bench.{key}={cfg[key]!r} is invalid; expected an integer >= {2 if key == 'budget' else 1}")
     return cfg
 
@@ -154,17 +160,27 @@ def _metrics(pred: np.ndarray, true: np.ndarray) -> tuple[float, float, float]:
     return float(spearmanr(pred, true)[0]), float(100 * rel.mean()), float((rel <= 0.1).mean())
 
 
-def _summary(per_dev: dict[str, list[tuple[float, float, float]]]) -> dict[str, Any]:
-    devices = {}
+def _summary(per_dev: dict[str, list[tuple[int, float, float, float]]]) -> dict[str, Any]:
+    """Per device the mean over every (meta-seed, selection seed) run, and ``spearman_worst``: the lowest of the
+    per-meta-seed means; overall ``mean_spearman`` and ``mean_spearman_worst_meta_seed`` (the lowest, over
+    meta-seeds, of the mean over devices)."""
+    devices, by_meta = {}, {}
     for dev, vals in per_dev.items():
-        a = np.asarray(vals)
+        a = np.asarray(vals, dtype=np.float64)
+        metas = np.unique(a[:, 0])
+        per_meta = {int(m): float(a[a[:, 0] == m, 1].mean()) for m in metas}
+        for m, v in per_meta.items():
+            by_meta.setdefault(m, []).append(v)
         devices[dev] = {
-            "spearman_mean": float(a[:, 0].mean()),
-            "spearman_std": float(a[:, 0].std()),
-            "mape_mean": float(a[:, 1].mean()),
-            "within10_mean": float(a[:, 2].mean()),
+            "spearman_mean": float(a[:, 1].mean()),
+            "spearman_std": float(a[:, 1].std()),
+            "spearman_worst": min(per_meta.values()),
+            "spearman_per_meta_seed": [per_meta[int(m)] for m in metas],
+            "mape_mean": float(a[:, 2].mean()),
+            "within10_mean": float(a[:, 3].mean()),
         }
-    return {"devices": devices, "mean_spearman": float(np.mean([d["spearman_mean"] for d in devices.values()]))}
+    return {"devices": devices, "mean_spearman": float(np.mean([d["spearman_mean"] for d in devices.values()])),
+            "mean_spearman_worst_meta_seed": float(min(np.mean(v) for v in by_meta.values()))}
 
 
 def _ceiling(inputs: dict[str, np.ndarray], y: np.ndarray, pool: np.ndarray, query: np.ndarray) -> dict[str, Any]:
@@ -215,8 +231,7 @@ def run(cfg: Any) -> dict[str, Any]:
         raise ValueError(f"{len(mat) - len(src)} archs lack a latency on some meta-train device; expected complete rows")
     archs = list(mat.index)
     features = {k: pd.DataFrame(v, index=archs) for k, v in encode(space, archs).items()}
-    ours = FewShotLatencyPredictor().meta_fit(src, features)
-    base = SourceRidgeBaseline().meta_fit(src)
+    base = SourceRidgeBaseline().meta_fit(src)  # deterministic: meta-fitted once
 
     results: dict[str, dict[str, list]] = {"ours": {}, "baseline": {}}
     log_src = np.log(src.to_numpy())
@@ -224,39 +239,53 @@ def run(cfg: Any) -> dict[str, Any]:
     arch_x = np.hstack([f.to_numpy() for f in features.values()])
     inputs = {"source": log_src, "arch": arch_x, "both": np.hstack([log_src, arch_x])}
     ceiling: dict[str, dict[str, float]] = {}
-    bar = tqdm(total=len(test) * cfg["seeds"], desc=f"latency_fewshot {space}", leave=False)
+    splits = {}
     for dev in test:
         y_all = mat[dev].to_numpy()
         have = np.flatnonzero(np.isfinite(y_all))
-        if protocol == "help":
+        if protocol in ("help", "help_untrimmed"):
             n_pool = HELP_POOL[space]
             if len(have) < n_pool + HELP_QUERY:
-                raise ValueError(f"device {dev!r} has {len(have)} archs; protocol=help needs {n_pool + HELP_QUERY}")
-            pool = _trim(have[:n_pool], y_all)
+                raise ValueError(f"device {dev!r} has {len(have)} archs; protocol={protocol} needs {n_pool + HELP_QUERY}")
+            # help_untrimmed: the method picks from the whole pool (a new device has no percentile trim), the
+            # query stays HELP's so figures compare
+            pool = _trim(have[:n_pool], y_all) if protocol == "help" else have[:n_pool]
             query_fixed = _trim(have[n_pool : n_pool + HELP_QUERY], y_all)
         else:
             pool, query_fixed = have, None
-        pool_archs = [archs[i] for i in pool]
+        splits[dev] = (y_all, have, pool, query_fixed)
         if query_fixed is not None:
             ceiling[dev] = _ceiling(inputs, y_all, pool, query_fixed)
-        for seed in range(cfg["seeds"]):
-            for name, model in (("ours", ours), ("baseline", base)):
-                rng = np.random.default_rng(seed)
-                picked = model.select(pool_archs, budget, rng)
-                rows = [mat.index.get_loc(a) for a in picked]
-                model.adapt(picked, y_all[rows])
-                query = query_fixed if query_fixed is not None else np.setdiff1d(have, rows)
-                pred = model.predict([archs[i] for i in query])
-                results[name].setdefault(dev, []).append(_metrics(pred, y_all[query]))
-            bar.update(1)
+    meta_seeds = int(cfg["meta_seeds"])
+    bar = tqdm(total=len(test) * cfg["seeds"] * meta_seeds, desc=f"latency_fewshot {space}", leave=False)
+    configs = []
+    for ms in range(meta_seeds):
+        ours = FewShotLatencyPredictor(random_state=ms).meta_fit(src, features)
+        configs.append({"meta_seed": ms, "selection": ours.selection_, "prior_strength": float(ours.prior_strength_)})
+        for dev, (y_all, have, pool, query_fixed) in splits.items():
+            pool_archs = [archs[i] for i in pool]
+            for seed in range(cfg["seeds"]):
+                for name, model in (("ours", ours), ("baseline", base)):
+                    if name == "baseline" and ms > 0:
+                        continue
+                    rng = np.random.default_rng(seed)
+                    picked = model.select(pool_archs, budget, rng)
+                    rows = [mat.index.get_loc(a) for a in picked]
+                    model.adapt(picked, y_all[rows])
+                    query = query_fixed if query_fixed is not None else np.setdiff1d(have, rows)
+                    pred = model.predict([archs[i] for i in query])
+                    results[name].setdefault(dev, []).append((ms, *_metrics(pred, y_all[query])))
+                bar.update(1)
     bar.close()
-    out = {"space": space, "budget": budget, "protocol": protocol, **_summary(results["ours"])}
+    out = {"space": space, "budget": budget, "protocol": protocol, "meta_seeds": meta_seeds,
+           **_summary(results["ours"]), "meta_fits": configs}
     out["baseline"] = {"space": space, "budget": budget, "protocol": protocol, **_summary(results["baseline"])}
     if ceiling:
         out["ceiling"] = _ceiling_summary(ceiling)
     _print_table(out)
-    print(f"meta-learned: selection={ours.selection_} prior_strength={ours.prior_strength_:g} "
-          f"({len(ours.configs_)} configurations, {len(train)} source devices)")
+    for c in configs:
+        print(f"meta-seed {c['meta_seed']}: selection={c['selection']} prior_strength={c['prior_strength']:g} "
+              f"({len(ours.configs_)} configurations, {len(train)} source devices)")
     rules = {}
     for key, score in ours.meta_table_.items():  # "rule/kappa=k" -> meta-training Spearman
         rule = key.split("/")[0]
@@ -293,6 +322,9 @@ def _validate(cfg: dict[str, Any]) -> dict[str, Any]:
         out["ceiling"] = _ceiling_summary(ceiling)
     for part in (out, out["baseline"]):
         part["mean_spearman"] = float(np.mean([m["spearman_mean"] for m in part["devices"].values()]))
+        per_meta = np.array([m["spearman_per_meta_seed"] for m in part["devices"].values()])  # (devices, meta-seeds)
+        part["mean_spearman_worst_meta_seed"] = float(per_meta.mean(0).min())
+    out["meta_seeds"] = int(cfg["meta_seeds"])
     print("validation (leave one meta-train family out):")
     _print_table(out)
     if cfg["out"]:
@@ -303,12 +335,15 @@ def _validate(cfg: dict[str, Any]) -> dict[str, Any]:
 def _print_table(out: dict[str, Any]) -> None:
     print(f"latency_fewshot space={out['space']} protocol={out['protocol']} budget={out['budget']}")
     ceil = out.get("ceiling", {}).get("devices", {})
-    print(f"{'device':<16}{'ours rho':>10}{'+-':>7}{'MAPE%':>8}{'w10':>7}   {'ridge rho':>10}{'MAPE%':>8}{'w10':>7}"
-          f"   {'ceiling rho (full pool)':>24}")
+    print(f"{'device':<16}{'ours rho':>10}{'+-':>7}{'worst':>7}{'MAPE%':>8}{'w10':>7}   {'ridge rho':>10}{'MAPE%':>8}"
+          f"{'w10':>7}   {'ceiling rho (full pool)':>24}")
     for dev, m in out["devices"].items():
         b = out["baseline"]["devices"][dev]
         c = f"{ceil[dev]['best']:>24.3f}" if dev in ceil else f"{'-':>24}"
-        print(f"{dev:<16}{m['spearman_mean']:>10.3f}{m['spearman_std']:>7.3f}{m['mape_mean']:>8.2f}{m['within10_mean']:>7.2f}"
+        print(f"{dev:<16}{m['spearman_mean']:>10.3f}{m['spearman_std']:>7.3f}{m['spearman_worst']:>7.3f}"
+              f"{m['mape_mean']:>8.2f}{m['within10_mean']:>7.2f}"
               f"   {b['spearman_mean']:>10.3f}{b['mape_mean']:>8.2f}{b['within10_mean']:>7.2f}   {c}")
     c = f"{out['ceiling']['mean_best']:>24.3f}" if ceil else ""
-    print(f"{'mean':<16}{out['mean_spearman']:>10.3f}{'':>22}   {out['baseline']['mean_spearman']:>10.3f}{'':>15}   {c}")
+    print(f"{'mean':<16}{out['mean_spearman']:>10.3f}{'':>7}{out['mean_spearman_worst_meta_seed']:>7.3f}{'':>15}"
+          f"   {out['baseline']['mean_spearman']:>10.3f}{'':>15}   {c}")
+    print(f"worst = lowest mean over the {out.get('meta_seeds', 1)} meta-training seed(s)")

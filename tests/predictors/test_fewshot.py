@@ -156,10 +156,12 @@ def test_bench_end_to_end_protocol_all(shared_data: Path, tmp_path: Path) -> Non
                "meta_test": ["fpga"], "budget": 20, "protocol": "all", "seeds": 2, "out": str(out)})
     saved = json.loads(out.read_text())
     assert saved["devices"] == res["devices"] and not list(out.parent.glob(".tmp_*"))
-    assert set(saved) == {"space", "budget", "protocol", "devices", "mean_spearman", "baseline"}
-    assert set(saved["baseline"]) == {"space", "budget", "protocol", "devices", "mean_spearman"}
+    summary = {"devices", "mean_spearman", "mean_spearman_worst_meta_seed"}
+    assert set(saved) == {"space", "budget", "protocol", "meta_seeds", "meta_fits", "baseline", *summary}
+    assert set(saved["baseline"]) == {"space", "budget", "protocol", *summary}
     m, b = saved["devices"]["fpga"], saved["baseline"]["devices"]["fpga"]
-    assert set(m) == {"spearman_mean", "spearman_std", "mape_mean", "within10_mean"} == set(b)
+    assert set(m) == {"spearman_mean", "spearman_std", "spearman_worst", "spearman_per_meta_seed", "mape_mean",
+                      "within10_mean"} == set(b)
     assert m["spearman_mean"] > 0.97 and m["spearman_mean"] > b["spearman_mean"]
     assert m["mape_mean"] < b["mape_mean"] and 0 <= m["within10_mean"] <= 1
 
@@ -320,3 +322,29 @@ def test_bench_help_protocol_the_path_behind_the_published_figures(shared_data: 
         df[df["arch"].isin(set(pd.unique(df["arch"])[:1000]))].to_csv(cut, index=False)
         run({"data": [str(cut)], "space": "nb201", "meta_train": devices[:5], "meta_test": ["fpga"], "budget": 20,
              "protocol": "help", "seeds": 1, "out": None})
+
+
+def test_bench_meta_seeds_and_untrimmed_pool(shared_data: Path, tmp_path: Path) -> None:
+    """bench.meta_seeds=K meta-trains K times and reports the worst meta-seed beside the mean (meta-seed 0 is
+    the single-seed run); protocol=help_untrimmed picks from HELP's whole 900-arch pool and scores on HELP's
+    trimmed query."""
+    from nas.bench.latency_fewshot import run
+
+    devices = ["1080ti_1", "1080ti_32", "silver_4114", "pixel3", "samsung_a50", "fpga"]
+    df = load_latency_table([shared_data / "latency" / "nb201_help.csv.gz"], space="nb201", devices=devices)
+    keep = set(pd.unique(df["arch"])[:2000])
+    csv = tmp_path / "first2000.csv"
+    df[df["arch"].isin(keep)].to_csv(csv, index=False)
+    cfg = {"data": [str(csv)], "space": "nb201", "meta_train": devices[:5], "meta_test": ["fpga"], "budget": 10,
+           "seeds": 2, "out": None}
+    two = run({**cfg, "protocol": "help_untrimmed", "meta_seeds": 2})
+    one = run({**cfg, "protocol": "help_untrimmed", "meta_seeds": 1})
+    d2, d1 = two["devices"]["fpga"], one["devices"]["fpga"]
+    assert len(d2["spearman_per_meta_seed"]) == 2 and d2["spearman_per_meta_seed"][0] == d1["spearman_per_meta_seed"][0]
+    assert d2["spearman_worst"] == min(d2["spearman_per_meta_seed"]) <= d2["spearman_mean"]
+    assert two["mean_spearman_worst_meta_seed"] == d2["spearman_worst"] and [c["meta_seed"] for c in two["meta_fits"]] == [0, 1]
+    assert two["ceiling"]["devices"]["fpga"]["pool_size"] == 900 and d2["spearman_mean"] > 0.9
+    trimmed = run({**cfg, "protocol": "help", "meta_seeds": 1})
+    assert trimmed["ceiling"]["devices"]["fpga"]["pool_size"] == 720
+    with pytest.raises(ValueError, match="bench.meta_seeds=0 is invalid"):
+        run({**cfg, "protocol": "help", "meta_seeds": 0})
