@@ -131,17 +131,17 @@ def test_remote_device_calibrates_from_a_kit_and_predicts_unseen_archs(help_ofa,
 def test_local_calibration_is_scored_on_the_measure_stage_and_drives_the_search(help_ofa, tmp_path: Path) -> None:
     src, _ = help_ofa
     over = ["search_space=ofa_mbv3_imagenet", "search_space.resolutions=[128,160]", "calibrate.enabled=true",
-            f"calibrate.source=[{src}]", "calibrate.budget=6", "measure.n_archs=6", "predictor.calib_images=32",
+            f"calibrate.source=[{src}]", "calibrate.budget=6", "measure.n_archs=8", "predictor.calib_images=32",
             "data.val_frac=0.05", "data.test_frac=0.05", "search.strategy.generations=3", "search.budget=1",
-            "device.rounds=20",  # timing is cheap next to export; more rounds steady the minimum on a busy CPU
+            "device.rounds=30",  # timing is cheap next to export; more rounds steady the minimum on a busy CPU
             "stages=[train,measure,predict,search]", *SMALL_META]
     untrained_supernet(compose_cfg(tmp_path, *over), tmp_path)
     summary = run_pipeline(compose_cfg(tmp_path, *over))
     assert list(summary["stages"]) == ["train", "measure", "calibrate", "predict", "search"]
     report = json.loads((tmp_path / "predictors" / "calibration.json").read_text())
     held = report["heldout"]
-    assert held["n"] == 6 and held["share_in_source_table"] == 0.0  # random archs: all imputed
-    assert held["spearman"] > 0.5 and held["mape"] < 0.5, held  # 6 archs timed on a shared CPU: loose
+    assert held["n"] == 8 and held["share_in_source_table"] == 0.0  # random archs: all imputed
+    assert held["spearman"] > 0.5 and held["mape"] < 0.5, held  # 8 archs timed on a shared CPU: loose
     cal = pd.read_csv(tmp_path / "predictors" / "calibration.csv")
     assert (cal.role == "calibration").sum() == 6 and cal[cal.role == "calibration"].in_source_table.all()
     assert all(a.endswith(("r=128", "r=160")) for a in report["chosen"])  # chosen within the run's resolutions
