@@ -63,6 +63,9 @@ class GPSurrogate:
         self.shift = float(shift)
         self.geometry_: tuple[np.ndarray, np.ndarray] | None = None  # (offset, divisor) of the features
 
+    def __repr__(self) -> str:
+        return f"GPSurrogate(kernel={self.kernel!r}, scale={self.scale!r}, log_target={self.log_target})"
+
     def _geometry(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.scale == "columns":
             sd = X.std(0)
