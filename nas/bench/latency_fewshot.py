@@ -80,6 +80,12 @@ def _check(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"bench.protocol={cfg['protocol']!r} is invalid; expected one of {list(PROTOCOLS)}")
     if not isinstance(cfg["validate"], bool):
         raise ValueError(f"bench.validate={cfg['validate']!r} is invalid; expected true or false")
+    cfg["predictor"] = dict(cfg.get("predictor") or {})
+    try:
+        FewShotLatencyPredictor(**cfg["predictor"])._check_params()
+    except TypeError as e:
+        raise ValueError(f"bench.predictor={cfg['predictor']} is invalid ({e}); expected FewShotLatencyPredictor "
+                         "settings") from None
     for key in ("budget", "seeds", "meta_seeds"):
         if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < (2 if key == "budget" else 1):
             raise ValueError(f"bench.{key}={cfg[key]!r} is invalid; expected an integer >= {2 if key == 'budget' else 1}")
@@ -260,7 +266,7 @@ def run(cfg: Any) -> dict[str, Any]:
     bar = tqdm(total=len(test) * cfg["seeds"] * meta_seeds, desc=f"latency_fewshot {space}", leave=False)
     configs = []
     for ms in range(meta_seeds):
-        ours = FewShotLatencyPredictor(random_state=ms).meta_fit(src, features)
+        ours = FewShotLatencyPredictor(**{**cfg["predictor"], "random_state": ms}).meta_fit(src, features)
         configs.append({"meta_seed": ms, "selection": ours.selection_, "prior_strength": float(ours.prior_strength_)})
         for dev, (y_all, have, pool, query_fixed) in splits.items():
             pool_archs = [archs[i] for i in pool]
@@ -277,7 +283,7 @@ def run(cfg: Any) -> dict[str, Any]:
                     results[name].setdefault(dev, []).append((ms, *_metrics(pred, y_all[query])))
                 bar.update(1)
     bar.close()
-    out = {"space": space, "budget": budget, "protocol": protocol, "meta_seeds": meta_seeds,
+    out = {"space": space, "budget": budget, "protocol": protocol, "meta_seeds": meta_seeds, "predictor": cfg["predictor"],
            **_summary(results["ours"]), "meta_fits": configs}
     out["baseline"] = {"space": space, "budget": budget, "protocol": protocol, **_summary(results["baseline"])}
     if ceiling:

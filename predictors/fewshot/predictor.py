@@ -62,6 +62,7 @@ from predictors.fewshot.impute import OutsideTable
 __all__ = ["FewShotLatencyPredictor", "device_family"]
 
 FEATURE_BLOCKS = ("enc", "phys")
+TASK_TRIMS = ("pool+query", "query", "none")  # which parts of a simulated task keep the 10th-90th latency percentile
 
 
 def device_family(name: str) -> str:
@@ -104,6 +105,9 @@ class FewShotLatencyPredictor:
         leave_out: ``"family"`` holds out every source device of the held-out device's family (same name up
             to a trailing ``_<batch>``, e.g. ``1080ti_1``/``1080ti_32``) when simulating a new device, so the
             meta-learned prior is judged on genuinely new hardware; ``"device"`` holds out one device only.
+        task_trim: what the simulated tasks trim to the held-out device's 10th-90th latency percentile:
+            ``"pool+query"`` (HELP's protocol), ``"query"`` (the pool is whole, as on a new device whose
+            latencies nobody knows yet) or ``"none"``.
         random_state: seed of the meta-training simulation.
     """
 
@@ -127,6 +131,7 @@ class FewShotLatencyPredictor:
         leave_out: str = "family",
         impute: str = "boost",
         prior_check: str = "loo",
+        task_trim: str = "pool+query",
         random_state: int = 0,
     ) -> None:
         self.src_scales = src_scales
@@ -146,6 +151,7 @@ class FewShotLatencyPredictor:
         self.leave_out = leave_out
         self.impute = impute
         self.prior_check = prior_check
+        self.task_trim = task_trim
         self.random_state = random_state
 
     # ------------------------------------------------------------------ features
@@ -157,6 +163,8 @@ class FewShotLatencyPredictor:
             raise ValueError(f"prior_check={self.prior_check!r} is invalid; expected 'loo' or 'none'")
         if self.impute not in ("boost", "ridge", "none"):
             raise ValueError(f"impute={self.impute!r} is invalid; expected 'boost', 'ridge' or 'none'")
+        if self.task_trim not in TASK_TRIMS:
+            raise ValueError(f"task_trim={self.task_trim!r} is invalid; expected one of {list(TASK_TRIMS)}")
         if self.leave_out not in ("family", "device"):
             raise ValueError(f"leave_out={self.leave_out!r} is invalid; expected 'family' or 'device'")
         for s in self.selections:
@@ -229,8 +237,10 @@ class FewShotLatencyPredictor:
             for _ in range(self.meta_tasks):
                 perm = rng.permutation(n)
                 pool, query = perm[:n_pool], perm[n_pool : n_pool + n_query]
-                pool = pool[np.argsort(lat[pool, j])][int(0.1 * len(pool)) : int(0.9 * len(pool))]
-                query = query[np.argsort(lat[query, j])][int(0.1 * len(query)) : int(0.9 * len(query))]
+                if self.task_trim == "pool+query":
+                    pool = pool[np.argsort(lat[pool, j])][int(0.1 * len(pool)) : int(0.9 * len(pool))]
+                if self.task_trim != "none":
+                    query = query[np.argsort(lat[query, j])][int(0.1 * len(query)) : int(0.9 * len(query))]
                 tasks.append((j, pool, query))
         family = [device_family(d) if self.leave_out == "family" else d for d in table.columns]
         held = [[i for i, f in enumerate(family) if f == family[j]] for j in range(lat.shape[1])]

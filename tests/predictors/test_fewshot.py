@@ -157,7 +157,7 @@ def test_bench_end_to_end_protocol_all(shared_data: Path, tmp_path: Path) -> Non
     saved = json.loads(out.read_text())
     assert saved["devices"] == res["devices"] and not list(out.parent.glob(".tmp_*"))
     summary = {"devices", "mean_spearman", "mean_spearman_worst_meta_seed"}
-    assert set(saved) == {"space", "budget", "protocol", "meta_seeds", "meta_fits", "baseline", *summary}
+    assert set(saved) == {"space", "budget", "protocol", "meta_seeds", "meta_fits", "predictor", "baseline", *summary}
     assert set(saved["baseline"]) == {"space", "budget", "protocol", *summary}
     m, b = saved["devices"]["fpga"], saved["baseline"]["devices"]["fpga"]
     assert set(m) == {"spearman_mean", "spearman_std", "spearman_worst", "spearman_per_meta_seed", "mape_mean",
@@ -348,3 +348,9 @@ def test_bench_meta_seeds_and_untrimmed_pool(shared_data: Path, tmp_path: Path) 
     assert trimmed["ceiling"]["devices"]["fpga"]["pool_size"] == 720
     with pytest.raises(ValueError, match="bench.meta_seeds=0 is invalid"):
         run({**cfg, "protocol": "help", "meta_seeds": 0})
+    with pytest.raises(ValueError, match="task_trim='most' is invalid"):
+        run({**cfg, "protocol": "help", "predictor": {"task_trim": "most"}})
+    with pytest.raises(ValueError, match=r"bench.predictor=\{'tasks': 3\} is invalid"):
+        run({**cfg, "protocol": "help", "predictor": {"tasks": 3}})
+    untrimmed_tasks = run({**cfg, "protocol": "help_untrimmed", "predictor": {"task_trim": "query"}})
+    assert untrimmed_tasks["predictor"] == {"task_trim": "query"} and untrimmed_tasks["devices"]["fpga"]["spearman_mean"] > 0.9
