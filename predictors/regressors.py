@@ -122,8 +122,9 @@ class EnsembleRegressor(BaseEstimator, RegressorMixin):
             members.append(_quiet_fit(clone(make_base(kind, self.seed + m)), X[idx], t[idx]))
         return members
 
-    def _members_predict(self, members: list[Any], X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        P = StackedMembers(members).predict(X)
+    def _members_predict(self, members: list[Any], X: np.ndarray,
+                         stacked: StackedMembers | None = None) -> tuple[np.ndarray, np.ndarray]:
+        P = (stacked or StackedMembers(members)).predict(X)
         if self.log_target:
             P = np.exp(P)
         mean = P[0] if len(P) == 1 else 0.5 * (P[0] + P.mean(0))  # member 0 saw all data
@@ -163,10 +164,7 @@ class EnsembleRegressor(BaseEstimator, RegressorMixin):
             raise ValueError(f"X has shape {X.shape}; expected (n, {self.n_features_in_})")
         if getattr(self, "_stacked", None) is None or self._stacked.members is not self.members_:
             self._stacked = StackedMembers(self.members_)
-        P = self._stacked.predict(X)
-        if self.log_target:
-            P = np.exp(P)
-        mean, std = (P[0] if len(P) == 1 else 0.5 * (P[0] + P.mean(0))), P.std(0)
+        mean, std = self._members_predict(self.members_, X, self._stacked)
         return (mean, std * self.std_scale_) if return_std else mean
 
     def __getstate__(self) -> dict[str, Any]:

@@ -27,3 +27,24 @@ def bench_config(name: str, cfg: Any) -> DictConfig:
 
 def as_dict(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)
+
+
+def load_average() -> list[float]:
+    """The machine's 1/5/15-minute load average, recorded beside timings so a figure from a busy machine says so."""
+    import os
+
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def run_hwnas(run_dir: Any, overrides: Any = ()) -> str:
+    """``hwnas hydra.run.dir=<run_dir> <overrides>`` in a fresh process, as a user runs it; returns the command
+    as a user would type it. A failed run is a one-line error with the run's last stderr line."""
+    import subprocess
+    import sys
+
+    args = [f"hydra.run.dir={run_dir}", *[str(o) for o in overrides]]
+    proc = subprocess.run([sys.executable, "-m", "nas.cli", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ValueError(f"hwnas {' '.join(args)} exited with {proc.returncode}: "
+                         f"{proc.stderr.strip().splitlines()[-1:]}")
+    return "hwnas " + " ".join(args)

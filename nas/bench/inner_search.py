@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from nas.bench.config import as_dict, bench_config
+from nas.bench.config import as_dict, bench_config, load_average, run_hwnas
 from nas.rundir import RunContext, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -40,10 +38,6 @@ def _threads() -> dict[str, int]:
     return {f"{i['user_api']}:{i['internal_api']}": int(i["num_threads"]) for i in threadpool_info()}
 
 
-def _load() -> list[float]:
-    return [round(v, 2) for v in os.getloadavg()]
-
-
 def _run_dir(cfg: Any, space: str, cache: Path) -> Path:
     given = (cfg.run_dirs or {}).get(space)
     if given:
@@ -53,12 +47,9 @@ def _run_dir(cfg: Any, space: str, cache: Path) -> Path:
         return run
     run = cache / space
     if not (run / "stages" / "predict.json").is_file():
-        cmd = [sys.executable, "-m", "nas.cli", f"hydra.run.dir={run}", f"search_space={space}",
-               "stages=[train,measure,predict]", *list(cfg.run_overrides or [])]
-        log.info("inner_search: making a small run for %s: %s", space, " ".join(cmd[2:]))
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise ValueError(f"hwnas for {space} exited with {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}")
+        overrides = [f"search_space={space}", "stages=[train,measure,predict]", *list(cfg.run_overrides or [])]
+        log.info("inner_search: making a small run for %s in %s: %s", space, run, " ".join(overrides))
+        run_hwnas(run, overrides)
     return run
 
 
@@ -83,6 +74,7 @@ def _best_of(repeats: int, fn: Any) -> float:
 
 
 def bench_space(run: Path, cfg: Any) -> dict[str, Any]:
+    from nas.search import strategy_class
     from nas.search.problem import CachedFeatures
     from nas.stages.search import SearchSetup
 
@@ -120,7 +112,7 @@ def bench_space(run: Path, cfg: Any) -> dict[str, Any]:
     best = min(rounds, key=lambda r: r["seconds"])
     node = ctx.cfg.search.strategy
     return {
-        "run_dir": str(run), "strategy": st.label, "strategy_class": f"{type(st).__module__}.{type(st).__qualname__}",
+        "run_dir": str(run), "strategy": st.label, "strategy_class": strategy_class(st),
         "models": [repr(m) for m in st.models], "accuracy_predictor": type(setup.models.acc.model_).__name__,
         "scoring": rows,
         "round": {"seconds": round(best["seconds"], 4), "predictor_evaluations": best["predictor_evaluations"],
@@ -143,10 +135,10 @@ def run(cfg: Any) -> dict:
         group_option("search_space", str(sp))  # an unknown option names the choices
     cache = Path(cfg.cache_dir) if cfg.cache_dir else Path("bench_runs") / "inner_search_cache"
     runs = {str(sp): _run_dir(cfg, str(sp), cache) for sp in cfg.spaces}
-    load_before = _load()
+    load_before = load_average()
     per_space = {sp: bench_space(run, cfg) for sp, run in runs.items()}
     result = {"bench": "inner_search", "config": as_dict(cfg), "cpus": os.cpu_count(), "threads": _threads(),
-              "load_before": load_before, "load_after": _load(), "spaces": per_space}
+              "load_before": load_before, "load_after": load_average(), "spaces": per_space}
     for sp, r in per_space.items():
         for row in r["scoring"]:
             print(f"{sp:<16} {row['candidates']:>7} candidates  {row['seconds']:.3f} s strategy's models  "

@@ -259,7 +259,7 @@ def run(cfg: Any) -> dict[str, Any]:
             query_fixed = _trim(have[n_pool : n_pool + HELP_QUERY], y_all)
         else:
             pool, query_fixed = have, None
-        splits[dev] = (y_all, have, pool, query_fixed)
+        splits[dev] = (y_all, have, [archs[i] for i in pool], query_fixed)
         if query_fixed is not None:
             ceiling[dev] = _ceiling(inputs, y_all, pool, query_fixed)
     meta_seeds = int(cfg["meta_seeds"])
@@ -268,8 +268,7 @@ def run(cfg: Any) -> dict[str, Any]:
     for ms in range(meta_seeds):
         ours = FewShotLatencyPredictor(**{**cfg["predictor"], "random_state": ms}).meta_fit(src, features)
         configs.append({"meta_seed": ms, "selection": ours.selection_, "prior_strength": float(ours.prior_strength_)})
-        for dev, (y_all, have, pool, query_fixed) in splits.items():
-            pool_archs = [archs[i] for i in pool]
+        for dev, (y_all, have, pool_archs, query_fixed) in splits.items():
             for seed in range(cfg["seeds"]):
                 for name, model in (("ours", ours), ("baseline", base)):
                     if name == "baseline" and ms > 0:

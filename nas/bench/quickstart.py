@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from nas.bench.config import bench_config
+from nas.bench.config import bench_config, run_hwnas
 from nas.rundir import write_json_atomic
 
 
@@ -20,17 +17,14 @@ def run(cfg: Any) -> dict:
         raise ValueError("bench.out is null; expected the path of the result JSON")
     out = Path(cfg.out)
     run_dir = Path(cfg.run_dir) if cfg.run_dir else out.parent / "quickstart_run"
-    cmd = [sys.executable, "-m", "nas.cli", f"hydra.run.dir={run_dir}", *list(cfg.overrides or [])]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=dict(os.environ), capture_output=True, text=True)
+    command = run_hwnas(run_dir, cfg.overrides or [])
     wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise ValueError(f"hwnas exited with {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}")
     summary = json.loads((run_dir / "summary.json").read_text())
     search = summary["stages"].get("search", {})
     result = {
         "bench": "quickstart",
-        "command": "hwnas " + " ".join(cmd[3:]),
+        "command": command,
         "wall_seconds": round(wall, 1),
         "seconds_total": summary["seconds_total"],
         "seconds_per_stage": summary["seconds_per_stage"],

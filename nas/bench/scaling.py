@@ -20,14 +20,12 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from nas.bench.config import as_dict, bench_config
+from nas.bench.config import as_dict, bench_config, load_average, run_hwnas
 from nas.rundir import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -39,15 +37,11 @@ def _hwnas(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
     done = run_dir / "bench_scaling.json"
     if done.is_file():
         return json.loads(done.read_text())
-    load_before = [round(v, 2) for v in os.getloadavg()]
-    cmd = [sys.executable, "-m", "nas.cli", f"hydra.run.dir={run_dir}", *overrides]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise ValueError(f"hwnas {' '.join(overrides)} exited with {proc.returncode}: "
-                         f"{proc.stderr.strip().splitlines()[-1:]}")
+    load_before = load_average()
+    command = run_hwnas(run_dir, overrides)
     summary = json.loads((run_dir / "summary.json").read_text())
-    rec = {"command": "hwnas " + " ".join(cmd[3:]), "seconds_per_stage": summary["seconds_per_stage"],
-           "load_before": load_before, "load_after": [round(v, 2) for v in os.getloadavg()]}
+    rec = {"command": command, "seconds_per_stage": summary["seconds_per_stage"],
+           "load_before": load_before, "load_after": load_average()}
     write_json_atomic(done, rec)
     return rec
 

@@ -194,7 +194,7 @@ class VectorisedNSGA2:
         mutate = self.rng.random(child.shape) < self.mutation_rate
         return np.where(mutate, self._random_genomes(n), child)
 
-    def _novel(self, G: np.ndarray, seen: dict[Architecture, Any], n: int) -> tuple[np.ndarray, list[Architecture]]:
+    def _novel(self, G: np.ndarray, seen: set[Architecture], n: int) -> tuple[np.ndarray, list[Architecture]]:
         rows, archs, fresh = [], [], set()
         for i, a in enumerate(self.space.from_genomes(G)):
             if a not in seen and a not in fresh:
@@ -208,7 +208,7 @@ class VectorisedNSGA2:
     def run(self, evaluate: Any, generations: int) -> tuple[list[Architecture], np.ndarray, np.ndarray]:
         """Every distinct architecture scored, in order, with its rows of ``F`` and ``G`` (``(n, 0)`` without
         constraints)."""
-        seen: dict[Architecture, int] = {}
+        seen: set[Architecture] = set()
         archs_all: list[Architecture] = []
         F_all: list[np.ndarray] = []
         G_all: list[np.ndarray] = []
@@ -217,9 +217,8 @@ class VectorisedNSGA2:
             F, G = evaluate(archs)
             F = np.asarray(F, dtype=np.float64).reshape(len(archs), -1)
             G = np.zeros((len(archs), 0)) if G is None else np.asarray(G, dtype=np.float64).reshape(len(archs), -1)
-            for a in archs:
-                seen[a] = len(archs_all)
-                archs_all.append(a)
+            seen.update(archs)
+            archs_all.extend(archs)
             F_all.append(F)
             G_all.append(G)
             return F, G

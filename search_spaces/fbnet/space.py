@@ -145,7 +145,7 @@ class FBNetSpace(WeightSharingSpace[FBNetArchitecture]):
         return np.zeros(N_LAYERS, dtype=int), np.full(N_LAYERS, len(OPS) - 1, dtype=int)
 
     def to_genome(self, arch: FBNetArchitecture) -> np.ndarray:
-        return np.asarray([OPS.index(o) for o in arch.ops], dtype=int)
+        return np.asarray(arch.index, dtype=int)
 
     def from_genome(self, g: np.ndarray) -> FBNetArchitecture:
         return self.from_genomes(np.asarray(g)[None, :])[0]

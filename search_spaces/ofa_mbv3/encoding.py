@@ -34,6 +34,12 @@ def _index_of(choices: tuple[int, ...]) -> np.ndarray:
 _K, _E, _D = _index_of(KERNEL_CHOICES), _index_of(EXPAND_CHOICES), _index_of(DEPTH_CHOICES)
 
 
+def active_mask(depths: np.ndarray) -> np.ndarray:
+    """``(n, 20)`` bool: layer ``s*4+i`` is active where ``i < depths[:, s]`` (depths ``(n, 5)``, the values)."""
+    depths = np.asarray(depths)
+    return (np.arange(MAX_DEPTH)[None, None, :] < depths[:, :, None]).reshape(len(depths), N_LAYERS)
+
+
 def choice_indices(archs: Sequence[OFAArchitecture]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(kernel index (n, 20), expand index (n, 20), depth index (n, 5), resolution (n,), active (n, 20) bool)."""
     n = len(archs)
@@ -42,8 +48,7 @@ def choice_indices(archs: Sequence[OFAArchitecture]) -> tuple[np.ndarray, np.nda
         return z, z, np.zeros((0, N_STAGES), dtype=np.int64), np.zeros(0, dtype=np.int64), z.astype(bool)
     v = np.array([a.ks + a.e + a.d + (a.r,) for a in archs], dtype=np.int64)
     k, e, d, r = _K[v[:, :N_LAYERS]], _E[v[:, N_LAYERS:2 * N_LAYERS]], v[:, 2 * N_LAYERS:2 * N_LAYERS + N_STAGES], v[:, -1]
-    active = (np.arange(MAX_DEPTH)[None, None, :] < d[:, :, None]).reshape(n, N_LAYERS)
-    return k, e, _D[d], r, active
+    return k, e, _D[d], r, active_mask(d)
 
 
 def encode_onehot(archs: Sequence[OFAArchitecture], r_range: tuple[int, int] = (128, 224)) -> np.ndarray:

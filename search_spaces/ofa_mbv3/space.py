@@ -12,12 +12,11 @@ from search_spaces.ofa_mbv3.arch import (
     DEPTH_CHOICES,
     EXPAND_CHOICES,
     KERNEL_CHOICES,
-    MAX_DEPTH,
     N_LAYERS,
     N_STAGES,
     OFAArchitecture,
 )
-from search_spaces.ofa_mbv3.encoding import encode_costs, encode_onehot
+from search_spaces.ofa_mbv3.encoding import active_mask, encode_costs, encode_onehot
 from search_spaces.ofa_mbv3.structure import SETTINGS, block_specs, count_macs, count_params
 from search_spaces.registry import register_search_space
 
@@ -215,7 +214,7 @@ class OFAMobileNetV3Space(WeightSharingSpace[OFAArchitecture]):
             bad = G[0] if G.shape[1] != len(lo) else G[((G < lo) | (G > hi)).any(1)][0]
             raise ValueError(f"genome {bad.tolist()} is invalid; expected {len(lo)} integers within 0..{hi.tolist()}")
         d = np.asarray(DEPTH_CHOICES)[G[:, 2 * N_LAYERS : 2 * N_LAYERS + N_STAGES]]
-        active = (np.arange(MAX_DEPTH)[None, None, :] < d[:, :, None]).reshape(len(G), N_LAYERS)
+        active = active_mask(d)
         ks = np.where(active, np.asarray(KERNEL_CHOICES)[G[:, :N_LAYERS]], KERNEL_CHOICES[0])
         e = np.where(active, np.asarray(EXPAND_CHOICES)[G[:, N_LAYERS : 2 * N_LAYERS]], EXPAND_CHOICES[0])
         r = np.asarray(self.resolutions)[G[:, -1]]

@@ -127,6 +127,14 @@ def test_errors(slice_, fitted) -> None:
     assert device_family("1080ti_256") == "1080ti" and device_family("eyeriss") == "eyeriss"
 
 
+def _nb201_cut(shared_data: Path, tmp_path: Path, devices: list[str], n_archs: int, name: str) -> Path:
+    """A CSV of HELP's nb201 latencies on ``devices`` for the first ``n_archs`` architectures (dataset order)."""
+    df = load_latency_table([shared_data / "latency" / "nb201_help.csv.gz"], space="nb201", devices=devices)
+    csv = tmp_path / name
+    df[df["arch"].isin(set(pd.unique(df["arch"])[:n_archs]))].to_csv(csv, index=False)
+    return csv
+
+
 def test_bench_config_errors() -> None:
     from nas.bench.latency_fewshot import run
 
@@ -146,11 +154,7 @@ def test_bench_end_to_end_protocol_all(shared_data: Path, tmp_path: Path) -> Non
 
     from nas.bench.latency_fewshot import run
 
-    df = load_latency_table([shared_data / "latency" / "nb201_help.csv.gz"], space="nb201",
-                            devices=["1080ti_1", "silver_4114", "pixel3", "samsung_a50", "fpga"])
-    keep = set(pd.unique(df["arch"])[:400])
-    csv = tmp_path / "tiny.csv"
-    df[df["arch"].isin(keep)].to_csv(csv, index=False)
+    csv = _nb201_cut(shared_data, tmp_path, ["1080ti_1", "silver_4114", "pixel3", "samsung_a50", "fpga"], 400, "tiny.csv")
     out = tmp_path / "res" / "fewshot.json"
     res = run({"data": [str(csv)], "space": "nb201", "meta_train": ["1080ti_1", "silver_4114", "pixel3", "samsung_a50"],
                "meta_test": ["fpga"], "budget": 20, "protocol": "all", "seeds": 2, "out": str(out)})
@@ -172,10 +176,7 @@ def test_bench_validate_holds_out_each_meta_train_family(shared_data: Path, tmp_
     from nas.bench.latency_fewshot import run
 
     devices = ["1080ti_1", "1080ti_32", "silver_4114", "pixel3", "samsung_a50", "fpga"]
-    df = load_latency_table([shared_data / "latency" / "nb201_help.csv.gz"], space="nb201", devices=devices)
-    keep = set(pd.unique(df["arch"])[:300])
-    csv = tmp_path / "tiny.csv"
-    df[df["arch"].isin(keep)].to_csv(csv, index=False)
+    csv = _nb201_cut(shared_data, tmp_path, devices, 300, "tiny.csv")
     cfg = {"data": [str(csv)], "space": "nb201", "meta_train": devices[:5], "meta_test": ["fpga"], "budget": 20,
            "protocol": "all", "seeds": 1, "out": None}
     with pytest.raises(ValueError, match="bench.validate='yes' is invalid"):
@@ -307,10 +308,7 @@ def test_bench_help_protocol_the_path_behind_the_published_figures(shared_data: 
     from nas.bench.latency_fewshot import run
 
     devices = ["1080ti_1", "1080ti_32", "silver_4114", "pixel3", "samsung_a50", "fpga"]
-    df = load_latency_table([shared_data / "latency" / "nb201_help.csv.gz"], space="nb201", devices=devices)
-    keep = set(pd.unique(df["arch"])[:2000])
-    csv = tmp_path / "first2000.csv"
-    df[df["arch"].isin(keep)].to_csv(csv, index=False)
+    csv = _nb201_cut(shared_data, tmp_path, devices, 2000, "first2000.csv")
     res = run({"data": [str(csv)], "space": "nb201", "meta_train": devices[:5], "meta_test": ["fpga"], "budget": 20,
                "protocol": "help", "seeds": 2, "out": None})
     assert res["protocol"] == "help" and res["budget"] == 20
@@ -318,8 +316,7 @@ def test_bench_help_protocol_the_path_behind_the_published_figures(shared_data: 
     assert ours["spearman_mean"] > 0.97 and ours["spearman_mean"] > base["spearman_mean"] + 0.02, (ours, base)
     assert ours["within10_mean"] > base["within10_mean"]
     with pytest.raises(ValueError, match="has 1000 archs; protocol=help needs 1900"):
-        cut = tmp_path / "first1000.csv"
-        df[df["arch"].isin(set(pd.unique(df["arch"])[:1000]))].to_csv(cut, index=False)
+        cut = _nb201_cut(shared_data, tmp_path, devices, 1000, "first1000.csv")
         run({"data": [str(cut)], "space": "nb201", "meta_train": devices[:5], "meta_test": ["fpga"], "budget": 20,
              "protocol": "help", "seeds": 1, "out": None})
 
@@ -331,10 +328,7 @@ def test_bench_meta_seeds_and_untrimmed_pool(shared_data: Path, tmp_path: Path) 
     from nas.bench.latency_fewshot import run
 
     devices = ["1080ti_1", "1080ti_32", "silver_4114", "pixel3", "samsung_a50", "fpga"]
-    df = load_latency_table([shared_data / "latency" / "nb201_help.csv.gz"], space="nb201", devices=devices)
-    keep = set(pd.unique(df["arch"])[:2000])
-    csv = tmp_path / "first2000.csv"
-    df[df["arch"].isin(keep)].to_csv(csv, index=False)
+    csv = _nb201_cut(shared_data, tmp_path, devices, 2000, "first2000.csv")
     cfg = {"data": [str(csv)], "space": "nb201", "meta_train": devices[:5], "meta_test": ["fpga"], "budget": 10,
            "seeds": 2, "out": None}
     two = run({**cfg, "protocol": "help_untrimmed", "meta_seeds": 2})
