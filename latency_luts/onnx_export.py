@@ -40,7 +40,7 @@ def export_onnx(
         raise ValueError(f"unknown ONNX exporter {exporter!r}; expected one of {list(EXPORTERS)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # process-unique: concurrent writers never collide
     model = model.eval()
     x = torch.randn(*input_shape)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):

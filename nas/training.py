@@ -362,10 +362,32 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, r: int, batch_size: int = 
         m.momentum = mom
 
 
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every BatchNorm that directly follows a convolution in an ``nn.Sequential`` into that convolution
+    (in place, eval-mode arithmetic; the BatchNorm becomes an ``Identity``) and return the model in eval mode.
+
+    For evaluation after :func:`recalibrate_bn`: outputs agree with the unfolded model to float rounding and a
+    forward pass skips one normalisation per convolution. The folded model must not be trained further.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model.eval()
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        names = list(seq._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = seq._modules[a], seq._modules[b]
+            if type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d and bn.track_running_stats:
+                seq._modules[a] = fuse_conv_bn_eval(conv, bn)
+                seq._modules[b] = nn.Identity()
+    return model
+
+
 def subnet_accuracy(space: SearchSpace, supernet: nn.Module, arch: Any, data: DataSplits, split: str = "val",
                     calib_images: int = 512) -> float:
     """Accuracy of ``arch`` extracted from ``supernet`` after BN recalibration on training images."""
     sub = space.extract(supernet, arch).to(memory_format=torch.channels_last)  # 2-3x faster on CPU
     recalibrate_bn(sub, data.x_train[:calib_images], space.resolution(arch))
+    sub = fold_batchnorm(sub).to(memory_format=torch.channels_last)
     x, y = (data.x_val, data.y_val) if split == "val" else (data.x_test, data.y_test)
     return evaluate(sub, x, y, space.resolution(arch), sub)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from latency_luts.measure import Measurement, OrtSettings
 from latency_luts.onnx_export import export_onnx
 from latency_luts.quantize import quantize_qdq
 from nas.rundir import RunContext
-from nas.training import evaluate, recalibrate_bn
+from nas.training import evaluate, fold_batchnorm, recalibrate_bn
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +97,65 @@ def _remote_measurements(ctx: RunContext, supernet: Any, archs: Sequence[Any], s
     return out
 
 
+class TimingFiles:
+    """The ONNX files a run timed, kept in ``timing_onnx/`` and keyed by arch: the search stage's joint
+    re-timing of all candidates reuses the measure stage's files instead of exporting them again.
+
+    The files belong to one supernet checkpoint and one export setting (exporter, precision, batch); when any
+    of them changes, the folder is emptied and refilled. Each file is written under a process-unique temporary
+    name and renamed, so concurrent writers never see or leave half a file.
+    """
+
+    def __init__(self, ctx: RunContext) -> None:
+        import json
+
+        dev = ctx.cfg.device
+        self.ctx, self.dir = ctx, ctx.path("timing_onnx")
+        st = ctx.checkpoint.stat()
+        self.key = {"checkpoint_size": st.st_size, "checkpoint_mtime_ns": st.st_mtime_ns,
+                    "exporter": str(ctx.cfg.measure.exporter), "precision": str(dev.precision),
+                    "batch": int(dev.batch)}
+        key_path = self.dir / "key.json"
+        if self.dir.is_dir() and not (key_path.is_file() and json.loads(key_path.read_text()) == self.key):
+            stale = list(self.dir.glob("*.onnx"))
+            for p in stale:
+                p.unlink(missing_ok=True)
+            if stale:
+                log.info("timing files: the supernet or export setting changed; removed %d old files from %s",
+                         len(stale), self.dir)
+        if not key_path.is_file():
+            from nas.rundir import write_json_atomic
+
+            write_json_atomic(key_path, self.key)
+
+    def path(self, arch: Any) -> Path:
+        import hashlib
+
+        return self.dir / f"{hashlib.sha1(arch.to_string().encode()).hexdigest()[:20]}.onnx"
+
+    def get(self, supernet: Any, arch: Any) -> Path:
+        """The arch's timed ONNX file, exported (and quantised for int8) unless this run already has it."""
+        import os
+
+        path = self.path(arch)
+        if path.is_file():
+            return path
+        ctx, dev = self.ctx, self.ctx.cfg.device
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.part.onnx")
+        sub = ctx.space.extract(supernet, arch).eval()
+        export_onnx(sub, ctx.space.input_shape(arch, dev.batch), tmp, exporter=ctx.cfg.measure.exporter)
+        if dev.precision == "int8":
+            q = tmp.with_name(tmp.stem + ".int8.onnx")
+            quantize_qdq(tmp, q, calibration_batch(ctx, arch), dev.batch)
+            os.replace(q, tmp)
+        os.replace(tmp, path)
+        return path
+
+
 def measure_archs(ctx: RunContext, supernet: Any, archs: Sequence[Any], desc: str = "export for timing",
                   stage: str = "measure") -> list[Measurement]:
-    """Export each subnet to ONNX (fast exporter) and time them all together on the configured device.
+    """Export each subnet to ONNX (fast exporter; files this run already timed are reused, see
+    :class:`TimingFiles`) and time them all together on the configured device.
 
     ``device.runtime=remote``: latencies come from ``device.csv`` files written by ``hwnas-measure``.
     """
@@ -109,23 +164,19 @@ def measure_archs(ctx: RunContext, supernet: Any, archs: Sequence[Any], desc: st
         return _remote_measurements(ctx, supernet, archs, stage)
     if dev.runtime != "onnxruntime":
         raise ValueError(f"device.runtime={dev.runtime!r} is invalid; expected 'onnxruntime' or 'remote'")
-    with tempfile.TemporaryDirectory(prefix="hwnas-measure-") as tmp:
-        paths = []
-        for i, arch in enumerate(tqdm(archs, desc=desc, unit="subnet", leave=False)):
-            sub = ctx.space.extract(supernet, arch).eval()
-            path = export_onnx(sub, ctx.space.input_shape(arch, dev.batch), Path(tmp) / f"{i}.onnx",
-                               exporter=ctx.cfg.measure.exporter)
-            if dev.precision == "int8":
-                path = quantize_qdq(path, Path(tmp) / f"{i}_int8.onnx", calibration_batch(ctx, arch), dev.batch)
-            paths.append(path)
-        settings = OrtSettings(dev.threads, dev.graph_optimization, dev.execution_mode, dev.spinning)
-        # all models of the batch in one fresh process, interleaved rounds (see latency_luts.measure)
-        rows = measure_in_fresh_process(
-            [str(p) for p in paths], [a.to_string() for a in archs], warmup=dev.warmup, rounds=dev.rounds,
-            seed=int(ctx.cfg.seed), settings=settings, batch=dev.batch, cv_threshold=dev.cv_threshold,
-            max_extra_rounds=dev.max_extra_rounds, progress=True,
-        )
-        return [Measurement(**r) for r in rows]
+    files = TimingFiles(ctx)
+    todo = sum(not files.path(a).is_file() for a in archs)
+    if todo < len(archs):
+        log.info("%s: %d of %d subnets already exported in %s", stage, len(archs) - todo, len(archs), files.dir)
+    paths = [files.get(supernet, a) for a in tqdm(archs, desc=desc, unit="subnet", leave=False)]
+    settings = OrtSettings(dev.threads, dev.graph_optimization, dev.execution_mode, dev.spinning)
+    # all models of the batch in one fresh process, interleaved rounds (see latency_luts.measure)
+    rows = measure_in_fresh_process(
+        [str(p) for p in paths], [a.to_string() for a in archs], warmup=dev.warmup, rounds=dev.rounds,
+        seed=int(ctx.cfg.seed), settings=settings, batch=dev.batch, cv_threshold=dev.cv_threshold,
+        max_extra_rounds=dev.max_extra_rounds, progress=True,
+    )
+    return [Measurement(**r) for r in rows]
 
 
 def evaluate_archs(ctx: RunContext, supernet: Any, archs: Sequence[Any], splits: Sequence[str] = ("val",),
@@ -138,6 +189,7 @@ def evaluate_archs(ctx: RunContext, supernet: Any, archs: Sequence[Any], splits:
         # channels-last: depthwise convs run 2-3x faster on CPU (oneDNN); results agree to float rounding
         sub = ctx.space.extract(supernet, arch).to(memory_format=torch.channels_last)
         recalibrate_bn(sub, data.x_train[:n_cal], ctx.space.resolution(arch))
+        sub = fold_batchnorm(sub).to(memory_format=torch.channels_last)  # eval only from here: BN into the convs
         for s in splits:
             x, y = (data.x_val, data.y_val) if s == "val" else (data.x_test, data.y_test)
             out[s].append(evaluate(sub, x, y, ctx.space.resolution(arch), sub))

@@ -195,3 +195,26 @@ def test_torchrun_two_processes_train_checkpoint_resume_and_match_one_process(tm
     # is tested above; this bound catches a 2-process job that trains markedly worse.
     assert abs(accs[1].mean() - accs[2].mean()) <= 0.08, accs
 
+
+
+@pytest.mark.parametrize("space_name, kwargs", [("ofa_mbv3", {"setting": "small"}), ("fbnet", {"dataset": "cifar100", "input_size": 32})])
+def test_folded_batchnorm_gives_the_recalibrated_subnets_outputs(space_name: str, kwargs: dict) -> None:
+    from torch import nn
+
+    from nas.training import fold_batchnorm, recalibrate_bn
+
+    space = create_search_space(space_name, n_classes=10, in_channels=1, **kwargs)
+    net = fresh_supernet(space)
+    data = small_data()
+    rng = np.random.default_rng(0)
+    for arch in [space.largest(), *space.sample_many(3, rng)]:
+        r = space.resolution(arch)
+        sub = space.extract(net, arch)
+        recalibrate_bn(sub, data.x_train[:128], r)
+        x = torch.nn.functional.interpolate(data.x_val[:16], size=(r, r), mode="bilinear", align_corners=False)
+        ref = sub.eval()(x)
+        n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in sub.modules())
+        folded = fold_batchnorm(sub)
+        left = sum(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+        assert left < n_bn / 2, f"only {n_bn - left} of {n_bn} BatchNorms were folded"
+        torch.testing.assert_close(folded(x), ref, rtol=1e-4, atol=1e-4)
