@@ -1,7 +1,10 @@
 """The run: stages in order over one run directory; each stage reads earlier stages' artifacts from disk.
 
 Every stage is a module of ``nas.stages`` with ``validate(cfg)`` (one-line errors before anything is written),
-``run(ctx) -> record`` and ``reset(ctx)`` (removes what a forced rerun must not reuse).
+``run(ctx) -> record`` and ``reset(ctx)`` (removes what a forced rerun must not reuse), and optionally
+``shared(ctx)``: work several processes of one run directory may do at once (the search's evaluations over a
+shared study). ``run`` holds the stage's lock (``stages/<name>.lock``): when several processes share a run
+directory (search workers), each stage runs once and the others wait for its marker.
 A finished stage leaves its marker ``stages/<name>.json`` (its record for summary.json, see
 ``nas.rundir.StageMarkers``); rerunning the same command skips finished stages unless listed in ``force``.
 A forced stage drops its marker and those of every later stage (their inputs change) before it starts, so a
@@ -117,13 +120,21 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str
             ctx.records[name] = ctx.markers.read(name)
             log.info("stage %s: already finished in %s, skipping (force=[%s] reruns it)", name, run_dir, name)
         else:
+            mod = STAGE_MODULES[name]
             log.info("stage %s: starting", name)
             t0 = time.perf_counter()
-            record = STAGE_MODULES[name].run(ctx)
-            record["seconds"] = round(time.perf_counter() - t0, 2)
-            ctx.markers.write(name, record)
-            ctx.records[name] = record
-            log.info("stage %s: done in %.1f s", name, record["seconds"])
+            if hasattr(mod, "shared"):
+                mod.shared(ctx)
+            with ctx.markers.lock(name):
+                if ctx.markers.done(name):
+                    ctx.records[name] = ctx.markers.read(name)
+                    log.info("stage %s: finished by another process of %s", name, run_dir)
+                else:
+                    record = mod.run(ctx)
+                    record["seconds"] = round(time.perf_counter() - t0, 2)
+                    ctx.markers.write(name, record)
+                    ctx.records[name] = record
+                    log.info("stage %s: done in %.1f s", name, record["seconds"])
         summary["stages"][name] = ctx.records[name]
         write_json_atomic(run_dir / "summary.json", _finalise(summary))
     return _finalise(summary)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -19,10 +21,17 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 
+def _tmp_beside(path: Path) -> Path:
+    """A temporary name beside ``path`` that no other process or thread uses (workers share run directories)."""
+    import threading
+
+    return path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON to a temporary file beside ``path``, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = _tmp_beside(path)
     tmp.write_text(json.dumps(obj, indent=2, default=str))
     os.replace(tmp, path)
 
@@ -30,7 +39,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 def write_csv_atomic(path: Path, df: Any) -> None:
     """Write a DataFrame as CSV to a temporary file beside ``path``, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = _tmp_beside(path)
     df.to_csv(tmp, index=False)
     os.replace(tmp, path)
 
@@ -113,6 +122,25 @@ class StageMarkers:
     def write(self, name: str, record: dict[str, Any]) -> None:
         write_json_atomic(self.path(name), record)
 
+    @contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """Hold ``stages/<name>.lock`` (an exclusive ``flock``, released by the OS if the process dies) while a
+        stage runs: processes sharing a run directory (search workers) run it once, the others wait and then
+        find its marker."""
+        import fcntl
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / f"{name}.lock", "a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("stage %s: another process of this run directory is running it; waiting", name)
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     def drop(self, name: str) -> bool:
         """Remove a marker (before a forced stage starts, so a killed forced run is rerun); True if there was one."""
         p = self.path(name)
@@ -130,6 +158,7 @@ class RunContext:
     run_dir: Path
     records: dict[str, Any] = field(default_factory=dict)
     dist: Any = None  # nas.distributed.DistContext of a torchrun job; None = one process
+    scratch: dict[str, Any] = field(default_factory=dict)  # objects a stage's shared part hands to its run
 
     @classmethod
     def open(cls, run_dir: str | os.PathLike) -> RunContext:

@@ -82,6 +82,7 @@ class SearchSchema:
     latency_predictors: dict[str, str] = field(default_factory=dict)
     budget: int = 20
     storage: str | None = None
+    study_name: str | None = None
     seed: int = 0
     strategy: Any = None  # conf/search/<name>.yaml: a _target_ node checked by nas.search.build_strategy
 

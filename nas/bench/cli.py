@@ -23,6 +23,7 @@ BENCHES = {
     "accuracy_predictor": "nas.bench.accuracy_predictor",
     "inner_search": "nas.bench.inner_search",
     "scaling": "nas.bench.scaling",
+    "workers": "nas.bench.workers",
 }
 
 

@@ -48,3 +48,25 @@ def run_hwnas(run_dir: Any, overrides: Any = ()) -> str:
         raise ValueError(f"hwnas {' '.join(args)} exited with {proc.returncode}: "
                          f"{proc.stderr.strip().splitlines()[-1:]}")
     return "hwnas " + " ".join(args)
+
+
+def seed_run_dir(src: Any, dst: Any, stages: tuple[str, ...]) -> None:
+    """A run directory holding ``src``'s finished ``stages`` (their outputs and markers), nothing later."""
+    import shutil
+    from pathlib import Path
+
+    src, dst = Path(src), Path(dst)
+    if dst.exists():
+        return
+    dst.mkdir(parents=True)
+    keep = {"train": ["checkpoints", "train_history.json"],
+            "measure": ["measurements.csv", "timing_onnx"], "predict": ["evaluations.csv", "predictors"]}
+    for st in stages:
+        for name in keep[st]:
+            p = src / name
+            if p.is_dir():
+                shutil.copytree(p, dst / name)
+            elif p.is_file():
+                shutil.copy2(p, dst / name)
+        (dst / "stages").mkdir(exist_ok=True)
+        shutil.copy2(src / "stages" / f"{st}.json", dst / "stages" / f"{st}.json")

@@ -19,13 +19,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from nas.bench.config import as_dict, bench_config, load_average, run_hwnas
+from nas.bench.config import as_dict, bench_config, load_average, run_hwnas, seed_run_dir
 from nas.rundir import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -44,24 +43,6 @@ def _hwnas(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
            "load_before": load_before, "load_after": load_average()}
     write_json_atomic(done, rec)
     return rec
-
-
-def _seed_from(src: Path, dst: Path, stages: tuple[str, ...]) -> None:
-    """A run directory holding ``src``'s finished ``stages`` (their outputs and markers), nothing later."""
-    if dst.exists():
-        return
-    dst.mkdir(parents=True)
-    keep = {"train": ["checkpoints", "train_history.json"],
-            "measure": ["measurements.csv"], "predict": ["evaluations.csv", "predictors"]}
-    for st in stages:
-        for name in keep[st]:
-            p = src / name
-            if p.is_dir():
-                shutil.copytree(p, dst / name)
-            elif p.is_file():
-                shutil.copy2(p, dst / name)
-        (dst / "stages").mkdir(exist_ok=True)
-        shutil.copy2(src / "stages" / f"{st}.json", dst / "stages" / f"{st}.json")
 
 
 def run(cfg: Any) -> dict:
@@ -96,7 +77,7 @@ def run(cfg: Any) -> dict:
     for series, value, run_dir, overrides, seed_stages in tqdm(plan, desc="scaling runs", unit="run"):
         if seed_stages is not None:
             src = trained if seed_stages == ("train",) else root / f"n_archs_{nb}"
-            _seed_from(src, run_dir, seed_stages)
+            seed_run_dir(src, run_dir, seed_stages)
         log.info("scaling: %s=%d in %s", series, value, run_dir)
         rec = _hwnas(run_dir, overrides)
         ran = {k: v for k, v in rec["seconds_per_stage"].items()

@@ -31,6 +31,11 @@ def run_budget(
     resumed Optuna study) count towards the budget. Proposals past the budget are told ``inf`` (not
     evaluated). Returns the archs evaluated by this call, in order, and their objective rows. Stops early
     when the strategy proposes only cached archs for ``max_stall`` rounds in a row (a converged population).
+
+    A strategy over a study that several workers share (one with ``budget_state()``, e.g.
+    :class:`~nas.search.OptunaSearch`) counts the budget study-wide: this worker asks only while the study's
+    completed plus other workers' running trials are short of ``budget``, waits while the rest is in flight
+    (a dead worker's trial comes back as a retry it may take), and returns once the study holds ``budget``.
     """
     if int(budget) < 1:
         raise ValueError(f"budget={budget} is invalid; expected an integer >= 1")
@@ -40,30 +45,45 @@ def run_budget(
     rows: list[np.ndarray] = []
     stall = 0
     done = int(strategy.resumed_evaluations)
-    while done + len(order) < budget and stall < max_stall:
+    shared = callable(getattr(strategy, "budget_state", None))
+    while stall < max_stall:
+        if shared:
+            complete, in_flight = strategy.budget_state()
+            if complete >= budget:
+                break
+            if complete + in_flight >= budget:
+                strategy.wait_for_others()
+                continue
+            room = budget - complete - in_flight
+        else:
+            room = budget - done - len(order)
+            if room <= 0:
+                break
         archs = strategy.ask()
         new: list[Architecture] = []
         for a in archs:
-            if a not in cache and a not in new and done + len(order) + len(new) < budget:
+            if a not in cache and a not in new and len(new) < room:
                 new.append(a)
         if new:
             out = objective(new)
             F_new, G_new = out if isinstance(out, tuple) else (out, None)
             F_new = np.asarray(F_new, dtype=np.float64).reshape(len(new), -1)
             for i, (a, f) in enumerate(zip(new, F_new, strict=True)):
+                if not np.isfinite(f).all():  # not evaluated (e.g. another worker holds it): told nan, not counted
+                    continue
                 cache[a] = f
                 if G_new is not None:
                     constraints[a] = np.asarray(G_new, dtype=np.float64).reshape(len(new), -1)[i]
                 order.append(a)
                 rows.append(f)
             if progress is not None:
-                progress(len(new))
+                progress(sum(a in cache for a in new))
             stall = 0
         else:
             stall += 1
         if not archs:
             continue
-        width = len(next(iter(cache.values())))
+        width = F_new.shape[1] if new else len(next(iter(cache.values())))
         F = np.stack([cache[a] if a in cache else np.full(width, np.inf) for a in archs])
         if constraints:
             n_g = len(next(iter(constraints.values())))

@@ -5,6 +5,23 @@ One categorical parameter per gene of ``space.to_genome``; each trial stores its
 study: the completed trials seed an evaluation cache, and an arch that was already evaluated is never proposed
 again (a sampler's repeat is told its cached objectives at once and marked ``user_attrs["duplicate"]``).
 
+Several processes (on one machine or many) may drive the same study at once -- "workers". Each running trial
+carries its worker (``host:pid:session``) and a heartbeat (``user_attrs``) refreshed every
+``heartbeat_interval`` seconds while it waits to be told. A trial whose worker is gone (a dead pid on this
+host, or no heartbeat for ``grace_period`` seconds) is failed and re-enqueued with the same parameters, so
+another worker evaluates it: nothing is lost. Repeats are filtered: after a trial is asked, the worker records
+its arch, then reads the study; if a completed trial has the arch it is answered from it, and if a live trial
+with a lower number holds it, this one yields (is failed, marked ``yielded``). That filter is cheap but not
+airtight -- two workers that draw the same arch at the same moment can both miss each other -- so the objective
+must make the final call: the pipeline's journal claims each arch atomically before evaluating it
+(``nas.stages.search.RealEvaluations``) and answers ``nan`` for an arch another live worker holds, which this
+strategy tells as a failed, ``unevaluated`` trial. :meth:`budget_state` gives a budget
+driver the study-wide count (see ``nas.search.loop.run_budget``).
+
+Storage URLs: anything ``optuna.storages.RDBStorage`` takes (``sqlite:///study.db`` for one machine,
+``postgresql://user@host/db`` for a cluster; its driver: ``pip install 'hwnas[postgres]'``) and
+``journal:///path/study.log`` for Optuna's JournalFileBackend (a shared filesystem without a database).
+
 Example::
 
     s = OptunaSearch(space=space, sampler="tpe", storage="sqlite:///study.db", study_name="nb201-pixel3")
@@ -13,6 +30,13 @@ Example::
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +46,60 @@ from nas.search.base import Strategy, check_space
 from search_spaces.base import Architecture
 
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
+log = logging.getLogger(__name__)
+
+
+def open_storage(url: str | None) -> Any:
+    """An Optuna storage for a URL: ``journal:///path`` -> JournalStorage over a JournalFileBackend, any other
+    URL -> RDBStorage (SQLite waits up to 60 s for a lock held by another worker); ``None`` -> in memory.
+    A URL that cannot be opened gives one line naming it."""
+    if url is None:
+        return None
+    if not isinstance(url, str) or "://" not in url:
+        raise ValueError(f"storage={url!r} is invalid; expected an Optuna storage URL like 'sqlite:///study.db', "
+                         "'journal:///path/study.log' or 'postgresql://user@host/db'")
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if url.startswith("journal://"):
+        path = url[len("journal://"):]
+        if not path:
+            raise ValueError(f"storage={url!r} is invalid; expected journal:///path/to/study.log")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        return JournalStorage(JournalFileBackend(path))
+    kw = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    try:
+        return RDBStorage(url, engine_kwargs=kw)
+    except ImportError as e:
+        raise ValueError(f"storage={url!r} needs a database driver that is not installed ({e}); for PostgreSQL: "
+                         "pip install 'hwnas[postgres]'") from None
+    except Exception as e:  # sqlalchemy's OperationalError and friends: say which URL and why, in one line
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"storage={url!r} cannot be opened: {reason}") from None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _heartbeat(ref: weakref.ReferenceType, stop: threading.Event, interval: float) -> None:
+    """Refresh the heartbeat of every trial the strategy is waiting on; ends with the strategy."""
+    while not stop.wait(interval):
+        strategy = ref()
+        if strategy is None:
+            return
+        for trial in list(strategy._pending.values()):
+            try:
+                trial.set_user_attr("heartbeat", time.time())
+            except Exception:  # told or failed meanwhile: nothing to keep alive
+                pass
+        del strategy
 
 
 def _constraints_of(trial: Any) -> list[float]:
@@ -61,11 +139,14 @@ class OptunaSearch(Strategy):
         max_retries: sampler repeats tolerated per proposal before a random unseen arch is enqueued.
         n_constraints: constraint columns each ``tell`` passes as ``G`` (``<= 0`` feasible); the NSGA-II, TPE
             and GP samplers take them into account (random ignores them).
+        heartbeat_interval: seconds between heartbeats of the trials being evaluated.
+        grace_period: seconds without a heartbeat after which another worker's running trial counts as dead.
     """
 
     def __init__(self, *, space: Any, sampler: str = "tpe", storage: str | None = "sqlite:///optuna_study.db",
                  study_name: str = "hwnas", n_objectives: int = 2, batch_size: int = 1, seed: int = 0,
-                 population_size: int = 24, max_retries: int = 20, n_constraints: int = 0) -> None:
+                 population_size: int = 24, max_retries: int = 20, n_constraints: int = 0,
+                 heartbeat_interval: float = 5.0, grace_period: float = 60.0) -> None:
         check_space(space)
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler={sampler!r} is invalid; expected one of {list(SAMPLERS)}")
@@ -78,6 +159,12 @@ class OptunaSearch(Strategy):
                              ("n_constraints", n_constraints, 0)):
             if not isinstance(val, int | np.integer) or val < lo:
                 raise ValueError(f"{key}={val!r} is invalid; expected an integer >= {lo}")
+        for key, val in (("heartbeat_interval", heartbeat_interval), ("grace_period", grace_period)):
+            if not isinstance(val, int | float) or isinstance(val, bool) or not val > 0:
+                raise ValueError(f"{key}={val!r} is invalid; expected a positive number of seconds")
+        if grace_period < 2 * heartbeat_interval:
+            raise ValueError(f"grace_period={grace_period!r} is invalid; expected at least twice "
+                             f"heartbeat_interval={heartbeat_interval!r}")
         import optuna
         from optuna.distributions import CategoricalDistribution
 
@@ -90,24 +177,93 @@ class OptunaSearch(Strategy):
         self.rng = np.random.default_rng(int(seed))
         lo, hi = space.genome_bounds()
         self.dists = {f"g{k}": CategoricalDistribution(list(range(int(a), int(b) + 1))) for k, (a, b) in enumerate(zip(lo, hi))}
+        self.heartbeat_interval, self.grace_period = float(heartbeat_interval), float(grace_period)
+        self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._storage = open_storage(storage) or optuna.storages.InMemoryStorage()
         self.study = optuna.create_study(
-            storage=storage, study_name=study_name, load_if_exists=True,
+            storage=self._storage, study_name=study_name, load_if_exists=True,
             directions=["minimize"] * self.n_objectives, sampler=make_sampler(sampler, int(seed), population_size, constrained=self.n_constraints > 0),
         )
         self.cache_: dict[Architecture, np.ndarray] = {}
         self.violation_: dict[Architecture, np.ndarray] = {}
-        TS = optuna.trial.TrialState
-        for t in self.study.get_trials(deepcopy=False):
-            if t.state == TS.COMPLETE and "arch" in t.user_attrs and not t.user_attrs.get("duplicate"):
-                a = space.parse(t.user_attrs["arch"])
-                self.cache_[a] = np.asarray(t.values, dtype=np.float64)
-                if self.n_constraints:
-                    self.violation_[a] = np.asarray(t.user_attrs.get("constraints", [0.0] * self.n_constraints))
-            elif t.state == TS.RUNNING:  # left over by an interrupted session: never told
-                self.study.tell(t.number, state=TS.FAIL)
         self._pending: dict[Architecture, Any] = {}
+        self.retried = 0  # dead workers' trials this worker re-enqueued
         self.sampler_name = sampler
+        self._refresh()
         self._resumed = len(self.cache_)
+        self._reap()
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=_heartbeat, args=(weakref.ref(self), self._stop, self.heartbeat_interval),
+                                      daemon=True, name="optuna-heartbeat")
+        self._beat.start()
+        weakref.finalize(self, self._stop.set)
+
+    def _refresh(self) -> list[Any]:
+        """Read the study: completed trials' archs join the cache; returns the running trials."""
+        import optuna
+
+        TS = optuna.trial.TrialState
+        running = []
+        for t in self.study.get_trials(deepcopy=False, states=(TS.COMPLETE, TS.RUNNING)):
+            if t.state == TS.RUNNING:
+                running.append(t)
+            elif "arch" in t.user_attrs and not t.user_attrs.get("duplicate"):
+                a = self.space.parse(t.user_attrs["arch"])
+                if a not in self.cache_:
+                    self.cache_[a] = np.asarray(t.values, dtype=np.float64)
+                    if self.n_constraints:
+                        self.violation_[a] = np.asarray(t.user_attrs.get("constraints", [0.0] * self.n_constraints))
+        return running
+
+    def _others(self, running: list[Any]) -> list[Any]:
+        mine = {t.number for t in self._pending.values()}
+        return [t for t in running if t.number not in mine]
+
+    def _dead(self, t: Any, now: float) -> bool:
+        owner = str(t.user_attrs.get("worker", ""))
+        host, _, rest = owner.partition(":")
+        pid = rest.partition(":")[0]
+        if owner and host == socket.gethostname() and pid.isdigit():
+            if int(pid) == os.getpid():
+                return owner != self.worker  # an earlier session of this very process: it is not evaluating
+            if not _pid_alive(int(pid)):
+                return True
+        beat = t.user_attrs.get("heartbeat")
+        last = float(beat) if beat is not None else (t.datetime_start.timestamp() if t.datetime_start else now)
+        return now - last > self.grace_period
+
+    def _reap(self, running: list[Any] | None = None) -> int:
+        """Fail the running trials of dead workers and enqueue each again (same parameters): another ask,
+        by any worker, evaluates it. Returns how many this call re-enqueued."""
+        import optuna
+
+        now, n = time.time(), 0
+        for t in self._others(self._refresh() if running is None else running):
+            if not self._dead(t, now):
+                continue
+            try:  # whoever fails it first re-enqueues it; a worker that loses the race gets an error here
+                self._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            except Exception:
+                continue
+            if t.params and "arch" in t.user_attrs and not t.user_attrs.get("yielded"):
+                self.study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
+                n += 1
+                log.info("optuna: trial %d of dead worker %s failed and enqueued again (%s)", t.number,
+                         t.user_attrs.get("worker", "?"), t.user_attrs["arch"])
+        self.retried += n
+        return n
+
+    def budget_state(self) -> tuple[int, int]:
+        """(distinct archs completed in the study, trials other live workers are evaluating now); dead
+        workers' trials are reaped on the way."""
+        running = self._refresh()
+        self._reap(running)
+        now = time.time()
+        return len(self.cache_), sum(not self._dead(t, now) for t in self._others(running))
+
+    def wait_for_others(self, seconds: float = 1.0) -> None:
+        """The budget is spoken for by other workers' running trials: wait for them (or for them to die)."""
+        time.sleep(seconds)
 
     @classmethod
     def from_problem(cls, problem: Any, **params: Any) -> OptunaSearch:
@@ -146,13 +302,20 @@ class OptunaSearch(Strategy):
                 self.study.enqueue_trial({f"g{k}": int(v) for k, v in enumerate(g)}, skip_if_exists=False)
             trial = self.study.ask(self.dists)
             arch = self.space.from_genome(np.array([trial.params[f"g{k}"] for k in range(len(self.dists))]))
-            trial.set_user_attr("arch", self._key(arch))
+            key = self._key(arch)
+            trial.set_user_attr("arch", key)
+            trial.set_user_attr("worker", self.worker)
+            trial.set_user_attr("heartbeat", time.time())
+            running = self._refresh()  # after recording the arch: a worker holding it now is seen (see module doc)
+            holder = [t for t in self._others(running)
+                      if t.number < trial.number and t.user_attrs.get("arch") == key and not self._dead(t, time.time())]
             if arch in self.cache_:
                 trial.set_user_attr("duplicate", True)
                 if self.n_constraints:
                     trial.set_user_attr("constraints", self.violation_[arch].tolist())
                 self.study.tell(trial, self.cache_[arch].tolist())
-            elif arch in self._pending:
+            elif arch in self._pending or holder:
+                trial.set_user_attr("yielded", True)  # another trial holds this arch; it is not lost
                 self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
             else:
                 return arch, trial
@@ -178,16 +341,23 @@ class OptunaSearch(Strategy):
             trial = self._pending.pop(a, None)
             if trial is None:
                 raise ValueError(f"tell() got arch {self._key(a)!r} that is not pending from ask()")
-            if not np.isfinite(f).all():
-                import optuna
+            import optuna
 
-                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                continue
-            if self.n_constraints:
-                trial.set_user_attr("constraints", G[i].tolist())
-                self.violation_[a] = G[i]
-            self.study.tell(trial, f.tolist())
-            self.cache_[a] = f
+            try:
+                if not np.isfinite(f).all():  # not evaluated (past the budget, or the evaluation failed)
+                    trial.set_user_attr("unevaluated", True)
+                    self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    continue
+                if self.n_constraints:
+                    trial.set_user_attr("constraints", G[i].tolist())
+                    self.violation_[a] = G[i]
+                self.study.tell(trial, f.tolist())
+            except optuna.exceptions.UpdateFinishedTrialError:  # failed as stale by another worker meanwhile
+                log.warning("optuna: trial %d (%s) was failed by another worker as dead before it was told (no "
+                            "heartbeat for %.0f s); its retry will find this result in the run's journal",
+                            trial.number, self._key(a), self.grace_period)
+            if np.isfinite(f).all():
+                self.cache_[a] = f
 
     @property
     def history_(self) -> dict[Architecture, np.ndarray]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -50,9 +51,17 @@ def validate(cfg: Any) -> Objectives:
         raise ValueError(f"search.strategy={OmegaConf.select(cfg, 'search.strategy')!r} is invalid; expected a "
                          "strategy node with a _target_ (search=closed_loop|nsga2|optuna|random)")
     storage = OmegaConf.select(cfg, "search.storage", default=None)
-    if storage is not None and (not isinstance(storage, str) or "://" not in storage):
-        raise ValueError(f"search.storage={storage!r} is invalid; expected an Optuna storage URL like "
-                         "'sqlite:///study.db' (null = SQLite in the run directory)")
+    if storage is not None:
+        from nas.search.optuna_search import open_storage
+
+        try:  # a URL that cannot connect fails here, in one line, not in the middle of the search
+            open_storage(storage)
+        except ValueError as e:
+            raise ValueError(f"search.{e} (null = SQLite in the run directory)") from None
+    name = OmegaConf.select(cfg, "search.study_name", default=None)
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise ValueError(f"search.study_name={name!r} is invalid; expected a non-empty string (null = derived from "
+                         "the sampler and seed)")
     obj = Objectives.from_config(cfg.search)
     _dry_build(cfg, obj)
     return obj
@@ -77,62 +86,183 @@ def _dry_build(cfg: Any, obj: Objectives) -> None:
 def reset(ctx: RunContext) -> None:
     """A forced search starts afresh: the journal of real evaluations and the run directory's own Optuna study
     are removed (a study in a user's ``search.storage`` is left alone; a new ``search.seed`` starts a new one)."""
+    import shutil
+
     for name in ("search_evaluations.csv", "search_evaluations.json", "search_optuna.db"):
         p = ctx.path(name)
         if p.exists():
             p.unlink()
             log.info("search: removed %s (forced rerun)", p)
+    if ctx.path(RealEvaluations.DIR).is_dir():
+        shutil.rmtree(ctx.path(RealEvaluations.DIR))
+        log.info("search: removed %s (forced rerun)", ctx.path(RealEvaluations.DIR))
 
 
 class RealEvaluations:
-    """Accuracy of subnets extracted from the supernet (BN recalibrated), journalled to search_evaluations.csv.
+    """Accuracy of subnets extracted from the supernet (BN recalibrated), journalled as they finish.
 
-    The journal belongs to one supernet checkpoint: a retrained supernet starts a fresh one.
+    Each evaluation is one small JSON file in ``search_evaluations/`` keyed by strategy and arch, written
+    atomically: workers sharing the run directory never clobber each other, and an arch whose accuracy any of
+    them recorded is never evaluated again. ``search_evaluations.csv`` is the journal's table, rewritten from
+    those files after every batch. The journal belongs to one supernet checkpoint (``search_evaluations.json``):
+    a retrained supernet starts a fresh one.
     """
 
     COLUMNS = ("arch", "strategy", "round", "val_accuracy", "test_accuracy")
+    DIR = "search_evaluations"
 
     def __init__(self, ctx: RunContext, strategy: str) -> None:
         self.ctx, self.strategy = ctx, strategy
         self.path = ctx.path("search_evaluations.csv")
         self.meta_path = ctx.path("search_evaluations.json")
+        self.dir = ctx.path(self.DIR)
         st = ctx.checkpoint.stat()
         self.key = {"checkpoint_size": st.st_size, "checkpoint_mtime_ns": st.st_mtime_ns,
                     "calib_images": int(ctx.cfg.predictor.calib_images)}
+        same = self.meta_path.is_file() and json.loads(self.meta_path.read_text()) == self.key
+        if not same and (self.dir.is_dir() or self.path.is_file()):
+            log.info("search: the supernet changed since %s was written; starting a fresh journal", self.path)
+            import shutil
+
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.path.unlink(missing_ok=True)
+        elif same and self.path.is_file() and not self.dir.is_dir():  # a journal written before the per-arch files
+            for i, row in enumerate(pd.read_csv(self.path).to_dict("records")):
+                self._write_row({**row, "t": float(i)})
+        write_json_atomic(self.meta_path, self.key)
+        self.acc: dict[str, tuple[float, float]] = {}
         self.rows: list[dict[str, Any]] = []
-        if self.path.is_file() and self.meta_path.is_file():
-            if json.loads(self.meta_path.read_text()) == self.key:
-                self.rows = pd.read_csv(self.path).to_dict("records")
-                log.info("search: %d real evaluations found in %s (none will be repeated)", len(self.rows), self.path)
-            else:
-                log.info("search: the supernet changed since %s was written; starting a fresh journal", self.path)
-        self.acc = {r["arch"]: (float(r["val_accuracy"]), float(r["test_accuracy"])) for r in self.rows}
+        self._read()
+        if self.rows:
+            log.info("search: %d real evaluations found in %s (none will be repeated)", len(self.rows), self.dir)
         self._supernet = None
+        self._claims: list[Any] = []
+        self.grace = float(OmegaConf.select(ctx.cfg, "search.strategy.grace_period", default=None) or 60.0)
+
+    def _file(self, strategy: str, arch: str) -> Any:
+        import hashlib
+
+        return self.dir / f"{hashlib.sha1(f'{strategy}|{arch}'.encode()).hexdigest()[:24]}.json"
+
+    def _write_row(self, row: dict[str, Any]) -> None:
+        write_json_atomic(self._file(row["strategy"], row["arch"]), row)
+
+    def _read(self) -> None:
+        """Every worker's evaluations on disk, in the order they finished."""
+        rows = []
+        for p in self.dir.glob("*.json") if self.dir.is_dir() else ():
+            try:
+                rows.append(json.loads(p.read_text()))
+            except (OSError, ValueError):  # pragma: no cover - written atomically; only a foreign file lands here
+                continue
+        self.rows = sorted(rows, key=lambda r: (r["t"], r["arch"]))
+        for r in self.rows:
+            self.acc.setdefault(r["arch"], (float(r["val_accuracy"]), float(r["test_accuracy"])))
 
     def mine(self) -> list[str]:
-        """Archs this strategy evaluated, in order."""
+        """Archs this strategy evaluated (any worker), in order."""
         return [r["arch"] for r in self.rows if r["strategy"] == self.strategy]
 
+    def _claim(self, key: str) -> bool:
+        """Take the arch for this process: ``<arch hash>.claim`` created with O_EXCL (atomic, also between
+        machines on a shared filesystem). A claim whose process is dead (this host) or that was not touched for
+        the grace period is taken over by one renamer. False: another live worker is evaluating it."""
+        import hashlib
+        import socket
+
+        path = self.dir / f"{hashlib.sha1(key.encode()).hexdigest()[:24]}.claim"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        me = f"{socket.gethostname()}:{os.getpid()}"
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if not self._stale(path):
+                    return False
+                try:  # exactly one process wins the rename of a stale claim
+                    os.rename(path, path.with_name(f"{path.name}.stale.{os.getpid()}"))
+                except FileNotFoundError:
+                    return False
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(me)
+            self._claims.append(path)
+            return True
+        return False
+
+    def _stale(self, path: Any) -> bool:
+        import socket
+
+        try:
+            owner, age = path.read_text().strip(), time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        host, _, pid = owner.partition(":")
+        if host == socket.gethostname() and pid.isdigit() and int(pid) == os.getpid():
+            return path not in self._claims  # an earlier session of this very process left it
+        if host == socket.gethostname() and pid.isdigit():
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                pass
+        return age > self.grace
+
+    def _touch_claims(self, stop: Any) -> None:
+        while not stop.wait(max(1.0, self.grace / 6)):
+            for p in list(self._claims):
+                try:
+                    os.utime(p)
+                except FileNotFoundError:
+                    pass
+
     def evaluate(self, archs: Sequence[Any], round_: int, desc: str) -> np.ndarray:
-        """Validation accuracy of each arch; evaluates (and journals) only those never evaluated."""
+        """Validation accuracy of each arch; evaluates (and journals) only those nobody evaluated. An arch
+        another live worker is evaluating now gets ``nan`` (not evaluated here; the strategy yields it)."""
+        import threading
+
+        self._read()
         keys = [a.to_string() for a in archs]
         todo = list({k: a for a, k in zip(archs, keys, strict=True) if k not in self.acc}.values())
+        todo = [a for a in todo if self._claim(a.to_string())]
         if todo:
             if self._supernet is None:
                 self._supernet = self.ctx.load_supernet()
-            res = evaluate_archs(self.ctx, self._supernet, todo, ("val", "test"), desc=desc)
+            stop = threading.Event()
+            toucher = threading.Thread(target=self._touch_claims, args=(stop,), daemon=True)
+            toucher.start()
+            try:
+                res = evaluate_archs(self.ctx, self._supernet, todo, ("val", "test"), desc=desc)
+            except BaseException:  # interrupted: give the archs back at once
+                for p in self._claims:
+                    p.unlink(missing_ok=True)
+                self._claims = []
+                raise
+            finally:
+                stop.set()
             for a, v, t in zip(todo, res["val"], res["test"], strict=True):
                 self.acc[a.to_string()] = (float(v), float(t))
+        busy = {k for k in keys if k not in self.acc}
+        if busy:
+            log.info("search: %d of %d subnets are being evaluated by another worker; not repeated here",
+                     len(busy), len(keys))
         journalled = set(self.mine())
-        for k in keys:  # journal every arch this strategy asked for, once
-            if k not in journalled:
+        now = time.time()
+        for i, k in enumerate(keys):  # journal every arch this strategy asked for, once
+            if k not in journalled and k not in busy:
                 journalled.add(k)
                 v, t = self.acc[k]
-                self.rows.append({"arch": k, "strategy": self.strategy, "round": int(round_),
-                                  "val_accuracy": v, "test_accuracy": t})
-        write_json_atomic(self.meta_path, self.key)
+                row = {"arch": k, "strategy": self.strategy, "round": int(round_), "val_accuracy": v,
+                       "test_accuracy": t, "t": now + i * 1e-6}
+                self._write_row(row)
+                self.rows.append(row)
+        self._read()
+        for p in self._claims:  # the results are journalled: the claims have done their work
+            p.unlink(missing_ok=True)
+        self._claims = []
         write_csv_atomic(self.path, pd.DataFrame(self.rows, columns=list(self.COLUMNS)))
-        return np.array([self.acc[k][0] for k in keys])
+        return np.array([self.acc[k][0] if k in self.acc else np.nan for k in keys])
 
 
 class Models:
@@ -195,7 +325,8 @@ def _problem(ctx: RunContext, models: Models, obj: Objectives) -> SearchProblem:
         space=ctx.space, n_objectives=len(obj.names), seed=seed, n_constraints=obj.n_constraints,
         models=[models.column_model(n) for n in obj.names],
         constraint_model=models.constraint_model if obj.n_constraints else None,
-        accuracy_column=obj.names.index("accuracy"), storage=storage, study_name=None,
+        accuracy_column=obj.names.index("accuracy"), storage=storage,
+        study_name=OmegaConf.select(cfg, "search.study_name", default=None),
     )
 
 
@@ -214,6 +345,7 @@ class SearchSetup:
         self.strategy = build_strategy(cfg.search.strategy, _problem(ctx, self.models, self.obj))
         F0, G0 = self.scored(self.seen, self.evals.val_accuracy.to_numpy(float))
         self.strategy.warm_start(self.seen, F0, G0)
+        self.batches, self.seconds, self.logged = [0], 0.0, False  # what the stage's drive of it adds up
 
     def scored(self, archs: Sequence[Any], acc: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Objective rows (minimised) and constraint rows of archs with real accuracies ``acc``."""
@@ -221,33 +353,63 @@ class SearchSetup:
         return self.obj.minimised(vals), (self.obj.violation(vals) if self.obj.n_constraints else None)
 
 
-def run(ctx: RunContext) -> dict:
-    cfg, space = ctx.cfg, ctx.space
-    setup = SearchSetup(ctx)
-    obj, models, seen, evals, strategy, scored = (setup.obj, setup.models, setup.seen, setup.evals, setup.strategy,
-                                                  setup.scored)
+def _is_shared(strategy: Any) -> bool:
+    """Strategies over a study several workers may share count their budget study-wide (see run_budget)."""
+    return callable(getattr(strategy, "budget_state", None))
+
+
+def _evaluate(ctx: RunContext, setup: SearchSetup) -> RealEvaluations:
+    """Drive the strategy through ``search.budget`` real evaluations (resumed from the journal)."""
+    cfg, strategy = ctx.cfg, setup.strategy
     label = strategy.label
     real = RealEvaluations(ctx, label)
-    for a, v, t in zip(seen, evals.val_accuracy, evals.test_accuracy, strict=True):
+    for a, v, t in zip(setup.seen, setup.evals.val_accuracy, setup.evals.test_accuracy, strict=True):
         real.acc.setdefault(a.to_string(), (float(v), float(t)))
     budget = int(cfg.search.budget)
-    log.info("search: %s (%s), objectives %s, constraints: %s, budget %d real evaluations", label,
-             strategy_class(strategy), list(obj.names), obj.describe_constraints(), budget)
-    batches = [0]
+    if not setup.logged:
+        log.info("search: %s (%s), objectives %s, constraints: %s, budget %d real evaluations%s", label,
+                 strategy_class(strategy), list(setup.obj.names), setup.obj.describe_constraints(), budget,
+                 f", study shared by every worker of {cfg.search.storage}" if cfg.search.storage else "")
+        setup.logged = True
+    batches = setup.batches
 
     def objective(archs: list[Any]) -> Any:
         acc = real.evaluate(archs, batches[0], desc=f"{label}: evaluate batch {batches[0] + 1}")
         batches[0] += 1
-        F, G = scored(archs, acc)
+        F, G = setup.scored(archs, acc)
         return F if G is None else (F, G)
 
     t0 = time.perf_counter()
     with tqdm(total=budget, initial=min(strategy.resumed_evaluations, budget), desc=f"{label}: real evaluations",
               unit="subnet") as bar:
         run_budget(strategy, objective, budget, progress=bar.update)
-    info = {"rounds": batches[0], "inner_search_seconds": round(strategy.inner_search_seconds, 3),
+    setup.seconds += time.perf_counter() - t0
+    real._read()
+    return real
+
+
+def shared(ctx: RunContext) -> None:
+    """The part of the stage that several workers of one run directory do at once: with a strategy over a
+    shared study (Optuna; ``search.storage`` + ``search.study_name``), each worker asks, evaluates and tells
+    until the study holds ``search.budget`` evaluations; the rest of the stage (timing every candidate, the
+    front) then runs once, in :func:`run`, under the stage's lock. Other strategies run wholly in :func:`run`."""
+    setup = SearchSetup(ctx)
+    ctx.scratch["search"] = setup
+    if _is_shared(setup.strategy):
+        _evaluate(ctx, setup)
+
+
+def run(ctx: RunContext) -> dict:
+    cfg, space = ctx.cfg, ctx.space
+    setup = ctx.scratch.pop("search", None) or SearchSetup(ctx)
+    obj, models, seen, strategy = setup.obj, setup.models, setup.seen, setup.strategy
+    label = strategy.label
+    real = _evaluate(ctx, setup)  # a shared study that is full already: returns at once
+    info = {"rounds": setup.batches[0], "inner_search_seconds": round(strategy.inner_search_seconds, 3),
             "predictor_evaluations": strategy.predictor_evaluations}
-    search_seconds = time.perf_counter() - t0
+    if _is_shared(strategy):
+        info["optuna_retried_trials"] = int(strategy.retried)
+    search_seconds = setup.seconds
     seen_set = set(seen)
     picks = [a for a in map(space.parse, real.mine()) if a not in seen_set]
 

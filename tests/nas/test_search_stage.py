@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_module
 from nas.objectives import Objectives
 from nas.pareto import pareto_mask
 from nas.pipeline import run_pipeline
+from nas.rundir import RunContext
 from nas.search import OptunaSearch, PymooNSGA2
 from search_spaces import create_search_space
 
@@ -218,6 +219,9 @@ def test_default_search_is_deterministic(trained: Path, tmp_path: Path) -> None:
     ("search.strategy.error_model.kernel=cosine", "kernel='cosine'"),
     ("search=optuna search.strategy.sampler=cmaes", "sampler='cmaes'"),
     ("search.storage=study.db", "search.storage='study.db'"),
+    ("search=optuna search.storage=postgresql://nobody@127.0.0.1:1/none",
+     "search.storage='postgresql://nobody@127.0.0.1:1/none' (needs a database driver|cannot be opened)"),
+    ("search=optuna search.strategy.grace_period=1", "grace_period=1"),
 ])
 def test_bad_search_config_fails_before_anything_is_written(tmp_path: Path, override: str, fragment: str) -> None:
     run_dir = tmp_path / "bad"
@@ -298,3 +302,74 @@ def test_bench_inner_search_times_the_runs_own_search(trained: Path, tmp_path: P
         bench_run({"spaces": ["ofa_mbv3_small"], "run_dirs": {"ofa_mbv3_small": str(tmp_path)}, "out": str(out)})
     with pytest.raises(ValueError, match="search_space 'nope' is unknown"):
         bench_run({"spaces": ["nope"], "out": str(out)})
+
+
+@pytest.mark.slow
+def test_search_times_the_measure_stages_files_again_and_exports_only_its_picks(
+        trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import nas.stages.common as common
+
+    run_dir = copy_run(trained, tmp_path / "reuse")
+    timing = run_dir / "timing_onnx"
+    measured = pd.read_csv(run_dir / "measurements.csv").arch.tolist()
+    assert len(list(timing.glob("*.onnx"))) == len(measured)  # the measure stage kept what it timed
+    real_export = common.export_onnx
+    exported: list[str] = []
+
+    def counting(model, shape, path, exporter="legacy"):
+        exported.append(model.arch_string)
+        return real_export(model, shape, path, exporter=exporter)
+
+    monkeypatch.setattr(common, "export_onnx", counting)
+    rec = search(run_dir, "search=random", "search.budget=4")
+    cand = pd.read_csv(run_dir / "candidates.csv")
+    picks = cand[cand.source == "search"].arch.tolist()
+    assert rec["n_search_picks"] == len(picks) >= 1
+    assert sorted(exported) == sorted(picks), "the search re-exported subnets the measure stage had timed"
+    assert len(list(timing.glob("*.onnx"))) == len(cand) and not list(timing.glob("*.part*"))
+
+    # a retrained supernet (new checkpoint) invalidates every kept file: all candidates are exported again
+    ckpt = run_dir / "checkpoints" / "supernet.pt"
+    st = ckpt.stat()
+    os.utime(ckpt, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    exported.clear()
+    ctx = RunContext(cfg=compose_cfg(run_dir), run_dir=run_dir)
+    common.measure_archs(ctx, ctx.load_supernet(), [ctx.space.parse(picks[0])])
+    assert exported == picks[:1] and len(list(timing.glob("*.onnx"))) == 1
+
+
+@pytest.mark.slow
+def test_an_arch_claimed_by_a_live_worker_is_not_evaluated_and_a_dead_workers_claim_is_taken_over(
+        trained: Path, tmp_path: Path) -> None:
+    import hashlib
+    import socket
+    import subprocess
+    import sys
+
+    from nas.stages.search import RealEvaluations
+
+    run_dir = copy_run(trained, tmp_path / "claims")
+    ctx = RunContext(cfg=compose_cfg(run_dir), run_dir=run_dir)
+    rng = np.random.default_rng(5)
+    a, b = ctx.space.sample_many(2, rng)
+    real = RealEvaluations(ctx, "optuna_tpe")
+
+    def claim_path(arch) -> Path:
+        return real.dir / f"{hashlib.sha1(arch.to_string().encode()).hexdigest()[:24]}.claim"
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        real.dir.mkdir(parents=True, exist_ok=True)
+        claim_path(a).write_text(f"{socket.gethostname()}:{live.pid}")
+        claim_path(b).write_text(f"{socket.gethostname()}:{dead.pid}")
+        acc = real.evaluate([a, b], 0, desc="claims")
+    finally:
+        live.kill()
+    assert np.isnan(acc[0]), "an arch a live worker holds was evaluated again"
+    assert 0.0 < acc[1] <= 1.0, "a dead worker's claim was not taken over"
+    assert claim_path(a).is_file() and not claim_path(b).exists()  # the live claim stays; ours is released
+    assert pd.read_csv(run_dir / "search_evaluations.csv").arch.tolist() == [b.to_string()]

@@ -1,0 +1,101 @@
+"""Several hwnas workers on one Optuna study (SQLite, JournalFileBackend, PostgreSQL): nothing lost, nothing
+evaluated twice, a killed worker's trial retried, a killed run resumed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from nas.bench import workers as bench
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    """Bench runs share one base run (smoke supernet through the predict stage), trained once."""
+    return tmp_path_factory.mktemp("workers")
+
+
+def bench_run(root: Path, name: str, **settings) -> dict:
+    return bench.run({"run_root": str(root), "out": str(root / f"{name}.json"), **settings})
+
+
+def check_nothing_lost(res: dict, budget: int) -> None:
+    assert res["exit_codes"].count(0) >= res["workers"] - int(res["kill_one"])
+    assert res["completed"] == budget, res
+    assert res["duplicates"] == 0, res
+    assert res["lost"] == 0, res
+    assert res["journal_rows"] == res["journal_unique_archs"] == budget, res
+    assert res["front_written"]
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "journal"])
+def test_three_workers_share_one_study(root: Path, storage: str) -> None:
+    res = bench_run(root, f"share-{storage}", storage=storage, workers=3, trials=3)
+    check_nothing_lost(res, 9)
+    assert res["retried"] == 0
+
+
+def test_a_killed_workers_trial_is_retried_and_the_study_finishes(root: Path) -> None:
+    res = bench_run(root, "kill", storage="sqlite", workers=3, trials=4, kill_one=True)
+    assert res["killed_pid"] is not None, "worker 0 was never caught evaluating"
+    check_nothing_lost(res, 12)
+    assert res["retried"] >= 1 and res["retried_completed"] >= 1, res
+
+
+def _postgres_url() -> str | None:
+    url = os.environ.get("HWNAS_POSTGRES_URL")
+    if not url:
+        return None
+    try:
+        from nas.search.optuna_search import open_storage
+
+        open_storage(url)
+    except ValueError:
+        return None
+    return url
+
+
+def test_workers_on_postgresql(root: Path) -> None:
+    url = _postgres_url()
+    if url is None:
+        pytest.skip("no PostgreSQL server reachable at HWNAS_POSTGRES_URL (.ci/run starts one from Debian's "
+                    "packages; elsewhere: apt-get install postgresql, create a database, "
+                    "export HWNAS_POSTGRES_URL=postgresql://user:password@localhost/db, pip install '.[postgres]')")
+    res = bench_run(root, "postgres", storage="postgresql", postgres_url=url, workers=3, trials=3)
+    check_nothing_lost(res, 9)
+
+
+def test_sigkill_of_the_whole_run_then_the_same_command_resumes(root: Path) -> None:
+    bench_run(root, "warmup-base", storage="sqlite", workers=1, trials=1)  # the base run exists from here on
+    run_dir = root / "resume"
+    bench.seed_run_dir(root / "base", run_dir, ("train", "measure", "predict"))
+    storage = bench.storage_url("sqlite", run_dir, None)
+    budget = 8
+    overrides = ["experiment=smoke", "search=optuna", f"search.storage={storage}", "search.study_name=resume",
+                 f"search.budget={budget}", "search.strategy.batch_size=1", "stages=[train,measure,predict,search]"]
+    procs = bench.start_workers(run_dir, overrides, 2, run_dir / "logs1")
+    deadline = time.time() + 300
+    while bench._completed(storage, "resume") < 3 and time.time() < deadline:
+        time.sleep(0.2)
+    for p in procs:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    before = bench.study_report(storage, "resume")
+    assert 3 <= before["completed"] < budget, before
+    first = set(pd.read_csv(run_dir / "search_evaluations.csv").arch)
+
+    procs = bench.start_workers(run_dir, overrides, 2, run_dir / "logs2")
+    assert [p.wait(timeout=600) for p in procs] == [0, 0], (run_dir / "logs2" / "worker0.log").read_text()[-2000:]
+    after = bench.study_report(storage, "resume")
+    assert after["completed"] == budget and after["duplicates"] == 0 and after["lost"] == 0, after
+    journal = pd.read_csv(run_dir / "search_evaluations.csv")
+    assert len(journal) == budget and journal.arch.is_unique
+    assert first <= set(journal.arch), "an evaluation journalled before the kill is gone"
+    assert (run_dir / "pareto.csv").is_file()
