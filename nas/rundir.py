@@ -28,6 +28,38 @@ def _tmp_beside(path: Path) -> Path:
     return path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
 
 
+def file_stem(text: str) -> str:
+    """A short, filesystem-safe name for a key (an arch string, ``strategy|arch``): files keyed by arch."""
+    import hashlib
+
+    return hashlib.sha1(text.encode()).hexdigest()[:24]
+
+
+def this_process() -> str:
+    """``host:pid``: who owns a claim or a trial, as :func:`owner_gone` reads it back."""
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_gone(owner: str) -> bool | None:
+    """Whether the process ``host:pid[:...]`` is known dead: True (its pid is gone on this host), False (alive
+    here), None (another host, or not a process id: only its heartbeat can tell)."""
+    import socket
+
+    host, _, rest = str(owner).partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON to a temporary file beside ``path``, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -192,6 +224,12 @@ class RunContext:
     @property
     def checkpoint(self) -> Path:
         return self.run_dir / "checkpoints" / "supernet.pt"
+
+    def checkpoint_key(self) -> dict[str, int]:
+        """What identifies the supernet checkpoint (size, mtime): files derived from it record this key and are
+        dropped when it changes (a retrained supernet)."""
+        st = self.checkpoint.stat()
+        return {"checkpoint_size": st.st_size, "checkpoint_mtime_ns": st.st_mtime_ns}
 
     @property
     def markers(self) -> StageMarkers:

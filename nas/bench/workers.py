@@ -51,13 +51,25 @@ def storage_url(kind: str, run_dir: Path, postgres_url: str | None) -> str:
     raise ValueError(f"bench.storage={kind!r} is invalid; expected one of {list(STORAGES)}")
 
 
-def study_report(storage: str, study_name: str) -> dict[str, int]:
-    """What the study holds after the workers: completed, duplicates, lost, retried (see the module doc)."""
+def _study(storage: str, study_name: str) -> Any:
+    """The workers' study, or None while no worker has created it yet."""
     import optuna
 
     from nas.search.optuna_search import open_storage
 
-    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    try:
+        return optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    except KeyError:
+        return None
+
+
+def study_report(storage: str, study_name: str) -> dict[str, int]:
+    """What the study holds after the workers: completed, duplicates, lost, retried (see the module doc)."""
+    import optuna
+
+    study = _study(storage, study_name)
+    if study is None:
+        raise ValueError(f"study {study_name!r} is not in {storage}; expected the workers to have created it")
     TS = optuna.trial.TrialState
     trials = study.get_trials(deepcopy=False)
     told = Counter(t.user_attrs["arch"] for t in trials
@@ -77,31 +89,18 @@ def study_report(storage: str, study_name: str) -> dict[str, int]:
     }
 
 
-def _running_trial_of(storage: str, study_name: str, pid: int) -> bool:
-    """Whether the worker with ``pid`` is evaluating a trial now."""
+def _progress(study: Any, pid: int) -> tuple[int, bool]:
+    """(distinct archs completed, whether the worker with ``pid`` is evaluating a trial now)."""
     import optuna
 
-    from nas.search.optuna_search import open_storage
-
-    try:
-        study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
-    except KeyError:  # the study does not exist yet
-        return False
-    return any(str(t.user_attrs.get("worker", "")).split(":")[1:2] == [str(pid)]
-               for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
-
-
-def _completed(storage: str, study_name: str) -> int:
-    import optuna
-
-    from nas.search.optuna_search import open_storage
-
-    try:
-        study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
-    except KeyError:
-        return 0
-    return len({t.user_attrs.get("arch") for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-                if not t.user_attrs.get("duplicate")})
+    TS = optuna.trial.TrialState
+    done, busy = set(), False
+    for t in study.get_trials(deepcopy=False, states=(TS.COMPLETE, TS.RUNNING)):
+        if t.state == TS.COMPLETE and not t.user_attrs.get("duplicate"):
+            done.add(t.user_attrs.get("arch"))
+        elif t.state == TS.RUNNING and str(t.user_attrs.get("worker", "")).split(":")[1:2] == [str(pid)]:
+            busy = True
+    return len(done), busy
 
 
 def start_workers(run_dir: Path, overrides: list[str], n: int, log_dir: Path) -> list[subprocess.Popen]:
@@ -109,9 +108,9 @@ def start_workers(run_dir: Path, overrides: list[str], n: int, log_dir: Path) ->
     log_dir.mkdir(parents=True, exist_ok=True)
     procs = []
     for i in range(n):
-        fh = open(log_dir / f"worker{i}.log", "w")  # noqa: SIM115 - closed by the OS with the process
-        procs.append(subprocess.Popen([sys.executable, "-m", "nas.cli", f"hydra.run.dir={run_dir}", *overrides],
-                                      stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "TQDM_DISABLE": "1"}))
+        with open(log_dir / f"worker{i}.log", "w") as fh:  # the child keeps its own copy of the handle
+            procs.append(subprocess.Popen([sys.executable, "-m", "nas.cli", f"hydra.run.dir={run_dir}", *overrides],
+                                          stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "TQDM_DISABLE": "1"}))
     return procs
 
 
@@ -142,11 +141,12 @@ def run(cfg: Any) -> dict:
     procs = start_workers(run_dir, overrides, int(cfg.workers), run_dir / "worker_logs")
     killed = None
     with tqdm(total=budget, desc=f"workers: {cfg.workers} on {cfg.storage}", unit="trial") as bar:
+        study = None
         while any(p.poll() is None for p in procs):
-            done = _completed(storage, study_name)
+            study = study or _study(storage, study_name)  # opened once, as soon as a worker has created it
+            done, busy = _progress(study, procs[0].pid) if study is not None else (0, False)
             bar.update(done - bar.n)
-            if cfg.kill_one and killed is None and done >= budget // 4 and procs[0].poll() is None \
-                    and _running_trial_of(storage, study_name, procs[0].pid):
+            if cfg.kill_one and killed is None and done >= budget // 4 and procs[0].poll() is None and busy:
                 procs[0].send_signal(signal.SIGKILL)
                 killed = procs[0].pid
                 log.info("workers: SIGKILL to worker 0 (pid %d) while it evaluates a trial, %d of %d done",

@@ -51,6 +51,18 @@ class Strategy(ABC):
     def resumed_evaluations(self) -> int:
         return 0
 
+    def budget_state(self) -> tuple[int, int] | None:
+        """For a strategy over a study several workers share: (evaluations completed study-wide, trials other
+        live workers are evaluating now). ``None`` (the default): the budget counts this process's evaluations
+        (see ``nas.search.loop.run_budget``)."""
+        return None
+
+    def wait_for_others(self) -> None:
+        """Called while the rest of a shared budget is in other workers' hands."""
+        import time
+
+        time.sleep(1.0)
+
     @property
     def inner_search_seconds(self) -> float:
         """Seconds spent searching predictions (strategies that do; 0 for the others)."""

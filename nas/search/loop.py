@@ -32,7 +32,7 @@ def run_budget(
     evaluated). Returns the archs evaluated by this call, in order, and their objective rows. Stops early
     when the strategy proposes only cached archs for ``max_stall`` rounds in a row (a converged population).
 
-    A strategy over a study that several workers share (one with ``budget_state()``, e.g.
+    A strategy over a study that several workers share (its ``budget_state()`` is not ``None``, e.g.
     :class:`~nas.search.OptunaSearch`) counts the budget study-wide: this worker asks only while the study's
     completed plus other workers' running trials are short of ``budget``, waits while the rest is in flight
     (a dead worker's trial comes back as a retry it may take), and returns once the study holds ``budget``.
@@ -45,10 +45,10 @@ def run_budget(
     rows: list[np.ndarray] = []
     stall = 0
     done = int(strategy.resumed_evaluations)
-    shared = callable(getattr(strategy, "budget_state", None))
     while stall < max_stall:
-        if shared:
-            complete, in_flight = strategy.budget_state()
+        state = strategy.budget_state()
+        if state is not None:
+            complete, in_flight = state
             if complete >= budget:
                 break
             if complete + in_flight >= budget:

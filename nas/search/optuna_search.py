@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 import uuid
@@ -42,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from nas.rundir import owner_gone, this_process
 from nas.search.base import Strategy, check_space
 from search_spaces.base import Architecture
 
@@ -76,16 +76,6 @@ def open_storage(url: str | None) -> Any:
     except Exception as e:  # sqlalchemy's OperationalError and friends: say which URL and why, in one line
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"storage={url!r} cannot be opened: {reason}") from None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _heartbeat(ref: weakref.ReferenceType, stop: threading.Event, interval: float) -> None:
@@ -178,7 +168,7 @@ class OptunaSearch(Strategy):
         lo, hi = space.genome_bounds()
         self.dists = {f"g{k}": CategoricalDistribution(list(range(int(a), int(b) + 1))) for k, (a, b) in enumerate(zip(lo, hi))}
         self.heartbeat_interval, self.grace_period = float(heartbeat_interval), float(grace_period)
-        self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.worker = f"{this_process()}:{uuid.uuid4().hex[:8]}"
         self._storage = open_storage(storage) or optuna.storages.InMemoryStorage()
         self.study = optuna.create_study(
             storage=self._storage, study_name=study_name, load_if_exists=True,
@@ -187,6 +177,7 @@ class OptunaSearch(Strategy):
         self.cache_: dict[Architecture, np.ndarray] = {}
         self.violation_: dict[Architecture, np.ndarray] = {}
         self._pending: dict[Architecture, Any] = {}
+        self._read_complete: set[int] = set()
         self.retried = 0  # dead workers' trials this worker re-enqueued
         self.sampler_name = sampler
         self._refresh()
@@ -207,7 +198,11 @@ class OptunaSearch(Strategy):
         for t in self.study.get_trials(deepcopy=False, states=(TS.COMPLETE, TS.RUNNING)):
             if t.state == TS.RUNNING:
                 running.append(t)
-            elif "arch" in t.user_attrs and not t.user_attrs.get("duplicate"):
+                continue
+            if t.number in self._read_complete:  # completed trials do not change: each is read once
+                continue
+            self._read_complete.add(t.number)
+            if "arch" in t.user_attrs and not t.user_attrs.get("duplicate"):
                 a = self.space.parse(t.user_attrs["arch"])
                 if a not in self.cache_:
                     self.cache_[a] = np.asarray(t.values, dtype=np.float64)
@@ -221,13 +216,10 @@ class OptunaSearch(Strategy):
 
     def _dead(self, t: Any, now: float) -> bool:
         owner = str(t.user_attrs.get("worker", ""))
-        host, _, rest = owner.partition(":")
-        pid = rest.partition(":")[0]
-        if owner and host == socket.gethostname() and pid.isdigit():
-            if int(pid) == os.getpid():
-                return owner != self.worker  # an earlier session of this very process: it is not evaluating
-            if not _pid_alive(int(pid)):
-                return True
+        if owner and owner.rpartition(":")[0] == this_process():
+            return owner != self.worker  # an earlier session of this very process: it is not evaluating
+        if owner and owner_gone(owner):
+            return True
         beat = t.user_attrs.get("heartbeat")
         last = float(beat) if beat is not None else (t.datetime_start.timestamp() if t.datetime_start else now)
         return now - last > self.grace_period
@@ -260,10 +252,6 @@ class OptunaSearch(Strategy):
         self._reap(running)
         now = time.time()
         return len(self.cache_), sum(not self._dead(t, now) for t in self._others(running))
-
-    def wait_for_others(self, seconds: float = 1.0) -> None:
-        """The budget is spoken for by other workers' running trials: wait for them (or for them to die)."""
-        time.sleep(seconds)
 
     @classmethod
     def from_problem(cls, problem: Any, **params: Any) -> OptunaSearch:

@@ -15,7 +15,7 @@ from latency_luts.build import measure_in_fresh_process
 from latency_luts.measure import Measurement, OrtSettings
 from latency_luts.onnx_export import export_onnx
 from latency_luts.quantize import quantize_qdq
-from nas.rundir import RunContext
+from nas.rundir import RunContext, file_stem
 from nas.training import evaluate, fold_batchnorm, recalibrate_bn
 
 log = logging.getLogger(__name__)
@@ -111,10 +111,8 @@ class TimingFiles:
 
         dev = ctx.cfg.device
         self.ctx, self.dir = ctx, ctx.path("timing_onnx")
-        st = ctx.checkpoint.stat()
-        self.key = {"checkpoint_size": st.st_size, "checkpoint_mtime_ns": st.st_mtime_ns,
-                    "exporter": str(ctx.cfg.measure.exporter), "precision": str(dev.precision),
-                    "batch": int(dev.batch)}
+        self.key = {**ctx.checkpoint_key(), "exporter": str(ctx.cfg.measure.exporter),
+                    "precision": str(dev.precision), "batch": int(dev.batch)}
         key_path = self.dir / "key.json"
         if self.dir.is_dir() and not (key_path.is_file() and json.loads(key_path.read_text()) == self.key):
             stale = list(self.dir.glob("*.onnx"))
@@ -129,9 +127,7 @@ class TimingFiles:
             write_json_atomic(key_path, self.key)
 
     def path(self, arch: Any) -> Path:
-        import hashlib
-
-        return self.dir / f"{hashlib.sha1(arch.to_string().encode()).hexdigest()[:20]}.onnx"
+        return self.dir / f"{file_stem(arch.to_string())}.onnx"
 
     def get(self, supernet: Any, arch: Any) -> Path:
         """The arch's timed ONNX file, exported (and quantised for int8) unless this run already has it."""

@@ -24,6 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ from tqdm.auto import tqdm
 from nas.objectives import OTHER, Objectives
 from nas.pareto import hv_history, hypervolume, pareto_mask
 from nas.plots import plot_hv_history, plot_pareto
-from nas.rundir import RunContext, write_csv_atomic, write_json_atomic
+from nas.rundir import RunContext, file_stem, owner_gone, this_process, write_csv_atomic, write_json_atomic
 from nas.search import SearchProblem, build_strategy, run_budget, strategy_class
 from nas.search.surrogates import FixedModel
 from nas.stages.common import evaluate_archs, measure_archs, positive_int, spearman, validate_device
@@ -116,9 +117,7 @@ class RealEvaluations:
         self.path = ctx.path("search_evaluations.csv")
         self.meta_path = ctx.path("search_evaluations.json")
         self.dir = ctx.path(self.DIR)
-        st = ctx.checkpoint.stat()
-        self.key = {"checkpoint_size": st.st_size, "checkpoint_mtime_ns": st.st_mtime_ns,
-                    "calib_images": int(ctx.cfg.predictor.calib_images)}
+        self.key = {**ctx.checkpoint_key(), "calib_images": int(ctx.cfg.predictor.calib_images)}
         same = self.meta_path.is_file() and json.loads(self.meta_path.read_text()) == self.key
         if not same and (self.dir.is_dir() or self.path.is_file()):
             log.info("search: the supernet changed since %s was written; starting a fresh journal", self.path)
@@ -140,9 +139,7 @@ class RealEvaluations:
         self.grace = float(OmegaConf.select(ctx.cfg, "search.strategy.grace_period", default=None) or 60.0)
 
     def _file(self, strategy: str, arch: str) -> Any:
-        import hashlib
-
-        return self.dir / f"{hashlib.sha1(f'{strategy}|{arch}'.encode()).hexdigest()[:24]}.json"
+        return self.dir / f"{file_stem(f'{strategy}|{arch}')}.json"
 
     def _write_row(self, row: dict[str, Any]) -> None:
         write_json_atomic(self._file(row["strategy"], row["arch"]), row)
@@ -167,12 +164,8 @@ class RealEvaluations:
         """Take the arch for this process: ``<arch hash>.claim`` created with O_EXCL (atomic, also between
         machines on a shared filesystem). A claim whose process is dead (this host) or that was not touched for
         the grace period is taken over by one renamer. False: another live worker is evaluating it."""
-        import hashlib
-        import socket
-
-        path = self.dir / f"{hashlib.sha1(key.encode()).hexdigest()[:24]}.claim"
+        path = self.dir / f"{file_stem(key)}.claim"
         self.dir.mkdir(parents=True, exist_ok=True)
-        me = f"{socket.gethostname()}:{os.getpid()}"
         for _ in range(2):
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -185,29 +178,20 @@ class RealEvaluations:
                     return False
                 continue
             with os.fdopen(fd, "w") as fh:
-                fh.write(me)
+                fh.write(this_process())
             self._claims.append(path)
             return True
         return False
 
     def _stale(self, path: Any) -> bool:
-        import socket
-
         try:
             owner, age = path.read_text().strip(), time.time() - path.stat().st_mtime
         except FileNotFoundError:
             return False
-        host, _, pid = owner.partition(":")
-        if host == socket.gethostname() and pid.isdigit() and int(pid) == os.getpid():
+        if owner == this_process():
             return path not in self._claims  # an earlier session of this very process left it
-        if host == socket.gethostname() and pid.isdigit():
-            try:
-                os.kill(int(pid), 0)
-            except ProcessLookupError:
-                return True
-            except PermissionError:
-                pass
-        return age > self.grace
+        gone = owner_gone(owner)
+        return bool(gone) or age > self.grace  # dead on this host, or silent for the grace period
 
     def _touch_claims(self, stop: Any) -> None:
         while not stop.wait(max(1.0, self.grace / 6)):
@@ -345,7 +329,13 @@ class SearchSetup:
         self.strategy = build_strategy(cfg.search.strategy, _problem(ctx, self.models, self.obj))
         F0, G0 = self.scored(self.seen, self.evals.val_accuracy.to_numpy(float))
         self.strategy.warm_start(self.seen, F0, G0)
-        self.batches, self.seconds, self.logged = [0], 0.0, False  # what the stage's drive of it adds up
+        # what the stage's drive of it adds up; the journal is opened by the first drive
+        self.batches, self.seconds, self.real = [0], 0.0, None
+
+    @cached_property
+    def shared(self) -> bool:
+        """Whether the strategy's budget is a study several workers share (see run_budget)."""
+        return self.strategy.budget_state() is not None
 
     def scored(self, archs: Sequence[Any], acc: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Objective rows (minimised) and constraint rows of archs with real accuracies ``acc``."""
@@ -353,25 +343,19 @@ class SearchSetup:
         return self.obj.minimised(vals), (self.obj.violation(vals) if self.obj.n_constraints else None)
 
 
-def _is_shared(strategy: Any) -> bool:
-    """Strategies over a study several workers may share count their budget study-wide (see run_budget)."""
-    return callable(getattr(strategy, "budget_state", None))
-
-
 def _evaluate(ctx: RunContext, setup: SearchSetup) -> RealEvaluations:
     """Drive the strategy through ``search.budget`` real evaluations (resumed from the journal)."""
     cfg, strategy = ctx.cfg, setup.strategy
     label = strategy.label
-    real = RealEvaluations(ctx, label)
-    for a, v, t in zip(setup.seen, setup.evals.val_accuracy, setup.evals.test_accuracy, strict=True):
-        real.acc.setdefault(a.to_string(), (float(v), float(t)))
     budget = int(cfg.search.budget)
-    if not setup.logged:
+    if setup.real is None:
+        setup.real = RealEvaluations(ctx, label)
+        for a, v, t in zip(setup.seen, setup.evals.val_accuracy, setup.evals.test_accuracy, strict=True):
+            setup.real.acc.setdefault(a.to_string(), (float(v), float(t)))
         log.info("search: %s (%s), objectives %s, constraints: %s, budget %d real evaluations%s", label,
                  strategy_class(strategy), list(setup.obj.names), setup.obj.describe_constraints(), budget,
                  f", study shared by every worker of {cfg.search.storage}" if cfg.search.storage else "")
-        setup.logged = True
-    batches = setup.batches
+    real, batches = setup.real, setup.batches
 
     def objective(archs: list[Any]) -> Any:
         acc = real.evaluate(archs, batches[0], desc=f"{label}: evaluate batch {batches[0] + 1}")
@@ -395,7 +379,7 @@ def shared(ctx: RunContext) -> None:
     front) then runs once, in :func:`run`, under the stage's lock. Other strategies run wholly in :func:`run`."""
     setup = SearchSetup(ctx)
     ctx.scratch["search"] = setup
-    if _is_shared(setup.strategy):
+    if setup.shared:
         _evaluate(ctx, setup)
 
 
@@ -407,7 +391,7 @@ def run(ctx: RunContext) -> dict:
     real = _evaluate(ctx, setup)  # a shared study that is full already: returns at once
     info = {"rounds": setup.batches[0], "inner_search_seconds": round(strategy.inner_search_seconds, 3),
             "predictor_evaluations": strategy.predictor_evaluations}
-    if _is_shared(strategy):
+    if setup.shared:  # dead workers' trials this worker re-enqueued
         info["optuna_retried_trials"] = int(strategy.retried)
     search_seconds = setup.seconds
     seen_set = set(seen)
