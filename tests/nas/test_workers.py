@@ -46,7 +46,9 @@ def test_a_killed_workers_trial_is_retried_and_the_study_finishes(root: Path) ->
     res = bench_run(root, "kill", storage="sqlite", workers=3, trials=4, kill_one=True)
     assert res["killed_pid"] is not None, "worker 0 was never caught evaluating"
     check_nothing_lost(res, 12)
-    assert res["retried"] >= 1 and res["retried_completed"] >= 1, res
+    # the killed worker's trial is enqueued again; its arch then completes once -- by the retry, or by another
+    # worker that proposed the same arch first (the retry then yields to it): lost == 0 above either way
+    assert res["retried"] >= 1, res
 
 
 def _postgres_url() -> str | None:
@@ -82,7 +84,10 @@ def test_sigkill_of_the_whole_run_then_the_same_command_resumes(root: Path) -> N
                  f"search.budget={budget}", "search.strategy.batch_size=1", "stages=[train,measure,predict,search]"]
     procs = bench.start_workers(run_dir, overrides, 2, run_dir / "logs1")
     deadline = time.time() + 300
-    while bench._completed(storage, "resume") < 3 and time.time() < deadline:
+    while time.time() < deadline:
+        study = bench._study(storage, "resume")
+        if study is not None and bench._progress(study, 0)[0] >= 3:
+            break
         time.sleep(0.2)
     for p in procs:
         p.send_signal(signal.SIGKILL)
