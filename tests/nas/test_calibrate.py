@@ -141,8 +141,10 @@ def test_local_calibration_is_scored_on_the_measure_stage_and_drives_the_search(
     report = json.loads((tmp_path / "predictors" / "calibration.json").read_text())
     held = report["heldout"]
     assert held["n"] == 8 and held["share_in_source_table"] == 0.0  # random archs: all imputed
-    assert held["spearman"] > 0.5 and held["mape"] < 0.5, held  # 8 archs timed on a shared CPU: loose
+    # the 8 held-out subnets are timed again in the calibration pass: scored against times of that same pass
+    assert held["spearman"] > 0.5 and held["mape"] < 0.5 and held["pass_ratio"] > 0, held
     cal = pd.read_csv(tmp_path / "predictors" / "calibration.csv")
+    assert cal[cal.role == "heldout"].measure_stage_latency_ms.notna().all()
     assert (cal.role == "calibration").sum() == 6 and cal[cal.role == "calibration"].in_source_table.all()
     assert all(a.endswith(("r=128", "r=160")) for a in report["chosen"])  # chosen within the run's resolutions
     rec = summary["stages"]["search"]
