@@ -52,6 +52,8 @@ def _read_one(path: str) -> pd.DataFrame:
     if missing:
         raise ValueError(f"latency file {path!r} lacks column {missing[0]!r}; expected columns {list(COLUMNS)}")
     df = df[list(COLUMNS)]
+    if df.empty:
+        raise ValueError(f"latency file {path!r} has no rows; expected one row per measured architecture")
     for col in ("space", "arch", "device"):
         if df[col].isna().any():
             row = int(np.flatnonzero(df[col].isna().to_numpy())[0])

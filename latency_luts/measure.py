@@ -74,7 +74,12 @@ def make_session(path: str | Path, settings: OrtSettings):  # noqa: ANN201
     so.add_session_config_entry("session.intra_op.allow_spinning", spin)
     so.add_session_config_entry("session.inter_op.allow_spinning", spin)
     so.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"ONNX file {str(path)!r} does not load in onnxruntime ({reason}); expected an ONNX "
+                         "model (re-export it, or copy the kit again)") from None
 
 
 def _input_feed(sess, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:  # noqa: ANN001

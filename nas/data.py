@@ -16,10 +16,12 @@ import logging
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +89,7 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def load_cifar10(root: str, val_frac: float = 0.1, seed: int = 0, limit: int | None = None) -> DataSplits:
-    """CIFAR-10 python batches from ``root`` (the folder holding ``data_batch_1`` … ``test_batch``)."""
+def _cifar_files(root: str) -> tuple[Path, list[str]]:
     if not root:
         raise ValueError("data.root is empty; expected the folder holding CIFAR-10's data_batch_1..5 and test_batch")
     base = Path(root).expanduser()
@@ -98,6 +99,12 @@ def load_cifar10(root: str, val_frac: float = 0.1, seed: int = 0, limit: int | N
     missing = [n for n in names if not (base / n).is_file()]
     if missing:
         raise ValueError(f"data.root={root!r} lacks {missing}; expected CIFAR-10 python batches there")
+    return base, names
+
+
+def load_cifar10(root: str, val_frac: float = 0.1, seed: int = 0, limit: int | None = None) -> DataSplits:
+    """CIFAR-10 python batches from ``root`` (the folder holding ``data_batch_1`` … ``test_batch``)."""
+    base, names = _cifar_files(root)
     parts = [_read_cifar_batch(base / n) for n in names[:5]]
     xtr = np.concatenate([p[0] for p in parts])
     ytr = np.concatenate([p[1] for p in parts])
@@ -175,15 +182,9 @@ def _idx_path(base: Path, stem: str) -> Path | None:
     return None
 
 
-def load_idx_dataset(name: str, root: str, val_frac: float = 0.1, seed: int = 0, limit: int | None = None,
-                     test_limit: int | None = None, n_classes: int = 10) -> DataSplits:
-    """MNIST-format data from ``root``: ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
-    ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte`` (each optionally ``.gz``). Test = the t10k set
-    (its first ``test_limit`` images when given: quick trials only, figures use the whole set)."""
+def _idx_files(name: str, root: str) -> tuple[Path, dict[str, Path]]:
     if not root:
         raise ValueError(f"data.root is empty; expected the folder holding {name}'s IDX files {list(IDX_FILES)}")
-    _check_limit(limit)
-    _check_limit(test_limit)
     base = Path(str(root)).expanduser()
     paths = {stem: _idx_path(base, stem) for stem in IDX_FILES}
     missing = [stem for stem, p in paths.items() if p is None]
@@ -191,6 +192,17 @@ def load_idx_dataset(name: str, root: str, val_frac: float = 0.1, seed: int = 0,
         hint = " (apt-get install dataset-fashion-mnist puts them there)" if str(root) == FASHION_MNIST_ROOT else ""
         raise ValueError(f"data.root={str(root)!r} lacks {missing} (or their .gz); expected {name}'s IDX files "
                          f"there{hint}")
+    return base, paths
+
+
+def load_idx_dataset(name: str, root: str, val_frac: float = 0.1, seed: int = 0, limit: int | None = None,
+                     test_limit: int | None = None, n_classes: int = 10) -> DataSplits:
+    """MNIST-format data from ``root``: ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+    ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte`` (each optionally ``.gz``). Test = the t10k set
+    (its first ``test_limit`` images when given: quick trials only, figures use the whole set)."""
+    _check_limit(limit)
+    _check_limit(test_limit)
+    base, paths = _idx_files(name, root)
     arrays = {stem: read_idx(p) for stem, p in paths.items()}
     xtr, ytr, xte, yte = (arrays[s] for s in IDX_FILES)
     for (xs, ys), split in (((xtr, ytr), "train"), ((xte, yte), "t10k")):
@@ -230,20 +242,10 @@ def _class_tree(base: Path) -> dict[str, list[Path]]:
     return {d.name: sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) for d in classes}
 
 
-def load_image_folder(root: str, image_size: int = 32, channels: int = 3, val_frac: float = 0.1,
-                      test_frac: float = 0.2, seed: int = 0, limit: int | None = None) -> DataSplits:
-    """Images in ``<root>/<class>/...`` (classes = sorted folder names), resized to ``image_size``; with
-    ``<root>/train/<class>`` and ``<root>/test/<class>`` (or ``val/``) the test split is that tree's,
-    otherwise ``test_frac`` of the images (seeded). ``channels``: 1 (grey) or 3 (RGB)."""
-    from PIL import Image, UnidentifiedImageError
-
+def _image_trees(root: str) -> tuple[dict[str, dict[str, list[Path]]], list[str]]:
+    """``{"train": {class: files}[, "test": ...]}`` and the sorted class names of an image-folder root."""
     if not root:
         raise ValueError("data.root is empty; expected a folder of <class>/<image> subfolders")
-    if channels not in (1, 3):
-        raise ValueError(f"channels={channels!r} is invalid; expected 1 (grey) or 3 (RGB)")
-    if not isinstance(image_size, int) or image_size < 8:
-        raise ValueError(f"image_size={image_size!r} is invalid; expected an integer >= 8")
-    _check_limit(limit)
     base = Path(str(root)).expanduser()
     if not base.is_dir():
         raise ValueError(f"data.root={str(root)!r} is not a folder; expected <class>/<image> subfolders there")
@@ -258,6 +260,24 @@ def load_image_folder(root: str, image_size: int = 32, channels: int = 3, val_fr
                          f"<class>/ folders of {list(IMAGE_SUFFIXES[:3])}... images")
     if "test" in trees and sorted(trees["test"]) != classes:
         raise ValueError(f"{test_dir} has classes {sorted(trees['test'])}; expected the training classes {classes}")
+    return trees, classes
+
+
+def load_image_folder(root: str, image_size: int = 32, channels: int = 3, val_frac: float = 0.1,
+                      test_frac: float = 0.2, seed: int = 0, limit: int | None = None) -> DataSplits:
+    """Images in ``<root>/<class>/...`` (classes = sorted folder names), resized to ``image_size``; with
+    ``<root>/train/<class>`` and ``<root>/test/<class>`` (or ``val/``) the test split is that tree's,
+    otherwise ``test_frac`` of the images (seeded). ``channels``: 1 (grey) or 3 (RGB)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not root:
+        raise ValueError("data.root is empty; expected a folder of <class>/<image> subfolders")
+    if channels not in (1, 3):
+        raise ValueError(f"channels={channels!r} is invalid; expected 1 (grey) or 3 (RGB)")
+    if not isinstance(image_size, int) or image_size < 8:
+        raise ValueError(f"image_size={image_size!r} is invalid; expected an integer >= 8")
+    _check_limit(limit)
+    trees, classes = _image_trees(root)
     mode = "L" if channels == 1 else "RGB"
 
     def read(tree: dict[str, list[Path]]) -> tuple[torch.Tensor, np.ndarray]:
@@ -286,8 +306,26 @@ def load_image_folder(root: str, image_size: int = 32, channels: int = 3, val_fr
     if limit:
         x, y = x[:limit], y[:limit]
     log.info("image_folder: %d classes, %d training and %d test images (%dx%d, %d channel(s)) from %s",
-             len(classes), len(y), len(y_test), image_size, image_size, channels, base)
+             len(classes), len(y), len(y_test), image_size, image_size, channels, Path(str(root)).expanduser())
     return _splits("image_folder", x, y, x_test, y_test, val_frac, seed, len(classes))
+
+
+# what each loader needs on disk, checked before a run writes anything (the loaders run the same checks)
+_SOURCE_CHECKS = {
+    "nas.data.load_cifar10": lambda kw: _cifar_files(kw.get("root")),
+    "nas.data.load_fashion_mnist": lambda kw: _idx_files("fashion_mnist", kw.get("root", FASHION_MNIST_ROOT)),
+    "nas.data.load_mnist": lambda kw: _idx_files("mnist", kw.get("root")),
+    "nas.data.load_image_folder": lambda kw: _image_trees(kw.get("root")),
+}
+
+
+def check_data_source(node: Any) -> None:
+    """Raise the loader's own one-line error when a ``data`` config's files are missing or unusable (no root,
+    missing IDX/CIFAR files, fewer than two image classes), without reading the images."""
+    kw = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    check = _SOURCE_CHECKS.get(str(kw.get("_target_")))
+    if check is not None:
+        check(kw)
 
 
 def resize(x: torch.Tensor, r: int) -> torch.Tensor:

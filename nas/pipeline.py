@@ -22,6 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from nas.data import check_data_source
 from nas.rundir import RunContext, build_space, write_json_atomic
 from nas.stages import calibrate, export, measure, predict, search, train
 from nas.stages.common import positive_int
@@ -51,6 +52,7 @@ def validate_config(cfg: DictConfig) -> None:
         raise ValueError(f"seed={seed!r} is invalid; expected an integer >= 0")
     positive_int(cfg, "threads")
     build_space(cfg.search_space, n_classes=10, in_channels=3)  # a bad space name or setting fails here, not mid-run
+    check_data_source(cfg.data)  # missing files or a one-class folder fail here, not when a stage first reads them
     for name in wanted_stages(cfg):
         STAGE_MODULES[name].validate(cfg)
 

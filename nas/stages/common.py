@@ -48,6 +48,36 @@ def validate_device(cfg: Any) -> None:
     check_choice(cfg, "device.runtime", ("onnxruntime", "remote"), default="onnxruntime")
     check_choice(cfg, "device.precision", ("fp32", "int8"))
     check_choice(cfg, "measure.exporter", ("legacy", "dynamo"))
+    if cfg.device.get("runtime", "onnxruntime") == "remote":
+        validate_device_csv(cfg)
+
+
+def validate_device_csv(cfg: Any) -> None:
+    """Every ``device.csv`` file read and checked before any stage runs (not when the measure stage first needs
+    it, after training): interchange columns, finite positive latencies, no conflicting duplicates, rows of the
+    run's device, and only architectures of the run's space and setting."""
+    import pandas as pd
+
+    from latency_luts.interchange import load_latency_table
+    from nas.rundir import build_space
+
+    dev = cfg.device
+    csvs = [str(p) for p in (dev.get("csv") or [])]
+    if not csvs:
+        return
+    space = build_space(cfg.search_space, n_classes=10, in_channels=3)
+    for path in csvs:
+        df = load_latency_table([path])
+        other = sorted(set(df["space"]) - {space.name})
+        if other:
+            raise ValueError(f"device.csv file {path!r} holds space {other[0]!r} measurements; this run's space is "
+                             f"{space.name!r}; expected measurements of this run's subnets (hwnas-measure output)")
+        for arch in pd.unique(df["arch"]):
+            try:
+                space.parse(arch)
+            except ValueError as e:
+                raise ValueError(f"device.csv file {path!r}: {e}") from None
+    load_latency_table(csvs, space=space.name, devices=[str(dev.name)])  # the device's rows; no conflicting pairs
 
 
 def calibration_batch(ctx: RunContext, arch: Any, n: int = 64) -> np.ndarray:

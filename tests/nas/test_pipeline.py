@@ -202,3 +202,29 @@ def test_int8_precision_measures_and_exports_qdq_models(run, tmp_path):
     assert (pareto.onnx_max_abs_diff <= 1e-4).all()  # the fp32 file still matches torch
     assert (pareto.int8_top1_agreement >= 0.8).all()
     assert all((tmp_path / p).is_file() for p in pareto.onnx_path)
+
+
+@pytest.mark.slow
+def test_same_seed_and_replayed_timings_give_bitwise_identical_fronts(tmp_path):
+    """Determinism: one run times its kits with hwnas-measure; a second run from scratch (training included)
+    with the same seed, config and one thread replays those CSVs and writes byte-identical candidates.csv and
+    pareto.csv. The second run needing a timing the first did not make would already fail (exit 3)."""
+    from latency_luts.agent import main as agent_main
+    from nas.stages.common import NeedsMeasurement
+
+    over = ["device=remote", "threads=1", "measure.n_archs=6", "search.budget=3"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    csvs: list[str] = []
+    for _ in range(4):  # measure kit, search kit, then the finished run
+        try:
+            run_pipeline(compose_cfg(first, *over, f"device.csv=[{','.join(csvs)}]"))
+            break
+        except NeedsMeasurement:
+            kit = sorted((first / "kits").iterdir(), key=lambda p: p.stat().st_mtime)[-1]
+            csvs.append(str(tmp_path / f"{kit.name}.csv"))
+            assert agent_main([str(kit), "--device", "my_device", "--out", csvs[-1], "--rounds", "3", "--quiet"]) == 0
+    assert len(csvs) == 2 and (first / "pareto.csv").is_file(), csvs
+    run_pipeline(compose_cfg(second, *over, f"device.csv=[{','.join(csvs)}]"))
+    for name in ("candidates.csv", "pareto.csv", "evaluations.csv", "measurements.csv"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    assert len(pd.read_csv(second / "candidates.csv")) >= 6 + 3
