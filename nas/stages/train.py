@@ -37,7 +37,11 @@ def train_config(ctx: RunContext) -> TrainConfig:
 def run(ctx: RunContext) -> dict:
     dist: DistContext = ctx.dist or DistContext()
     tcfg = train_config(ctx)
-    supernet = ctx.space.build_supernet()
+    import torch
+
+    with torch.random.fork_rng():  # the initial weights follow the run's seed (a resumed run loads its checkpoint)
+        torch.manual_seed(int(tcfg.seed))
+        supernet = ctx.space.build_supernet()
     partial = ctx.checkpoint.with_name("supernet.partial.pt")
     n_cal = int(ctx.cfg.predictor.calib_images)
     result = train_supernet(supernet, ctx.space, ctx.data, tcfg, checkpoint=partial, calib_images=n_cal, dist=dist)

@@ -225,6 +225,11 @@ def test_same_seed_and_replayed_timings_give_bitwise_identical_fronts(tmp_path):
             assert agent_main([str(kit), "--device", "my_device", "--out", csvs[-1], "--rounds", "3", "--quiet"]) == 0
     assert len(csvs) == 2 and (first / "pareto.csv").is_file(), csvs
     run_pipeline(compose_cfg(second, *over, f"device.csv=[{','.join(csvs)}]"))
-    for name in ("candidates.csv", "pareto.csv", "evaluations.csv", "measurements.csv"):
+    for name in ("candidates.csv", "pareto.csv", "evaluations.csv"):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    # measurements.csv also records when each row was written
+    m1, m2 = (pd.read_csv(d / "measurements.csv").drop(columns="date") for d in (first, second))
+    pd.testing.assert_frame_equal(m1, m2, check_exact=True)
+    w1, w2 = (torch.load(d / "checkpoints" / "supernet.pt", weights_only=False)["model"] for d in (first, second))
+    assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)  # training follows the seed
     assert len(pd.read_csv(second / "candidates.csv")) >= 6 + 3
