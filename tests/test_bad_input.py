@@ -67,7 +67,7 @@ CATALOGUE: list[tuple[str, str, str]] = [
      "is not readable as CSV (Compressed file ended"),
     ("measurement CSV: header only", f"{REMOTE} device.csv=[{{files}}/header.csv]", "has no rows"),
     ("measurement CSV: missing file", f"{REMOTE} device.csv=[{{files}}/absent.csv]", "does not exist"),
-    ("measurement CSV: another device", f"device=remote device.name=pixel7 device.csv=[{{files}}/good.csv]",
+    ("measurement CSV: another device", "device=remote device.name=pixel7 device.csv=[{files}/good.csv]",
      "device 'pixel7' has no rows in the latency files; found ['pi5']"),
     ("kit CSV from another space", f"{REMOTE} device.csv=[{{files}}/nb201.csv]",
      "holds space 'nb201' measurements; this run's space is 'ofa_mbv3'"),
@@ -92,10 +92,11 @@ CATALOGUE: list[tuple[str, str, str]] = [
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> Path:
     """The bad files of the catalogue, built from real archs of the default spaces."""
+    from torch import nn
+
     from latency_luts.kit import write_manifest
     from latency_luts.onnx_export import export_onnx
     from nas.rundir import build_space
-    from torch import nn
 
     d = tmp_path_factory.mktemp("bad_files")
     space = build_space(OmegaConf.load(ROOT / "conf/search_space/ofa_mbv3_small.yaml"), n_classes=10, in_channels=1)

@@ -35,11 +35,56 @@ def check_nothing_lost(res: dict, budget: int) -> None:
     assert res["front_written"]
 
 
+@pytest.fixture(scope="module")
+def shared(root: Path) -> dict[str, dict]:
+    """3 workers x 3 trials on one study, per storage (the dashboard test reads the SQLite one)."""
+    return {s: bench_run(root, f"share-{s}", storage=s, workers=3, trials=3) for s in ("sqlite", "journal")}
+
+
 @pytest.mark.parametrize("storage", ["sqlite", "journal"])
-def test_three_workers_share_one_study(root: Path, storage: str) -> None:
-    res = bench_run(root, f"share-{storage}", storage=storage, workers=3, trials=3)
+def test_three_workers_share_one_study(shared: dict, storage: str) -> None:
+    res = shared[storage]
     check_nothing_lost(res, 9)
     assert res["retried"] == 0
+
+
+def test_the_study_opens_in_optuna_dashboard(shared: dict) -> None:
+    """README 'Scale out': optuna-dashboard, started on the workers' storage, serves the study and its trials."""
+    import json
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    res = shared["sqlite"]
+    url = f"sqlite:///{Path(res['run_dir']) / 'workers_study.db'}"
+    exe = Path(sys.executable).with_name("optuna-dashboard")
+    assert exe.is_file(), "optuna-dashboard is in the test extras (pip install -e '.[test]')"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(exe), url, "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        get = lambda path: json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10).read())  # noqa: E731
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                studies = get("/api/studies")["study_summaries"]
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr and proc.stderr.read()
+                time.sleep(0.5)
+        study = next(st for st in studies if st["study_name"].startswith("bench-workers-sqlite"))
+        trials = get(f"/api/studies/{study['study_id']}")["trials"]
+        assert len(trials) == res["study_trials"]
+        attrs = [{a["key"]: a["value"] for a in t["user_attrs"]} for t in trials]
+        # repeats answered from the journal are Complete too, marked duplicate: the evaluations are the others
+        evaluated = {a["arch"] for t, a in zip(trials, attrs) if t["state"] == "Complete" and a.get("duplicate") != "True"}
+        assert len(evaluated) == res["completed"] == 9
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_a_killed_workers_trial_is_retried_and_the_study_finishes(root: Path) -> None:
