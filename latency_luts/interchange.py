@@ -97,7 +97,12 @@ def load_latency_table(
     """
     if space is not None and space not in KNOWN_SPACES:
         raise ValueError(f"unknown space filter {space!r}; expected one of {list(KNOWN_SPACES)}")
-    df = pd.concat([_read_one(p) for p in _as_list(paths)], ignore_index=True)
+    return select_rows(pd.concat([_read_one(p) for p in _as_list(paths)], ignore_index=True), space, devices)
+
+
+def select_rows(df: pd.DataFrame, space: str | None = None, devices: Sequence[str] | None = None) -> pd.DataFrame:
+    """The rows of already-loaded tables (e.g. several :func:`load_latency_table` results concatenated) for
+    ``space`` and ``devices``, each required to be present, with no (space, arch, device) pair measured twice."""
     if space is not None:
         if not (df["space"] == space).any():
             raise ValueError(f"space {space!r} has no rows in the latency files; found {sorted(set(df['space']))}")

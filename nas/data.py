@@ -12,6 +12,7 @@ images' statistics, ``limit`` = use only the first N training images.
 from __future__ import annotations
 
 import gzip
+import itertools
 import logging
 import pickle
 from dataclasses import dataclass
@@ -237,13 +238,19 @@ def load_mnist(root: str, val_frac: float = 0.1, seed: int = 0, limit: int | Non
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
-def _class_tree(base: Path) -> dict[str, list[Path]]:
+def _class_tree(base: Path, first_only: bool = False) -> dict[str, list[Path]]:
+    """class folder -> its image files (``first_only``: at most two each, enough for the layout checks, found
+    without walking the rest)."""
     classes = sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
-    return {d.name: sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) for d in classes}
+    images = lambda d: (p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)  # noqa: E731
+    if first_only:
+        return {d.name: list(itertools.islice(images(d), 2)) for d in classes}
+    return {d.name: sorted(images(d)) for d in classes}
 
 
-def _image_trees(root: str) -> tuple[dict[str, dict[str, list[Path]]], list[str]]:
-    """``{"train": {class: files}[, "test": ...]}`` and the sorted class names of an image-folder root."""
+def _image_trees(root: str, first_only: bool = False) -> tuple[dict[str, dict[str, list[Path]]], list[str]]:
+    """``{"train": {class: files}[, "test": ...]}`` and the sorted class names of an image-folder root
+    (``first_only``: at most two files per class, enough to check the layout)."""
     if not root:
         raise ValueError("data.root is empty; expected a folder of <class>/<image> subfolders")
     base = Path(str(root)).expanduser()
@@ -251,9 +258,9 @@ def _image_trees(root: str) -> tuple[dict[str, dict[str, list[Path]]], list[str]
         raise ValueError(f"data.root={str(root)!r} is not a folder; expected <class>/<image> subfolders there")
     test_dir = next((base / d for d in ("test", "val") if (base / d).is_dir()), None)
     train_dir = base / "train" if test_dir is not None and (base / "train").is_dir() else base
-    trees = {"train": _class_tree(train_dir)}
+    trees = {"train": _class_tree(train_dir, first_only)}
     if train_dir != base:
-        trees["test"] = _class_tree(test_dir)
+        trees["test"] = _class_tree(test_dir, first_only)
     classes = sorted(trees["train"])
     if len(classes) < 2 or sum(map(len, trees["train"].values())) < 2:
         raise ValueError(f"data.root={str(root)!r} has {len(classes)} class folders with images; expected >= 2 "
@@ -270,8 +277,6 @@ def load_image_folder(root: str, image_size: int = 32, channels: int = 3, val_fr
     otherwise ``test_frac`` of the images (seeded). ``channels``: 1 (grey) or 3 (RGB)."""
     from PIL import Image, UnidentifiedImageError
 
-    if not root:
-        raise ValueError("data.root is empty; expected a folder of <class>/<image> subfolders")
     if channels not in (1, 3):
         raise ValueError(f"channels={channels!r} is invalid; expected 1 (grey) or 3 (RGB)")
     if not isinstance(image_size, int) or image_size < 8:
@@ -315,7 +320,7 @@ _SOURCE_CHECKS = {
     "nas.data.load_cifar10": lambda kw: _cifar_files(kw.get("root")),
     "nas.data.load_fashion_mnist": lambda kw: _idx_files("fashion_mnist", kw.get("root", FASHION_MNIST_ROOT)),
     "nas.data.load_mnist": lambda kw: _idx_files("mnist", kw.get("root")),
-    "nas.data.load_image_folder": lambda kw: _image_trees(kw.get("root")),
+    "nas.data.load_image_folder": lambda kw: _image_trees(kw.get("root"), first_only=True),
 }
 
 

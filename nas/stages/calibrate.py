@@ -199,9 +199,10 @@ def run(ctx: RunContext) -> dict:
     paths = _sources(cfg)
     model, how = _meta_trained(ctx, paths)
     chosen = _choose(model, ctx)
+    calibration = set(chosen)
     meas_path = ctx.path("measurements.csv")
     meas = pd.read_csv(meas_path) if meas_path.is_file() else None  # the measure stage's random subnets
-    held = [] if meas is None else [a for a in meas.arch if a not in set(chosen)]
+    held = [] if meas is None else [a for a in meas.arch if a not in calibration]
     # the held-out subnets are timed again in the calibration's own pass: on a shared CPU the load, and with it
     # every latency, moves between passes, and a score against another pass's times would measure that drift
     archs = [space.parse(a) for a in chosen + held]

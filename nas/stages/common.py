@@ -58,7 +58,7 @@ def validate_device_csv(cfg: Any) -> None:
     run's device, and only architectures of the run's space and setting."""
     import pandas as pd
 
-    from latency_luts.interchange import load_latency_table
+    from latency_luts.interchange import load_latency_table, select_rows
     from nas.rundir import build_space
 
     dev = cfg.device
@@ -66,8 +66,10 @@ def validate_device_csv(cfg: Any) -> None:
     if not csvs:
         return
     space = build_space(cfg.search_space, n_classes=10, in_channels=3)
-    for path in csvs:
+    tables = []
+    for path in csvs:  # one file at a time, so an error names its file
         df = load_latency_table([path])
+        tables.append(df)
         other = sorted(set(df["space"]) - {space.name})
         if other:
             raise ValueError(f"device.csv file {path!r} holds space {other[0]!r} measurements; this run's space is "
@@ -77,7 +79,7 @@ def validate_device_csv(cfg: Any) -> None:
                 space.parse(arch)
             except ValueError as e:
                 raise ValueError(f"device.csv file {path!r}: {e}") from None
-    load_latency_table(csvs, space=space.name, devices=[str(dev.name)])  # the device's rows; no conflicting pairs
+    select_rows(pd.concat(tables, ignore_index=True), space.name, [str(dev.name)])  # the device's; no repeated pair
 
 
 def calibration_batch(ctx: RunContext, arch: Any, n: int = 64) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import torch
 from omegaconf import OmegaConf
 
 from nas.distributed import DistContext
@@ -37,8 +38,6 @@ def train_config(ctx: RunContext) -> TrainConfig:
 def run(ctx: RunContext) -> dict:
     dist: DistContext = ctx.dist or DistContext()
     tcfg = train_config(ctx)
-    import torch
-
     with torch.random.fork_rng():  # the initial weights follow the run's seed (a resumed run loads its checkpoint)
         torch.manual_seed(int(tcfg.seed))
         supernet = ctx.space.build_supernet()
