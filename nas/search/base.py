@@ -57,6 +57,12 @@ class Strategy(ABC):
         (see ``nas.search.loop.run_budget``)."""
         return None
 
+    def within_budget(self, archs: list[Any], budget: int) -> list[Any]:
+        """Of the archs this worker is about to evaluate, those a shared ``budget`` still has room for once
+        every live worker's asked trials are counted (the check after ``ask``; ``budget_state`` is the one
+        before). The default, for a strategy no other process shares: all of them."""
+        return archs
+
     def wait_for_others(self) -> None:
         """Called while the rest of a shared budget is in other workers' hands."""
         import time

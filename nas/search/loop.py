@@ -64,6 +64,8 @@ def run_budget(
         for a in archs:
             if a not in cache and a not in new and len(new) < room:
                 new.append(a)
+        if state is not None and new:
+            new = strategy.within_budget(new, budget)
         if new:
             out = objective(new)
             F_new, G_new = out if isinstance(out, tuple) else (out, None)

@@ -253,6 +253,17 @@ class OptunaSearch(Strategy):
         now = time.time()
         return len(self.cache_), sum(not self._dead(t, now) for t in self._others(running))
 
+    def within_budget(self, archs: list[Architecture], budget: int) -> list[Architecture]:
+        """Two workers that both saw room for one more evaluation have both asked a trial by now, and each
+        sees the other's: the live running trials that reached the study first (lower numbers) take the room
+        left, the rest are not evaluated (told ``unevaluated``), so the study never overshoots ``budget``."""
+        running = self._refresh()
+        mine = {t.number for t in self._pending.values()}
+        now = time.time()
+        live = sorted(t.number for t in running if t.number in mine or not self._dead(t, now))
+        first = set(live[:max(int(budget) - len(self.cache_), 0)])
+        return [a for a in archs if self._pending[a].number in first]
+
     @classmethod
     def from_problem(cls, problem: Any, **params: Any) -> OptunaSearch:
         """Study name and storage from the problem (the pipeline: SQLite in the run directory unless
