@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from latency_luts.kit import read_manifest, write_interchange_csv
-from latency_luts.measure import OrtSettings, measure_onnx_models
+from latency_luts.measure import OrtSettings, describe_load, measure_onnx_models
 from latency_luts.profile import local_ort_profile
 
 
@@ -57,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"hwnas-measure: error: {e}", file=sys.stderr)
         return 2
+    note = describe_load(ms, args.threads)
+    if note:
+        print(f"hwnas-measure: warning: {note.replace('hwnas ... force=[measure]', 'hwnas-measure again')}",
+              file=sys.stderr)
     print(f"measured {len(ms)} models on {args.device}: {out}")
     return 0
 

@@ -22,7 +22,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from latency_luts.lut import LatencyLUT
-from latency_luts.measure import OrtSettings
+from latency_luts.measure import Measurement, OrtSettings, describe_load
 from latency_luts.onnx_export import export_onnx
 from latency_luts.profile import local_ort_profile
 
@@ -45,7 +45,8 @@ def measure_in_fresh_process(paths: list[str], names: list[str], threads: int = 
                              cv_threshold: float = 0.05, max_extra_rounds: int = 0,
                              progress: bool = False) -> list[dict[str, Any]]:
     """Time ONNX files with the interleaved protocol in a separate Python process (limits drift and memory
-    growth across batches); one dict per model, as :class:`latency_luts.measure.Measurement` fields."""
+    growth across batches); one dict per model, as :class:`latency_luts.measure.Measurement` fields. A pass
+    timed on a loaded machine is logged as a warning (and flagged in each row's ``load``)."""
     settings = settings or OrtSettings(threads=threads)
     with tempfile.TemporaryDirectory(prefix="hwnas-job-") as tmp:
         job, out = Path(tmp) / "job.json", Path(tmp) / "out.json"
@@ -58,7 +59,11 @@ def measure_in_fresh_process(paths: list[str], names: list[str], threads: int = 
         if proc.returncode != 0:
             tail = (proc.stderr or "").strip().splitlines()[-1:]
             raise RuntimeError(f"measurement worker failed with exit code {proc.returncode}: {tail}")
-        return json.loads(out.read_text())
+        rows = json.loads(out.read_text())
+    note = describe_load([Measurement(**r) for r in rows], int(settings.threads))
+    if note:
+        log.warning(note)
+    return rows
 
 
 def build_lut(space: Any, device: str = "local_cpu", threads: int = 1, rounds: int = 20, chunk: int = 400,

@@ -19,7 +19,8 @@ from typing import Any
 
 KIT_FORMAT = "hwnas-measurement-kit"
 KIT_VERSION = 1
-CSV_COLUMNS = ("space", "arch", "device", "latency_ms", "median_ms", "p10_ms", "p90_ms", "cv", "runs", "warmup")
+CSV_COLUMNS = ("space", "arch", "device", "latency_ms", "median_ms", "p10_ms", "p90_ms", "cv", "runs", "warmup",
+               "other_cpus", "drift", "load")
 
 
 def write_manifest(kit_dir: str | Path, space: str, models: Sequence[dict[str, Any]]) -> Path:

@@ -4,6 +4,9 @@ Protocol (designed for noisy shared CPUs): every model is loaded into one proces
 interleaved rounds — each round runs every model once in a fresh random order — so drift hits all models
 alike. The estimate is the minimum over rounds (the least-disturbed run); median, p10, p90 and the
 coefficient of variation are stored beside it. Models whose CV exceeds ``cv_threshold`` get more rounds.
+Each pass also records how loaded the machine was while it timed (:mod:`latency_luts.load`): the CPUs other
+processes used (``other_cpus``), the drift between its earlier and later rounds (``drift``), and a ``load``
+flag per row, so a number taken on a busy machine says so instead of passing for a clean one.
 Needs only onnxruntime and numpy, so it runs on devices without torch.
 """
 
@@ -16,6 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from latency_luts.load import LoadMeter, load_flags
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +37,9 @@ class Measurement:
     cv: float  # std / mean over rounds
     runs: int
     warmup: int
+    other_cpus: float = float("nan")  # CPUs other processes used on average while the pass timed (nan: unknown)
+    drift: float = 1.0  # the pass's drift: median over models of (median of later rounds / of earlier rounds)
+    load: str = "ok"  # ok | ;-joined busy, drift, noisy (latency_luts.load.load_flags)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -99,17 +107,45 @@ def _progress(it: range, desc: str, enabled: bool):  # noqa: ANN202
     return tqdm(it, desc=desc, unit="round", leave=False, disable=not enabled)
 
 
-def _stats(name: str, t: np.ndarray, warmup: int) -> Measurement:
+def _stats(name: str, t: np.ndarray, warmup: int, other_cpus: float | None, drift: float | None) -> Measurement:
+    cv = float(t.std() / t.mean()) if t.mean() > 0 else 0.0
     return Measurement(
         name=name,
         latency_ms=float(t.min()),
         median_ms=float(np.median(t)),
         p10_ms=float(np.percentile(t, 10)),
         p90_ms=float(np.percentile(t, 90)),
-        cv=float(t.std() / t.mean()) if t.mean() > 0 else 0.0,
+        cv=cv,
         runs=int(t.size),
         warmup=warmup,
+        other_cpus=float("nan") if other_cpus is None else round(other_cpus, 3),
+        drift=1.0 if drift is None else round(drift, 4),
+        load=load_flags(other_cpus, drift, cv),
     )
+
+
+def _pass_drift(times: list[list[float]], rounds: int) -> float | None:
+    """Median over models of (median of the later half / median of the earlier half) of the first ``rounds``
+    interleaved rounds: every model ran in every round, so a machine that got busier or quieter moves them all."""
+    if rounds < 4:
+        return None
+    h = rounds // 2
+    ratios = [np.median(t[h:rounds]) / np.median(t[:h]) for t in times if np.median(t[:h]) > 0]
+    return float(np.median(ratios)) if ratios else None
+
+
+def describe_load(ms: Sequence[Measurement], threads: int) -> str | None:
+    """One warning sentence when a pass was timed on a loaded machine (flag busy or drift), else None."""
+    if not ms or all("busy" not in m.load and "drift" not in m.load for m in ms):
+        return None
+    from latency_luts.load import machine_cpus
+
+    m = ms[0]
+    other = "unknown" if np.isnan(m.other_cpus) else f"{m.other_cpus:.1f}"
+    return (f"timing pass of {len(ms)} models ran on a loaded machine: other processes used {other} of "
+            f"{machine_cpus()} CPUs ({threads} timing thread(s)), later rounds ran x{m.drift:.2f} the earlier "
+            "ones; the rows are flagged in the 'load' column. For clean latencies rerun the timing when the "
+            "machine is idle (hwnas ... force=[measure])")
 
 
 def measure_onnx_models(
@@ -138,6 +174,7 @@ def measure_onnx_models(
         for _ in range(warmup):
             s.run(None, f)
     times: list[list[float]] = [[] for _ in sessions]
+    meter = LoadMeter()
 
     def run_rounds(idx: list[int], n: int, desc: str) -> None:
         for _ in _progress(range(n), desc, progress):
@@ -152,5 +189,5 @@ def measure_onnx_models(
         log.info("%d of %d models have CV > %.2f: %d more rounds for them", len(noisy), len(sessions),
                  cv_threshold, max_extra_rounds)
         run_rounds(noisy, max_extra_rounds, f"re-measure {len(noisy)} noisy models")
-    out = [_stats(n, np.asarray(t), warmup) for n, t in zip(names, times)]
-    return out
+    other, drift = meter.other_cpus(), _pass_drift(times, rounds)
+    return [_stats(n, np.asarray(t), warmup, other, drift) for n, t in zip(names, times)]

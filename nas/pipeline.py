@@ -25,7 +25,8 @@ from omegaconf import DictConfig
 from nas.data import check_data_source
 from nas.rundir import RunContext, build_space, write_json_atomic
 from nas.stages import calibrate, export, measure, predict, search, train
-from nas.stages.common import positive_int
+from nas.stages.common import check_threads
+from nas.training import apply_threads
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,8 @@ def validate_config(cfg: DictConfig) -> None:
     seed = cfg.seed
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed={seed!r} is invalid; expected an integer >= 0")
-    positive_int(cfg, "threads")
+    check_threads(cfg, "threads")
+    check_threads(cfg, "train.threads", zero=True)
     build_space(cfg.search_space, n_classes=10, in_channels=3)  # a bad space name or setting fails here, not mid-run
     check_data_source(cfg.data)  # missing files or a one-class folder fail here, not when a stage first reads them
     for name in wanted_stages(cfg):
@@ -98,9 +100,7 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str
     run_dir = Path(run_dir or cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ctx = RunContext(cfg, run_dir)
-    import torch
-
-    torch.set_num_threads(int(cfg.threads))
+    apply_threads(cfg.threads)
     order = wanted_stages(cfg)
     if _torchrun_world() > 1:
         worker = _join_torchrun(ctx, order)
@@ -123,17 +123,20 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str
             log.info("stage %s: already finished in %s, skipping (force=[%s] reruns it)", name, run_dir, name)
         else:
             mod = STAGE_MODULES[name]
+            threads = apply_threads(cfg.threads)  # auto: chosen again per stage, the load may have changed
             log.info("stage %s: starting", name)
             t0 = time.perf_counter()
             if hasattr(mod, "shared"):
                 mod.shared(ctx)
-            with ctx.markers.lock(name):
+            helper = getattr(mod, "help", None)
+            with ctx.markers.lock(name, (lambda h=helper: h(ctx)) if helper else None):
                 if ctx.markers.done(name):
                     ctx.records[name] = ctx.markers.read(name)
                     log.info("stage %s: finished by another process of %s", name, run_dir)
                 else:
                     record = mod.run(ctx)
                     record["seconds"] = round(time.perf_counter() - t0, 2)
+                    record.setdefault("torch_threads", threads)
                     ctx.markers.write(name, record)
                     ctx.records[name] = record
                     log.info("stage %s: done in %.1f s", name, record["seconds"])

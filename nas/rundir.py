@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -155,10 +156,11 @@ class StageMarkers:
         write_json_atomic(self.path(name), record)
 
     @contextmanager
-    def lock(self, name: str) -> Iterator[None]:
+    def lock(self, name: str, while_waiting: Callable[[], bool] | None = None) -> Iterator[None]:
         """Hold ``stages/<name>.lock`` (an exclusive ``flock``, released by the OS if the process dies) while a
         stage runs: processes sharing a run directory (search workers) run it once, the others wait and then
-        find its marker."""
+        find its marker. While it waits, a process calls ``while_waiting()`` (a stage's ``help``: one unit of
+        the holder's work, True if it did some) and sleeps half a second when there was nothing to do."""
         import fcntl
 
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -166,8 +168,17 @@ class StageMarkers:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                log.info("stage %s: another process of this run directory is running it; waiting", name)
-                fcntl.flock(fh, fcntl.LOCK_EX)
+                log.info("stage %s: another process of this run directory is running it; %s", name,
+                         "helping it meanwhile" if while_waiting else "waiting")
+                if while_waiting is None:
+                    fcntl.flock(fh, fcntl.LOCK_EX)
+                while while_waiting is not None:
+                    try:
+                        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if not while_waiting():
+                            time.sleep(0.5)
             try:
                 yield
             finally:

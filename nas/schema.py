@@ -29,7 +29,7 @@ class TrainConfig:
     grad_clip: float = 5.0
     eval_every: int = 0  # epochs between BN-recalibrated val checks of the largest subnet; 0 = only at the end
     seed: int = 0
-    threads: int = 0  # 0 = leave torch's default
+    threads: Any = 0  # 0 = leave torch's default; auto = the CPUs free at each epoch start; or a positive int
     device: str = "auto"  # auto = cuda when available, else cpu
     amp: str = "auto"  # auto = fp16 autocast + grad scaling on CUDA, off on CPU; bf16 = bfloat16 autocast
     progressive: bool = False  # progressive shrinking: the space's phases (e.g. kernel -> depth -> expand)
@@ -101,7 +101,7 @@ class HwnasSchema:
     predictor) are checked by what they build (``_target_``) and by the stages' ``validate``."""
 
     seed: int = 0
-    threads: int = 2
+    threads: Any = "auto"
     stages: list[str] = field(default_factory=list)
     force: list[str] = field(default_factory=list)
     run_dir: str = "."

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from latency_luts.load import free_cpus
 from nas.data import DataSplits, resize
 from nas.distributed import (
     DistContext,
@@ -30,6 +31,27 @@ from nas.schema import TrainConfig
 from search_spaces.base import SearchSpace
 
 log = logging.getLogger(__name__)
+
+
+def apply_threads(value: Any, what: str = "torch") -> int:
+    """Set torch's intra-op threads (and the BLAS pool's) from a ``threads`` setting; return the count. An integer is used as
+    given, 0/None leaves torch's choice, ``auto`` takes the CPUs free right now (:func:`latency_luts.load.
+    free_cpus`): beside one CPU-bound process on 2 cores an epoch took 2.6x its idle time with 2 threads and
+    1.6x with 1, because two threads on a core another process holds wait on each other."""
+    if value in (None, 0):
+        return torch.get_num_threads()
+    if value == "auto":
+        n, other = free_cpus()
+        if n != torch.get_num_threads():
+            busy = "unknown" if other is None else f"{other:.1f}"
+            log.info("threads=auto: %s CPUs busy with other processes -> %d %s thread(s)", busy, n, what)
+    else:
+        n = int(value)
+    torch.set_num_threads(n)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=n, user_api="blas")  # numpy/scikit-learn's BLAS (predictor fits) alike
+    return n
 
 
 class TrainingPaused(RuntimeError):
@@ -135,8 +157,7 @@ def train_supernet(
     progressive-shrinking phases (the largest subnet stays the teacher throughout).
     """
     dist = dist or DistContext()
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
+    apply_threads(cfg.threads, "training")
     device = resolve_device(cfg.device, dist)
     dtype = amp_dtype(cfg.amp, device)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
@@ -197,6 +218,8 @@ def train_supernet(
                leave=False, disable=not dist.is_main)
     try:
         for epoch in range(start_epoch, cfg.epochs):
+            if cfg.threads == "auto" and epoch > start_epoch:
+                apply_threads("auto", "training")  # the load may have changed since the last epoch
             phase = int(np.searchsorted(bounds, epoch, side="right")) - 1
             smallest = space.smallest_phase(phase) if phases else space.smallest()
             if phases and epoch == bounds[phase] and start_step == 0 and dist.is_main:
@@ -289,8 +312,7 @@ def train_supernet(
 def train_standalone(model: nn.Module, r: int, data: DataSplits, cfg: TrainConfig, desc: str = "train subnet") -> dict:
     """Train one static subnet from its own initialisation with the supernet's recipe minus the sandwich:
     same epochs, batch, cosine LR with warm-up, label smoothing, augmentation and gradient clipping."""
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
+    apply_threads(cfg.threads, "training")
     device = resolve_device(cfg.device)
     model.to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,

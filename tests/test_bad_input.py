@@ -39,7 +39,7 @@ CATALOGUE: list[tuple[str, str, str]] = [
     ("zero calibration budget", "calibrate.enabled=true calibrate.budget=0", "calibrate.budget=0 is invalid"),
     ("zero epochs", "train.epochs=0", "train.epochs=0 is invalid; expected a positive integer"),
     ("zero timing rounds", "device.rounds=0", "device.rounds=0 is invalid; expected a positive integer"),
-    ("zero threads", "threads=0", "threads=0 is invalid; expected a positive integer"),
+    ("zero threads", "threads=0", "threads=0 is invalid; expected auto or a positive integer"),
     ("negative seed", "seed=-3", "seed=-3 is invalid; expected an integer >= 0"),
     ("fractional integer", "seed=1.5", "seed=1.5 is invalid; expected an integer"),
     ("fractional count", "measure.n_archs=2.5", "measure.n_archs=2.5 is invalid; expected an integer"),

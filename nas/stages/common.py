@@ -32,6 +32,17 @@ def positive_int(cfg: Any, key: str, lo: int = 1) -> int:
     return val
 
 
+def check_threads(cfg: Any, key: str, zero: bool = False) -> None:
+    """``cfg.<key>`` is ``auto`` or a positive integer (or 0 = torch's default, where ``zero``)."""
+    from omegaconf import OmegaConf
+
+    val = OmegaConf.select(cfg, key)
+    if val == "auto" or (isinstance(val, int) and not isinstance(val, bool) and val >= (0 if zero else 1)):
+        return
+    want = "auto or an integer >= 0 (0 = torch's default)" if zero else "auto or a positive integer"
+    raise ValueError(f"{key}={val!r} is invalid; expected {want}")
+
+
 def check_choice(cfg: Any, key: str, choices: Sequence[str], default: Any = None) -> None:
     from omegaconf import OmegaConf
 
@@ -125,7 +136,9 @@ def _remote_measurements(ctx: RunContext, supernet: Any, archs: Sequence[Any], s
         r = known[arch]
         get = lambda k, r=r: float(r.get(k, r["latency_ms"]))  # noqa: E731
         out.append(Measurement(arch.to_string(), float(r["latency_ms"]), get("median_ms"), get("p10_ms"),
-                               get("p90_ms"), float(r.get("cv", 0.0)), int(r.get("runs", 0)), int(r.get("warmup", 0))))
+                               get("p90_ms"), float(r.get("cv", 0.0)), int(r.get("runs", 0)), int(r.get("warmup", 0)),
+                               float(r.get("other_cpus", float("nan"))), float(r.get("drift", 1.0)),
+                               str(r.get("load", "ok"))))
     return out
 
 
@@ -208,12 +221,12 @@ def measure_archs(ctx: RunContext, supernet: Any, archs: Sequence[Any], desc: st
 
 
 def evaluate_archs(ctx: RunContext, supernet: Any, archs: Sequence[Any], splits: Sequence[str] = ("val",),
-                   desc: str = "evaluate subnets") -> dict[str, list[float]]:
+                   desc: str = "evaluate subnets", progress: bool = True) -> dict[str, list[float]]:
     """Accuracy of each extracted subnet after BatchNorm recalibration, on the requested splits."""
     data = ctx.data
     n_cal = int(ctx.cfg.predictor.calib_images)
     out: dict[str, list[float]] = {s: [] for s in splits}
-    for arch in tqdm(archs, desc=desc, unit="subnet", leave=False):
+    for arch in tqdm(archs, desc=desc, unit="subnet", leave=False, disable=not progress):
         # channels-last: depthwise convs run 2-3x faster on CPU (oneDNN); results agree to float rounding
         sub = ctx.space.extract(supernet, arch).to(memory_format=torch.channels_last)
         recalibrate_bn(sub, data.x_train[:n_cal], ctx.space.resolution(arch))

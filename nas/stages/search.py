@@ -89,7 +89,7 @@ def reset(ctx: RunContext) -> None:
     are removed (a study in a user's ``search.storage`` is left alone; a new ``search.seed`` starts a new one)."""
     import shutil
 
-    for name in ("search_evaluations.csv", "search_evaluations.json", "search_optuna.db"):
+    for name in ("search_evaluations.csv", "search_evaluations.json", "search_optuna.db", BATCH):
         p = ctx.path(name)
         if p.exists():
             p.unlink()
@@ -109,7 +109,7 @@ class RealEvaluations:
     a retrained supernet starts a fresh one.
     """
 
-    COLUMNS = ("arch", "strategy", "round", "val_accuracy", "test_accuracy")
+    COLUMNS = ("arch", "strategy", "round", "val_accuracy", "test_accuracy", "worker")
     DIR = "search_evaluations"
 
     def __init__(self, ctx: RunContext, strategy: str) -> None:
@@ -179,6 +179,10 @@ class RealEvaluations:
                 continue
             with os.fdopen(fd, "w") as fh:
                 fh.write(this_process())
+            self._read()  # a worker may have journalled it and dropped its claim since this process last looked
+            if key in self.acc:
+                path.unlink(missing_ok=True)
+                return False
             self._claims.append(path)
             return True
         return False
@@ -201,32 +205,48 @@ class RealEvaluations:
                 except FileNotFoundError:
                     pass
 
-    def evaluate(self, archs: Sequence[Any], round_: int, desc: str) -> np.ndarray:
-        """Validation accuracy of each arch; evaluates (and journals) only those nobody evaluated. An arch
-        another live worker is evaluating now gets ``nan`` (not evaluated here; the strategy yields it)."""
+    def _evaluate_one(self, arch: Any, desc: str) -> None:
+        """Evaluate an arch this process has claimed (the claim is touched meanwhile, given back on error)."""
         import threading
 
+        if self._supernet is None:
+            self._supernet = self.ctx.load_supernet()
+        stop = threading.Event()
+        toucher = threading.Thread(target=self._touch_claims, args=(stop,), daemon=True)
+        toucher.start()
+        try:
+            res = evaluate_archs(self.ctx, self._supernet, [arch], ("val", "test"), desc=desc, progress=False)
+        except BaseException:  # interrupted: give the archs back at once
+            for p in self._claims:
+                p.unlink(missing_ok=True)
+            self._claims = []
+            raise
+        finally:
+            stop.set()
+        self.acc[arch.to_string()] = (float(res["val"][0]), float(res["test"][0]))
+
+    def evaluate(self, archs: Sequence[Any], round_: int, desc: str, wait: bool = False) -> np.ndarray:
+        """Validation accuracy of each arch; evaluates (and journals) only those nobody evaluated, claiming
+        one arch at a time so that other workers can take the rest of the batch (:func:`help`). An arch another
+        live worker is evaluating is waited for (``wait``: its journal row, or its claim going stale, which
+        this process then takes over) or answered ``nan`` (not evaluated here; the strategy yields it)."""
         self._read()
         keys = [a.to_string() for a in archs]
         todo = list({k: a for a, k in zip(archs, keys, strict=True) if k not in self.acc}.values())
-        todo = [a for a in todo if self._claim(a.to_string())]
-        if todo:
-            if self._supernet is None:
-                self._supernet = self.ctx.load_supernet()
-            stop = threading.Event()
-            toucher = threading.Thread(target=self._touch_claims, args=(stop,), daemon=True)
-            toucher.start()
-            try:
-                res = evaluate_archs(self.ctx, self._supernet, todo, ("val", "test"), desc=desc)
-            except BaseException:  # interrupted: give the archs back at once
-                for p in self._claims:
-                    p.unlink(missing_ok=True)
-                self._claims = []
-                raise
-            finally:
-                stop.set()
-            for a, v, t in zip(todo, res["val"], res["test"], strict=True):
-                self.acc[a.to_string()] = (float(v), float(t))
+        with tqdm(total=len(todo), desc=desc, unit="subnet", leave=False) as bar:
+            while True:
+                mine = 0
+                for a in todo:
+                    if a.to_string() not in self.acc and self._claim(a.to_string()):
+                        self._evaluate_one(a, desc)
+                        mine += 1
+                self._read()
+                left = [a for a in todo if a.to_string() not in self.acc]
+                bar.update(len(todo) - len(left) - bar.n)
+                if not left or not wait:
+                    break
+                if not mine:
+                    time.sleep(0.5)  # the rest is with other live workers: wait for their journal rows
         busy = {k for k in keys if k not in self.acc}
         if busy:
             log.info("search: %d of %d subnets are being evaluated by another worker; not repeated here",
@@ -238,7 +258,7 @@ class RealEvaluations:
                 journalled.add(k)
                 v, t = self.acc[k]
                 row = {"arch": k, "strategy": self.strategy, "round": int(round_), "val_accuracy": v,
-                       "test_accuracy": t, "t": now + i * 1e-6}
+                       "test_accuracy": t, "worker": this_process(), "t": now + i * 1e-6}
                 self._write_row(row)
                 self.rows.append(row)
         self._read()
@@ -343,33 +363,79 @@ class SearchSetup:
         return self.obj.minimised(vals), (self.obj.violation(vals) if self.obj.n_constraints else None)
 
 
+BATCH = "search_batch.json"  # the batch the search stage's holder is evaluating now, for other workers to share
+
+
+def _journal(ctx: RunContext, setup: SearchSetup) -> RealEvaluations:
+    """The setup's journal, opened once, knowing the measure stage's evaluations too."""
+    if setup.real is None:
+        setup.real = RealEvaluations(ctx, setup.strategy.label)
+        for a, v, t in zip(setup.seen, setup.evals.val_accuracy, setup.evals.test_accuracy, strict=True):
+            setup.real.acc.setdefault(a.to_string(), (float(v), float(t)))
+    return setup.real
+
+
 def _evaluate(ctx: RunContext, setup: SearchSetup) -> RealEvaluations:
-    """Drive the strategy through ``search.budget`` real evaluations (resumed from the journal)."""
+    """Drive the strategy through ``search.budget`` real evaluations (resumed from the journal). A strategy
+    that is not a shared study publishes each batch in ``search_batch.json`` and waits for all of it: other
+    workers of the run directory evaluate part of it meanwhile (:func:`help`)."""
     cfg, strategy = ctx.cfg, setup.strategy
     label = strategy.label
     budget = int(cfg.search.budget)
     if setup.real is None:
-        setup.real = RealEvaluations(ctx, label)
-        for a, v, t in zip(setup.seen, setup.evals.val_accuracy, setup.evals.test_accuracy, strict=True):
-            setup.real.acc.setdefault(a.to_string(), (float(v), float(t)))
         log.info("search: %s (%s), objectives %s, constraints: %s, budget %d real evaluations%s", label,
                  strategy_class(strategy), list(setup.obj.names), setup.obj.describe_constraints(), budget,
                  f", study shared by every worker of {cfg.search.storage}" if cfg.search.storage else "")
-    real, batches = setup.real, setup.batches
+    real, batches = _journal(ctx, setup), setup.batches
+    batch_path = ctx.path(BATCH)
 
     def objective(archs: list[Any]) -> Any:
-        acc = real.evaluate(archs, batches[0], desc=f"{label}: evaluate batch {batches[0] + 1}")
+        if not setup.shared:
+            write_json_atomic(batch_path, {"strategy": label, "round": batches[0],
+                                           "archs": [a.to_string() for a in archs]})
+        acc = real.evaluate(archs, batches[0], desc=f"{label}: evaluate batch {batches[0] + 1}",
+                            wait=not setup.shared)
         batches[0] += 1
         F, G = setup.scored(archs, acc)
         return F if G is None else (F, G)
 
     t0 = time.perf_counter()
-    with tqdm(total=budget, initial=min(strategy.resumed_evaluations, budget), desc=f"{label}: real evaluations",
-              unit="subnet") as bar:
-        run_budget(strategy, objective, budget, progress=bar.update)
+    try:
+        with tqdm(total=budget, initial=min(strategy.resumed_evaluations, budget),
+                  desc=f"{label}: real evaluations", unit="subnet") as bar:
+            run_budget(strategy, objective, budget, progress=bar.update)
+    finally:
+        batch_path.unlink(missing_ok=True)
     setup.seconds += time.perf_counter() - t0
     real._read()
     return real
+
+
+def help(ctx: RunContext) -> bool:  # noqa: A001 - the pipeline's name for "work while another process holds the stage"
+    """While another worker of this run directory holds the search stage with a strategy that is not a shared
+    study (the closed loop, random search, NSGA-II on real evaluations): evaluate one arch of its current batch
+    (``search_batch.json``) that nobody has claimed, and journal it; True if it did. The holder waits for the
+    journal rows of the archs others took, so a batch is spread over every waiting worker."""
+    setup = ctx.scratch.get("search")
+    if setup is None or setup.shared:
+        return False
+    try:
+        batch = json.loads(ctx.path(BATCH).read_text())
+    except (OSError, ValueError):
+        return False
+    real = _journal(ctx, setup)
+    if batch.get("strategy") != real.strategy:
+        return False
+    real._read()
+    for key in batch["archs"]:
+        if key not in real.acc and real._claim(key):
+            arch = ctx.space.parse(key)
+            desc = f"{real.strategy}: help with batch {int(batch['round']) + 1}"
+            real._evaluate_one(arch, desc)
+            real.evaluate([arch], int(batch["round"]), desc=desc)  # evaluated: this journals it
+            log.info("search: evaluated %s of the holder's batch %d", key, int(batch["round"]) + 1)
+            return True
+    return False
 
 
 def shared(ctx: RunContext) -> None:

@@ -51,8 +51,11 @@ def test_artifacts_exist_and_parse(run):
     assert s["hypervolume_ref"]["ref"] == [1.0, 1.1]
     assert s["versions"]["torch"] == torch.__version__ and s["device"]["threads"] == 1
     meas = pd.read_csv(run_dir / "measurements.csv")
-    assert {"space", "arch", "device", "latency_ms", "median_ms", "p10_ms", "p90_ms", "cv"} <= set(meas.columns)
+    assert {"space", "arch", "device", "latency_ms", "median_ms", "p10_ms", "p90_ms", "cv", "other_cpus", "drift",
+            "load"} <= set(meas.columns)
     assert len(meas) == 10 and (meas.latency_ms > 0).all()
+    assert meas.load.str.fullmatch(r"ok|(busy|drift|noisy)(;(drift|noisy))*").all()
+    assert all(isinstance(r["torch_threads"], int) and r["torch_threads"] >= 1 for r in s["stages"].values())
     assert (meas.latency_ms <= meas.median_ms + 1e-9).all()  # the estimate is the minimum over rounds
     png = (run_dir / "pareto.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

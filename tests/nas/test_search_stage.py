@@ -167,11 +167,11 @@ def test_killed_optuna_search_repeats_no_evaluation_and_same_seed_repeats_itself
     real_eval = stage.evaluate_archs
     evaluated: list[str] = []
 
-    def counting(ctx, supernet, archs, splits, desc=""):
+    def counting(ctx, supernet, archs, splits, desc="", progress=True):
         if len(evaluated) >= 4:  # the third batch: killed while evaluating
             raise KeyboardInterrupt
         evaluated.extend(a.to_string() for a in archs)
-        return real_eval(ctx, supernet, archs, splits, desc=desc)
+        return real_eval(ctx, supernet, archs, splits, desc=desc, progress=progress)
 
     monkeypatch.setattr(stage, "evaluate_archs", counting)
     args = ("search=optuna", "search.strategy.sampler=tpe", "search.budget=7", "search.strategy.batch_size=2")

@@ -149,3 +149,30 @@ def test_sigkill_of_the_whole_run_then_the_same_command_resumes(root: Path) -> N
     assert len(journal) == budget and journal.arch.is_unique
     assert first <= set(journal.arch), "an evaluation journalled before the kill is gone"
     assert (run_dir / "pareto.csv").is_file()
+
+
+def test_closed_loop_batches_are_spread_over_the_waiting_workers(root: Path) -> None:
+    """The default strategy (closed loop, not a shared study) on 3 processes of one run directory: one holds
+    the search stage and proposes each batch, the others evaluate parts of it while they wait; every arch is
+    evaluated once, by more than one worker, and the front is written once."""
+    import json
+
+    bench_run(root, "warmup-base", storage="sqlite", workers=1, trials=1)  # the base run exists from here on
+    run_dir = root / "spread"
+    bench.seed_run_dir(root / "base", run_dir, ("train", "measure", "predict"))
+    budget = 8
+    overrides = ["experiment=smoke", f"search.budget={budget}", "search.strategy.batch_size=4",
+                 "stages=[train,measure,predict,search]"]
+    procs = bench.start_workers(run_dir, overrides, 3, run_dir / "logs")
+    codes = [p.wait(timeout=600) for p in procs]
+    assert codes == [0, 0, 0], (run_dir / "logs" / "worker0.log").read_text()[-2000:]
+    rows = [json.loads(p.read_text()) for p in (run_dir / "search_evaluations").glob("*.json")]
+    assert len(rows) == budget and len({r["arch"] for r in rows}) == budget, rows
+    assert not list((run_dir / "search_evaluations").glob("*.claim")) and not (run_dir / "search_batch.json").exists()
+    assert len({r["worker"] for r in rows}) >= 2, "one process evaluated the whole budget"
+    journal = pd.read_csv(run_dir / "search_evaluations.csv")
+    assert len(journal) == budget and journal.arch.is_unique and journal["round"].max() == budget // 4 - 1
+    cand = pd.read_csv(run_dir / "candidates.csv")
+    assert (cand.source == "search").sum() == budget and (run_dir / "pareto.csv").is_file()
+    logs = "".join((run_dir / "logs" / f"worker{i}.log").read_text() for i in range(3))
+    assert logs.count("measured Pareto front") == 1
