@@ -1,4 +1,4 @@
-"""Torch-eager latency with the same interleaved-rounds protocol as :mod:`latency_luts.measure`."""
+"""Torch-eager latency with the same interleaved-rounds protocol (and load record) as :mod:`latency_luts.measure`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from latency_luts.measure import Measurement, _progress, _stats
+from latency_luts.load import LoadMeter
+from latency_luts.measure import Measurement, _pass_drift, _progress, _stats
 
 
 def measure_torch_models(
@@ -34,11 +35,13 @@ def measure_torch_models(
     xs = [torch.randn(*s) for s in input_shapes]
     mods = [m.eval() for m in modules]
     times: list[list[float]] = [[] for _ in mods]
+    meter = LoadMeter()
     try:
         with torch.inference_mode():
             for m, x in zip(mods, xs):
                 for _ in range(warmup):
                     m(x)
+            meter.restart()
             for _ in _progress(range(rounds), f"measure {len(mods)} torch models", progress):
                 for i in rng.permutation(len(mods)):
                     t0 = time.perf_counter_ns()
@@ -46,4 +49,5 @@ def measure_torch_models(
                     times[i].append((time.perf_counter_ns() - t0) / 1e6)
     finally:
         torch.set_num_threads(before)
-    return [_stats(n, np.asarray(t), warmup) for n, t in zip(names, times)]
+    other, drift = meter.other_cpus(), _pass_drift(times, rounds)
+    return [_stats(n, np.asarray(t), warmup, other, drift) for n, t in zip(names, times)]

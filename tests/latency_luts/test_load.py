@@ -71,20 +71,23 @@ def test_load_flags():
     assert load_flags(0.2, 0.85, 0.1) == "drift"
 
 
-def test_a_timing_pass_beside_busy_processes_is_flagged(tmp_path, caplog):
+def test_a_timing_pass_beside_busy_processes_is_flagged(tmp_path):
     """Every CPU busy with another process while the pass times: each row says busy, other_cpus says how many
-    CPUs the others held, and describe_load gives the warning the pipeline logs. Timed again alone: no busy."""
+    CPUs the others held, and describe_load gives the warning the pipeline logs. Timed again without them:
+    other_cpus drops by the CPUs the busy loops held, and (on a machine otherwise idle, as CI's) no row is busy."""
     nets = [nn.Sequential(nn.Flatten(), nn.Linear(64, w), *[m for _ in range(4) for m in (nn.ReLU(), nn.Linear(w, w))],
-                          nn.Linear(w, 10)).eval() for w in (256, 768)]  # ~1 ms a run: the pass lasts > 0.3 s
+                          nn.Linear(w, 10)).eval() for w in (512, 1024)]  # ~1-4 ms a run: each pass lasts > 1 s
     paths = [export_onnx(m, (1, 1, 8, 8), tmp_path / f"m{i}.onnx") for i, m in enumerate(nets)]
     n = usable_cpus()
+    kw = dict(warmup=3, rounds=300, max_extra_rounds=0, progress=False)
     with busy_loops(n):
-        loaded = measure_onnx_models(paths, OrtSettings(threads=1), warmup=3, rounds=200, max_extra_rounds=0,
-                                     progress=False)
-    idle = measure_onnx_models(paths, OrtSettings(threads=1), warmup=3, rounds=200, max_extra_rounds=0,
-                               progress=False)
+        loaded = measure_onnx_models(paths, OrtSettings(threads=1), **kw)
+    base = _other_over(0.5)
+    idle = measure_onnx_models(paths, OrtSettings(threads=1), **kw)
     assert all("busy" in m.load.split(";") for m in loaded), [m.load for m in loaded]
     assert all(m.other_cpus > 0.5 for m in loaded)
     note = describe_load(loaded, 1)
     assert note is not None and "loaded machine" in note and "'load' column" in note
-    assert all(m.load == "ok" and m.other_cpus < 0.5 for m in idle), [(m.load, m.other_cpus) for m in idle]
+    assert all(m.other_cpus < loaded[0].other_cpus - 0.5 for m in idle), (loaded[0].other_cpus, idle[0].other_cpus)
+    if base < 0.3:
+        assert all("busy" not in m.load.split(";") for m in idle), [(m.load, m.other_cpus) for m in idle]
