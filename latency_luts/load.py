@@ -85,7 +85,7 @@ class LoadMeter:
         return float(min(max(other, 0.0), machine_cpus()))
 
 
-def free_cpus(sample_s: float = 0.3) -> tuple[int, float | None]:
+def free_cpus(sample_s: float = 0.15) -> tuple[int, float | None]:
     """(CPUs free for this process right now, CPUs other processes used while we slept ``sample_s``).
 
     A CPU counts as free when at least three quarters of it is idle; at least one is always returned. Off

@@ -28,11 +28,10 @@ def compose_cfg(run_dir: Path, *overrides: str):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A smoke run through the predict stage; tests copy it and run only the search stage."""
-    run_dir = tmp_path_factory.mktemp("trained")
-    run_pipeline(compose_cfg(run_dir, UPTO_PREDICT))
-    return run_dir
+def trained(smoke_through_predict: Path) -> Path:
+    """A smoke run through the predict stage (the session's, tests/conftest.py); tests copy it and run only
+    the search stage."""
+    return smoke_through_predict
 
 
 def copy_run(src: Path, dst: Path) -> Path:

@@ -17,9 +17,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    """Bench runs share one base run (smoke supernet through the predict stage), trained once."""
-    return tmp_path_factory.mktemp("workers")
+def root(tmp_path_factory, smoke_through_predict: Path) -> Path:
+    """Bench runs share one base run (smoke supernet through the predict stage): the session's smoke run
+    (tests/conftest.py, the same config as bench.base_overrides), copied where the bench looks for its base."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("workers")
+    shutil.copytree(smoke_through_predict, root / "base")
+    return root
 
 
 def bench_run(root: Path, name: str, **settings) -> dict:
