@@ -57,10 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"hwnas-measure: error: {e}", file=sys.stderr)
         return 2
-    note = describe_load(ms, args.threads)
+    note = describe_load(ms, args.threads, rerun="hwnas-measure again")
     if note:
-        print(f"hwnas-measure: warning: {note.replace('hwnas ... force=[measure]', 'hwnas-measure again')}",
-              file=sys.stderr)
+        print(f"hwnas-measure: warning: {note}", file=sys.stderr)
     print(f"measured {len(ms)} models on {args.device}: {out}")
     return 0
 

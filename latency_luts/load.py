@@ -62,12 +62,9 @@ def usable_cpus() -> int:
 
 
 class LoadMeter:
-    """CPUs used by other processes since construction (or the last :meth:`restart`)."""
+    """CPUs used by other processes since construction."""
 
     def __init__(self) -> None:
-        self.restart()
-
-    def restart(self) -> None:
         self._t, self._ticks, self._self = time.perf_counter(), _busy_ticks(), _self_cpu_s()
 
     def other_cpus(self) -> float | None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from latency_luts.load import LoadMeter, load_flags
+from latency_luts.load import LoadMeter, load_flags, machine_cpus
 
 log = logging.getLogger(__name__)
 
@@ -134,18 +134,17 @@ def _pass_drift(times: list[list[float]], rounds: int) -> float | None:
     return float(np.median(ratios)) if ratios else None
 
 
-def describe_load(ms: Sequence[Measurement], threads: int) -> str | None:
-    """One warning sentence when a pass was timed on a loaded machine (flag busy or drift), else None."""
+def describe_load(ms: Sequence[Measurement], threads: int, rerun: str = "hwnas ... force=[measure]") -> str | None:
+    """One warning sentence when a pass was timed on a loaded machine (flag busy or drift), else None;
+    ``rerun`` is the command that times again."""
     if not ms or all("busy" not in m.load and "drift" not in m.load for m in ms):
         return None
-    from latency_luts.load import machine_cpus
-
     m = ms[0]
     other = "unknown" if np.isnan(m.other_cpus) else f"{m.other_cpus:.1f}"
     return (f"timing pass of {len(ms)} models ran on a loaded machine: other processes used {other} of "
             f"{machine_cpus()} CPUs ({threads} timing thread(s)), later rounds ran x{m.drift:.2f} the earlier "
             "ones; the rows are flagged in the 'load' column. For clean latencies rerun the timing when the "
-            "machine is idle (hwnas ... force=[measure])")
+            f"machine is idle ({rerun})")
 
 
 def measure_onnx_models(

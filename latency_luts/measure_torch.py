@@ -35,13 +35,12 @@ def measure_torch_models(
     xs = [torch.randn(*s) for s in input_shapes]
     mods = [m.eval() for m in modules]
     times: list[list[float]] = [[] for _ in mods]
-    meter = LoadMeter()
     try:
         with torch.inference_mode():
             for m, x in zip(mods, xs):
                 for _ in range(warmup):
                     m(x)
-            meter.restart()
+            meter = LoadMeter()  # the timed rounds only, as in latency_luts.measure
             for _ in _progress(range(rounds), f"measure {len(mods)} torch models", progress):
                 for i in rng.permutation(len(mods)):
                     t0 = time.perf_counter_ns()

@@ -100,7 +100,6 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str
     run_dir = Path(run_dir or cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ctx = RunContext(cfg, run_dir)
-    apply_threads(cfg.threads)
     order = wanted_stages(cfg)
     if _torchrun_world() > 1:
         worker = _join_torchrun(ctx, order)

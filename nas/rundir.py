@@ -137,6 +137,16 @@ def build_space(node: Any, n_classes: int | None = None, in_channels: int | None
     return build(kw, drop=(), n_classes=n_classes, in_channels=in_channels)
 
 
+def _try_flock(fh: Any) -> bool:
+    import fcntl
+
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
 class StageMarkers:
     """``stages/<name>.json`` of a run directory: present = the stage finished and its outputs are valid."""
 
@@ -165,18 +175,13 @@ class StageMarkers:
 
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.dir / f"{name}.lock", "a") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not _try_flock(fh):
                 log.info("stage %s: another process of this run directory is running it; %s", name,
                          "helping it meanwhile" if while_waiting else "waiting")
                 if while_waiting is None:
                     fcntl.flock(fh, fcntl.LOCK_EX)
-                while while_waiting is not None:
-                    try:
-                        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
+                else:
+                    while not _try_flock(fh):
                         if not while_waiting():
                             time.sleep(0.5)
             try:

@@ -47,10 +47,10 @@ def run(ctx: RunContext) -> dict:
     write_csv_atomic(ctx.path("measurements.csv"), df)
     lat = df.latency_ms.to_numpy()
     flagged = int((df["load"] != "ok").sum())
+    other = float(df.other_cpus.median())
     log.info("measured %d subnets: %.3f..%.3f ms (x%.1f), median CV %.3f, other processes used %.1f CPUs, "
              "%d rows flagged in measurements.csv's load column", len(df), lat.min(), lat.max(),
-             lat.max() / lat.min(), df.cv.median(), df.other_cpus.median(), flagged)
-    other = float(df.other_cpus.median())
+             lat.max() / lat.min(), df.cv.median(), other, flagged)
     return {"n_measured": len(df), "latency_min_ms": float(lat.min()), "latency_max_ms": float(lat.max()),
             "median_cv": float(df.cv.median()), "other_cpus": None if np.isnan(other) else other,
             "load_flagged": flagged, "load_flags": sorted(set(df["load"]))}

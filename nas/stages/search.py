@@ -251,10 +251,16 @@ class RealEvaluations:
         if busy:
             log.info("search: %d of %d subnets are being evaluated by another worker; not repeated here",
                      len(busy), len(keys))
+        self.journal([k for k in keys if k not in busy], round_)
+        return np.array([self.acc[k][0] if k in self.acc else np.nan for k in keys])
+
+    def journal(self, keys: Sequence[str], round_: int) -> None:
+        """Journal each of these evaluated archs for this strategy, once (rows others wrote count), then give
+        back this process's claims and rewrite the journal's table."""
         journalled = set(self.mine())
         now = time.time()
-        for i, k in enumerate(keys):  # journal every arch this strategy asked for, once
-            if k not in journalled and k not in busy:
+        for i, k in enumerate(keys):
+            if k not in journalled:
                 journalled.add(k)
                 v, t = self.acc[k]
                 row = {"arch": k, "strategy": self.strategy, "round": int(round_), "val_accuracy": v,
@@ -266,7 +272,6 @@ class RealEvaluations:
             p.unlink(missing_ok=True)
         self._claims = []
         write_csv_atomic(self.path, pd.DataFrame(self.rows, columns=list(self.COLUMNS)))
-        return np.array([self.acc[k][0] if k in self.acc else np.nan for k in keys])
 
 
 class Models:
@@ -432,7 +437,7 @@ def help(ctx: RunContext) -> bool:  # noqa: A001 - the pipeline's name for "work
             arch = ctx.space.parse(key)
             desc = f"{real.strategy}: help with batch {int(batch['round']) + 1}"
             real._evaluate_one(arch, desc)
-            real.evaluate([arch], int(batch["round"]), desc=desc)  # evaluated: this journals it
+            real.journal([key], int(batch["round"]))
             log.info("search: evaluated %s of the holder's batch %d", key, int(batch["round"]) + 1)
             return True
     return False
