@@ -59,7 +59,8 @@ def run(cfg: Any) -> dict[str, Any]:
     y = meas.latency_ms.to_numpy()
     featurizer = SpaceFeaturizer("ofa_mbv3", setting="imagenet", n_classes=1000)
     features = {k: pd.DataFrame(v, index=archs) for k, v in featurizer(archs).items()}
-    models = {"ours": FewShotLatencyPredictor().meta_fit(mat, features), "baseline": SourceRidgeBaseline().meta_fit(mat)}
+    models = {"ours": FewShotLatencyPredictor(meta_budget=budget).meta_fit(mat, features),
+              "baseline": SourceRidgeBaseline().meta_fit(mat)}
     res: dict[str, list[dict[str, float]]] = {k: [] for k in models}
     for seed in tqdm(range(seeds), desc="calibrate", unit="seed"):
         for name, model in models.items():

@@ -10,7 +10,8 @@ Per target device and seed, the method (and, in the same run, the ridge-on-sourc
 ``budget`` archs to "measure" from the allowed pool, adapts, and is scored on the query archs: Spearman, MAPE
 (%) and the share of predictions within +-10 % of the measured latency.
 
-``meta_seeds: K`` meta-trains the method K times (``random_state`` 0..K-1: the simulated tasks, pools and rule
+The method's simulated tasks use the same budget (``meta_budget``) unless ``predictor.meta_budget`` says
+otherwise. ``meta_seeds: K`` meta-trains the method K times (``random_state`` 0..K-1: the simulated tasks, pools and rule
 choice it draws) and reports per device the mean over all K x ``seeds`` runs and ``spearman_worst`` (the
 lowest per-meta-seed mean), overall ``mean_spearman_worst_meta_seed``. ``protocol``: ``help`` (HELP's split:
 pool and query trimmed to the 10th-90th percentile of the target's own latencies), ``help_untrimmed`` (HELP's
@@ -24,6 +25,8 @@ ridge and boosted trees. It shows how much of a device's ranking is predictable 
 ``validate: true`` (optional key) never reads the meta-test devices: each hardware family of the meta-train
 devices in turn (``1080ti_1/32/256`` together) is the target, meta-trained on the other families, with the same
 protocol; the result has the usual keys over those held-out source devices. Use it to develop the predictor.
+``validate: help_valid`` (fbnet) scores HELP's own meta-valid devices instead (titanx_1/32/64, gold_6240),
+meta-trained on the meta-train split: fbnet's 12 meta-train families would take an hour to leave out in turn.
 """
 
 from __future__ import annotations
@@ -78,8 +81,11 @@ def _check(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"bench.space={cfg['space']!r} is invalid; expected one of {list(SPACES)}")
     if cfg["protocol"] not in PROTOCOLS:
         raise ValueError(f"bench.protocol={cfg['protocol']!r} is invalid; expected one of {list(PROTOCOLS)}")
-    if not isinstance(cfg["validate"], bool):
-        raise ValueError(f"bench.validate={cfg['validate']!r} is invalid; expected true or false")
+    if not isinstance(cfg["validate"], bool) and cfg["validate"] != "help_valid":
+        raise ValueError(f"bench.validate={cfg['validate']!r} is invalid; expected true, false or help_valid")
+    if cfg["validate"] == "help_valid" and not HELP_VALID[cfg["space"]]:
+        raise ValueError(f"bench.validate=help_valid is invalid for space {cfg['space']!r}: HELP has no meta-valid "
+                         f"devices there; expected one of {[k for k, v in HELP_VALID.items() if v]}")
     cfg["predictor"] = dict(cfg.get("predictor") or {})
     try:
         FewShotLatencyPredictor(**cfg["predictor"])._check_params()
@@ -155,6 +161,10 @@ def _split(space: str, devices: list[str], meta_train: Any, meta_test: Any) -> t
     return train, test
 
 
+def _devices(cfg: dict[str, Any]) -> list[str]:
+    return list(latency_matrix(load_latency_table(cfg["data"], space=cfg["space"])).columns)
+
+
 def _trim(idx: np.ndarray, y: np.ndarray) -> np.ndarray:
     """HELP's outlier removal: keep the 10th-90th percentile (by rank) of ``y`` over ``idx``."""
     order = idx[np.argsort(y[idx], kind="stable")]
@@ -227,6 +237,13 @@ def _write_json(obj: dict[str, Any], path: str) -> None:
 def run(cfg: Any) -> dict[str, Any]:
     """Run the benchmark; returns (and writes to ``cfg.out`` when set) the result dict."""
     cfg = _check(_plain(cfg))
+    if cfg["validate"] == "help_valid":  # HELP's meta-valid devices, meta-trained on the meta-train split
+        train, _ = _split(cfg["space"], _devices(cfg), cfg["meta_train"], cfg["meta_test"])
+        res = run({**cfg, "validate": False, "meta_train": train, "meta_test": HELP_VALID[cfg["space"]]})
+        res["validate"] = "help_valid"
+        if cfg["out"]:
+            _write_json(res, str(cfg["out"]))
+        return res
     if cfg["validate"]:
         return _validate(cfg)
     space, budget, protocol = cfg["space"], int(cfg["budget"]), cfg["protocol"]
@@ -266,8 +283,10 @@ def run(cfg: Any) -> dict[str, Any]:
     bar = tqdm(total=len(test) * cfg["seeds"] * meta_seeds, desc=f"latency_fewshot {space}", leave=False)
     configs = []
     for ms in range(meta_seeds):
-        ours = FewShotLatencyPredictor(**{**cfg["predictor"], "random_state": ms}).meta_fit(src, features)
-        configs.append({"meta_seed": ms, "selection": ours.selection_, "prior_strength": float(ours.prior_strength_)})
+        ours = FewShotLatencyPredictor(**{"meta_budget": budget, **cfg["predictor"], "random_state": ms}).meta_fit(
+            src, features)
+        configs.append({"meta_seed": ms, "selection": ours.selection_, "prior_strength": ours.prior_strength_,
+                        "meta_budget": ours.meta_budget})
         for dev, (y_all, have, pool_archs, query_fixed) in splits.items():
             for seed in range(cfg["seeds"]):
                 for name, model in (("ours", ours), ("baseline", base)):
@@ -289,7 +308,8 @@ def run(cfg: Any) -> dict[str, Any]:
         out["ceiling"] = _ceiling_summary(ceiling)
     _print_table(out)
     for c in configs:
-        print(f"meta-seed {c['meta_seed']}: selection={c['selection']} prior_strength={c['prior_strength']:g} "
+        strength = "averaged" if c["prior_strength"] is None else f"{c['prior_strength']:g}"
+        print(f"meta-seed {c['meta_seed']}: selection={c['selection']} prior_strength={strength} "
               f"({len(ours.configs_)} configurations, {len(train)} source devices)")
     rules = {}
     for key, score in ours.meta_table_.items():  # "rule/kappa=k" -> meta-training Spearman

@@ -124,10 +124,18 @@ def validate(cfg: DictConfig) -> None:
         _source_table(paths, cfg, space)
 
 
+def _predictor_settings(cfg: DictConfig) -> dict[str, Any]:
+    """``calibrate.predictor`` with the simulated tasks' budget (``meta_budget``) set to ``calibrate.budget``
+    unless it is given: the prior is meta-learned for the number of timings the device will get."""
+    settings = OmegaConf.to_container(cfg.calibrate.predictor, resolve=True)
+    settings.setdefault("meta_budget", int(cfg.calibrate.budget))
+    return settings
+
+
 def _fingerprint(cfg: DictConfig, paths: list[Path]) -> str:
     blob = {"files": [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in paths],
             "devices": OmegaConf.to_container(cfg.calibrate, resolve=True).get("devices"),
-            "predictor": OmegaConf.to_container(cfg.calibrate.predictor, resolve=True),
+            "predictor": _predictor_settings(cfg),
             "space": _space_kwargs(cfg)}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -152,7 +160,7 @@ def _meta_trained(ctx: RunContext, paths: list[Path]) -> tuple[Any, str]:
         return FewShotLatencyPredictor.load(cache), "cached"
     table = _source_table(paths, cfg, create_search_space(space.name, **kw))
     log.info("meta-training the few-shot latency predictor on %d archs x %d source devices", *table.shape)
-    model = instantiate(cfg.calibrate.predictor).meta_fit(table, featurizer=SpaceFeaturizer(space.name, **kw))
+    model = instantiate(_predictor_settings(cfg)).meta_fit(table, featurizer=SpaceFeaturizer(space.name, **kw))
     model.save(cache)
     write_json_atomic(stamp, {"fingerprint": key, "source": [str(p) for p in paths],
                               "source_devices": model.source_devices_, "n_archs": len(table)})

@@ -86,6 +86,17 @@ def untarget(f: np.ndarray, var: np.ndarray, transform: str, stats: tuple[float,
     return np.maximum(t * ref, 1e-9), ref * sd * np.sqrt(var)
 
 
+def mixture_weights(ev: np.ndarray, meta_scores: np.ndarray, strengths) -> np.ndarray:  # noqa: ANN001
+    """Model-average weights of the configurations: ``exp(ev + kappa * meta_scores)`` normalised, averaged over
+    the prior strengths ``strengths`` (one strength: that prior alone)."""
+    out = np.zeros(len(ev))
+    for kappa in strengths:
+        logw = ev + float(kappa) * meta_scores
+        w = np.exp(logw - logw.max())
+        out += w / w.sum()
+    return out / len(strengths)
+
+
 def check_prior_strength(ev: np.ndarray, loo_pred: np.ndarray, y: np.ndarray, meta_scores: np.ndarray,
                          strengths, meta_strength: float) -> tuple[float, np.ndarray]:  # noqa: ANN001
     """Prior strength kappa for the model average ``w ~ exp(ev + kappa * meta_scores)``: the meta-learned one,

@@ -18,13 +18,15 @@ regression with up to five feature blocks, each with its own prior scale:
 ``meta_fit`` simulates the few-shot task on every source device in turn, holding out its whole hardware
 family (``1080ti_1/32/256`` go together) from the features: random pool, ``meta_budget`` measurements,
 Spearman on held-out archs. This scores every configuration (block scales, noise, target transform raw/log)
-and picks the measurement-selection rule (random, k-means medoids, or greedy max prior variance = pivoted
-Cholesky in feature space) and the strength ``kappa`` of the meta-learned prior over configurations
-(one-standard-error rule: the weakest prior within one paired SE of the best).
+and picks the measurement-selection rule among ``selections`` (random, k-means medoids, or greedy max prior
+variance = pivoted Cholesky in feature space; the default is variance alone) and, with ``prior_mix="choose"``,
+the strength ``kappa`` of the meta-learned prior over configurations (one-standard-error rule: the weakest
+prior within one paired SE of the best).
 
 ``adapt`` computes the closed-form posterior of *every* configuration and averages them (Bayesian model
-averaging) with weights ``marginal likelihood of the measurements x exp(kappa * meta score)``; so a noisy
-target falls back to heavily regularised models and an additive one to per-op costs.
+averaging) with weights ``marginal likelihood of the measurements x exp(kappa * meta score)``, by default
+averaged over every candidate ``kappa`` (``prior_mix="average"``); so a noisy target falls back to heavily
+regularised models and an additive one to per-op costs.
 ``predict(..., return_std=True)`` returns the mixture's predictive std (ms).
 
 Architectures absent from the source table (e.g. the search's proposals): given a ``featurizer`` at
@@ -62,6 +64,7 @@ from predictors.fewshot.impute import OutsideTable
 __all__ = ["FewShotLatencyPredictor", "device_family"]
 
 FEATURE_BLOCKS = ("enc", "phys")
+SELECTIONS = ("random", "kmeans", "variance")
 TASK_TRIMS = ("pool+query", "query", "none")  # which parts of a simulated task keep the 10th-90th latency percentile
 
 
@@ -88,7 +91,9 @@ class FewShotLatencyPredictor:
             block (0 disables a block).
         noises: candidate noise std (in units of the target's std over the measured archs).
         transforms: candidate target transforms, ``"raw"`` (ms relative to the mean) and/or ``"log"``.
-        selections: candidate selection rules for :meth:`select`: ``"random"``, ``"kmeans"``, ``"variance"``.
+        selections: candidate selection rules for :meth:`select`: ``"random"``, ``"kmeans"``, ``"variance"``;
+            :meth:`meta_fit` picks one when given several. The default is greedy max prior variance alone: the
+            meta-learned choice among the three flipped between meta-training seeds (BENCHMARKS.md).
         prior_strengths: candidate weights kappa of the meta-learned log prior ``kappa * meta_score`` over
             configurations (meta-learned too; 0 = pure marginal-likelihood weighting).
         meta_tasks: simulated few-shot tasks per held-out source device.
@@ -108,6 +113,10 @@ class FewShotLatencyPredictor:
         task_trim: what the simulated tasks trim to the held-out device's 10th-90th latency percentile:
             ``"pool+query"`` (HELP's protocol), ``"query"`` (the pool is whole, as on a new device whose
             latencies nobody knows yet) or ``"none"``.
+        prior_mix: how the meta-learned prior enters the model average: ``"average"`` mixes the model averages
+            of every strength in ``prior_strengths`` with equal weight, so no single strength - the choice that
+            moved most between meta-training seeds - decides; ``"choose"`` uses the one strength
+            :meth:`meta_fit` picks (``prior_strength_``, checked by ``prior_check``).
         random_state: seed of the meta-training simulation.
     """
 
@@ -121,7 +130,7 @@ class FewShotLatencyPredictor:
         phys_scales: Sequence[float] = (0.0, 0.3, 1.0, 3.0),
         noises: Sequence[float] = (0.1, 0.3),
         transforms: Sequence[str] = ("raw", "log"),
-        selections: Sequence[str] = ("random", "kmeans", "variance"),
+        selections: Sequence[str] = ("variance",),
         prior_strengths: Sequence[float] = (0.0, 30.0, 100.0, 300.0, 1000.0),
         meta_tasks: int = 4,
         meta_budget: int = 20,
@@ -132,6 +141,7 @@ class FewShotLatencyPredictor:
         impute: str = "boost",
         prior_check: str = "loo",
         task_trim: str = "pool+query",
+        prior_mix: str = "average",
         random_state: int = 0,
     ) -> None:
         self.src_scales = src_scales
@@ -152,6 +162,7 @@ class FewShotLatencyPredictor:
         self.impute = impute
         self.prior_check = prior_check
         self.task_trim = task_trim
+        self.prior_mix = prior_mix
         self.random_state = random_state
 
     # ------------------------------------------------------------------ features
@@ -165,11 +176,13 @@ class FewShotLatencyPredictor:
             raise ValueError(f"impute={self.impute!r} is invalid; expected 'boost', 'ridge' or 'none'")
         if self.task_trim not in TASK_TRIMS:
             raise ValueError(f"task_trim={self.task_trim!r} is invalid; expected one of {list(TASK_TRIMS)}")
+        if self.prior_mix not in ("choose", "average"):
+            raise ValueError(f"prior_mix={self.prior_mix!r} is invalid; expected 'choose' or 'average'")
         if self.leave_out not in ("family", "device"):
             raise ValueError(f"leave_out={self.leave_out!r} is invalid; expected 'family' or 'device'")
         for s in self.selections:
-            if s not in ("random", "kmeans", "variance"):
-                raise ValueError(f"selection {s!r} is invalid; expected 'random', 'kmeans' or 'variance'")
+            if s not in SELECTIONS:
+                raise ValueError(f"selection {s!r} is invalid; expected one of {list(SELECTIONS)}")
         if any(k < 0 for k in self.prior_strengths) or not len(self.prior_strengths):
             raise ValueError(f"prior_strengths={list(self.prior_strengths)} is invalid; expected values >= 0")
 
@@ -278,27 +291,27 @@ class FewShotLatencyPredictor:
         for rule in self.selections:
             dev_scores, kept = first if rule == "random" else evaluate(rule, geometry)
             per_rule[rule] = dev_scores.mean(0)
-            for kappa in self.prior_strengths:
+            # "choose": one model average per candidate strength; "average": one, mixing them all
+            mixes = [[k] for k in self.prior_strengths] if self.prior_mix == "choose" else [list(self.prior_strengths)]
+            for mix in mixes:
                 bma = np.zeros(len(kept))
                 for k, (top, ev, preds, y_q) in enumerate(kept):
                     others = np.setdiff1d(np.arange(n_dev), held[task_dev[k]])  # prior learned without j's family
-                    prior = dev_scores[np.ix_(others, top)].mean(0)
-                    logw = ev + kappa * prior
-                    w = np.exp(logw - logw.max())
-                    bma[k] = _rowwise_spearman(((w / w.sum()) @ preds)[None], y_q)[0]
-                table_scores[(rule, float(kappa))] = per_device(bma[:, None])[:, 0]
+                    w = _blr.mixture_weights(ev, dev_scores[np.ix_(others, top)].mean(0), mix)
+                    bma[k] = _rowwise_spearman((w @ preds)[None], y_q)[0]
+                table_scores[(rule, float(mix[0]) if len(mix) == 1 else None)] = per_device(bma[:, None])[:, 0]
         (rule, best_kappa) = max(table_scores, key=lambda key: table_scores[key].mean())
         kappa = best_kappa  # one-standard-error rule: the weakest prior within 1 SE (paired over devices)
-        for k in sorted(self.prior_strengths):
+        for k in sorted(self.prior_strengths) if best_kappa is not None else ():
             diff = table_scores[(rule, float(k))] - table_scores[(rule, best_kappa)]
             if diff.mean() >= -diff.std(ddof=1) / np.sqrt(n_dev):
                 kappa = float(k)
                 break
         self.selection_ = rule
-        self.prior_strength_ = kappa
+        self.prior_strength_ = kappa  # None with prior_mix="average"
         self.meta_scores_ = per_rule[rule]
-        self.log_prior_ = kappa * per_rule[rule]
-        self.meta_table_ = {f"{r}/kappa={k:g}": float(v.mean()) for (r, k), v in table_scores.items()}
+        self.meta_table_ = {f"{r}/kappa={'average' if k is None else f'{k:g}'}": float(v.mean())
+                            for (r, k), v in table_scores.items()}
         self.geometry_ = geometry
         self.blocks_ = {t: norm_blocks(raw[t]) for t in self.transforms}
         self.source_devices_ = list(table.columns)
@@ -373,9 +386,11 @@ class FewShotLatencyPredictor:
         """Condition on target-device measurements (ms) of ``archs``.
 
         Every configuration's posterior is weighted by its marginal likelihood of the measurements times the
-        meta-learned prior ``exp(kappa_ * meta_score)`` (Bayesian model averaging); ``kappa_`` is the
-        meta-learned ``prior_strength_`` or, with ``prior_check="loo"``, the candidate strength under which
-        the model average predicts each measurement best from the others.
+        meta-learned prior ``exp(kappa * meta_score)`` (Bayesian model averaging). With ``prior_mix="average"``
+        the weights are the mean of those model averages over every ``kappa`` in ``prior_strengths``
+        (``kappa_`` is None); with ``"choose"``, ``kappa_`` is the meta-learned ``prior_strength_`` or, with
+        ``prior_check="loo"``, the candidate strength under which the model average predicts each measurement
+        best from the others.
         """
         self._require("configs_")
         y = validate_measurements(archs, latencies)
@@ -383,12 +398,14 @@ class FewShotLatencyPredictor:
         self.train_y_ = y
         ev, loo = self._evidence(self.train_blocks_, y)
         self.kappa_ = self.prior_strength_
-        if self.prior_check == "loo":
-            self.kappa_, self.loo_gain_ = _blr.check_prior_strength(
-                ev, loo, y, self.meta_scores_, self.prior_strengths, self.prior_strength_)
-        logw = ev + self.kappa_ * self.meta_scores_
-        w = np.exp(logw - logw.max())
-        w /= w.sum()
+        if self.prior_mix == "average":
+            self.kappa_ = None
+            w = _blr.mixture_weights(ev, self.meta_scores_, self.prior_strengths)
+        else:
+            if self.prior_check == "loo":
+                self.kappa_, self.loo_gain_ = _blr.check_prior_strength(
+                    ev, loo, y, self.meta_scores_, self.prior_strengths, self.prior_strength_)
+            w = _blr.mixture_weights(ev, self.meta_scores_, [self.kappa_])
         self.active_ = np.flatnonzero(w >= 1e-4 * w.max())
         self.weights_ = w[self.active_] / w[self.active_].sum()
         return self

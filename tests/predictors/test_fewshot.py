@@ -18,8 +18,8 @@ TARGETS = ["eyeriss", "titan_rtx_256"]
 N_ARCHS = 2500
 
 
-def small_predictor() -> FewShotLatencyPredictor:
-    return FewShotLatencyPredictor(
+def small_predictor(**kw) -> FewShotLatencyPredictor:
+    return FewShotLatencyPredictor(**kw,
         src_scales=(0.0, 1.0),
         proj_scales=(0.0, 1.0, 10.0),
         pmean_scales=(0.0, 3.0),
@@ -265,11 +265,47 @@ def test_unseen_arch_errors(slice_, fitted) -> None:
         FewShotLatencyPredictor(prior_check="cv").meta_fit(mat[SOURCES], feats)
 
 
-def test_prior_check_keeps_or_overrules_the_meta_learned_strength(slice_, fitted) -> None:
-    """prior_check='none' uses the meta-learned strength; 'loo' may only move to another candidate strength,
-    and for an in-domain target (eyeriss after NB201 meta-training) it keeps the meta-learned one."""
+def test_prior_mix_average_is_the_mean_of_each_strengths_model_average(slice_, fitted) -> None:
+    """prior_mix='average' (the default): no strength is chosen, and the prediction is the mean of the model
+    averages that each candidate strength alone gives."""
+    import copy
+
     mat, archs, _ = slice_
     ours, _ = fitted
+    assert ours.prior_mix == "average" and ours.prior_strength_ is None
+    y = mat["titan_rtx_256"]
+    picked = ours.select(archs[:900], 5, np.random.default_rng(0))  # few timings: the prior matters
+    ours.adapt(picked, y[picked].to_numpy())
+    assert ours.kappa_ is None
+    query = archs[900:1900]
+    mixed = ours.predict(query)
+    def full(model: FewShotLatencyPredictor) -> np.ndarray:
+        w = np.zeros(len(model.configs_))
+        w[model.active_] = model.weights_
+        return w
+
+    alone, weights = [], []
+    for kappa in ours.prior_strengths:
+        one = copy.deepcopy(ours)
+        one.prior_mix, one.prior_check, one.prior_strength_ = "choose", "none", kappa
+        one.adapt(picked, y[picked].to_numpy())
+        assert one.kappa_ == kappa
+        alone.append(one.predict(query))
+        weights.append(full(one))
+    assert np.allclose(mixed, np.mean(alone, axis=0), rtol=1e-3)
+    assert np.allclose(full(ours), np.mean(weights, axis=0), atol=1e-3)
+    assert np.abs(weights[0] - weights[-1]).max() > 0.05  # the strengths weigh configurations differently
+    with pytest.raises(ValueError, match="prior_mix='vote' is invalid"):
+        small_predictor(prior_mix="vote").meta_fit(mat[SOURCES], slice_[2])
+
+
+def test_prior_check_keeps_or_overrules_the_meta_learned_strength(slice_) -> None:
+    """prior_mix='choose': prior_check='none' uses the meta-learned strength; 'loo' may only move to another
+    candidate strength, and for an in-domain target (eyeriss after NB201 meta-training) it keeps the
+    meta-learned one."""
+    mat, archs, feats = slice_
+    ours = small_predictor(prior_mix="choose").meta_fit(mat[SOURCES], feats)
+    assert ours.prior_strength_ in ours.prior_strengths
     y = mat["eyeriss"]
     picked = ours.select(archs[:900], 20, np.random.default_rng(0))
     try:
@@ -338,6 +374,7 @@ def test_bench_meta_seeds_and_untrimmed_pool(shared_data: Path, tmp_path: Path) 
     assert d2["spearman_worst"] == min(d2["spearman_per_meta_seed"]) <= d2["spearman_mean"]
     assert two["mean_spearman_worst_meta_seed"] == d2["spearman_worst"] and [c["meta_seed"] for c in two["meta_fits"]] == [0, 1]
     assert two["ceiling"]["devices"]["fpga"]["pool_size"] == 900 and d2["spearman_mean"] > 0.9
+    assert [c["meta_budget"] for c in two["meta_fits"]] == [10, 10]  # the simulated tasks get the bench's budget
     trimmed = run({**cfg, "protocol": "help", "meta_seeds": 1})
     assert trimmed["ceiling"]["devices"]["fpga"]["pool_size"] == 720
     with pytest.raises(ValueError, match="bench.meta_seeds=0 is invalid"):
