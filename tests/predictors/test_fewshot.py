@@ -146,6 +146,8 @@ def test_bench_config_errors() -> None:
         run({**cfg, "data": ["x.csv"], "protocol": "loo"})
     with pytest.raises(ValueError, match="bench.sedes is unknown"):
         run({**cfg, "sedes": 3})
+    with pytest.raises(ValueError, match="bench.validate=help_valid is invalid for space 'nb201'"):
+        run({**cfg, "data": ["x.csv"], "validate": "help_valid"})
 
 
 def test_bench_end_to_end_protocol_all(shared_data: Path, tmp_path: Path) -> None:
