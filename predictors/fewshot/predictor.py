@@ -374,7 +374,8 @@ class FewShotLatencyPredictor:
         return ev, loo
 
     def select(self, candidate_archs: Sequence[Any], budget: int, rng: np.random.Generator) -> list[Any]:
-        """Choose ``budget`` of ``candidate_archs`` to measure on the target (meta-learned rule)."""
+        """Choose ``budget`` of ``candidate_archs`` to measure on the target with ``selection_`` (the one rule
+        of ``selections``, or the one :meth:`meta_fit` picked among several)."""
         self._require("configs_")
         validate_budget(len(candidate_archs), budget)
         t, scales, _ = self.geometry_
