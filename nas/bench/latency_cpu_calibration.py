@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from omegaconf import OmegaConf
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
@@ -59,7 +60,13 @@ def run(cfg: Any) -> dict[str, Any]:
     y = meas.latency_ms.to_numpy()
     featurizer = SpaceFeaturizer("ofa_mbv3", setting="imagenet", n_classes=1000)
     features = {k: pd.DataFrame(v, index=archs) for k, v in featurizer(archs).items()}
-    models = {"ours": FewShotLatencyPredictor(meta_budget=budget).meta_fit(mat, features),
+    settings = {"meta_budget": budget, **OmegaConf.to_container(cfg.predictor, resolve=True)}
+    try:
+        ours = FewShotLatencyPredictor(**settings)
+        ours._check_params()
+    except TypeError as e:
+        raise ValueError(f"bench.predictor={settings} is invalid ({e}); expected FewShotLatencyPredictor settings") from None
+    models = {"ours": ours.meta_fit(mat, features),
               "baseline": SourceRidgeBaseline().meta_fit(mat)}
     res: dict[str, list[dict[str, float]]] = {k: [] for k in models}
     for seed in tqdm(range(seeds), desc="calibrate", unit="seed"):

@@ -97,24 +97,29 @@ def mixture_weights(ev: np.ndarray, meta_scores: np.ndarray, strengths) -> np.nd
     return out / len(strengths)
 
 
-def check_prior_strength(ev: np.ndarray, loo_pred: np.ndarray, y: np.ndarray, meta_scores: np.ndarray,
-                         strengths, meta_strength: float) -> tuple[float, np.ndarray]:  # noqa: ANN001
-    """Prior strength kappa for the model average ``w ~ exp(ev + kappa * meta_scores)``: the meta-learned one,
-    unless another candidate predicts the measurements ``y`` clearly better leave-one-out (``loo_pred``:
-    configs x measurements) - by 2 standard errors and by at least 20% of the meta-learned one's mean squared
-    log error. Returns kappa and the (thresholded) mean gain of every candidate."""
-    err = []
-    for kappa in strengths:
-        logw = ev + kappa * meta_scores
-        w = np.exp(logw - logw.max())
-        err.append(np.log((w / w.sum()) @ loo_pred / y) ** 2)
-    err = np.array(err)
-    base = err[list(strengths).index(meta_strength)]
+def check_prior_mix(ev: np.ndarray, loo_pred: np.ndarray, y: np.ndarray, meta_scores: np.ndarray,
+                    mixes, base_mix: int) -> tuple[int, np.ndarray]:  # noqa: ANN001
+    """Which of the candidate priors ``mixes`` (each a list of strengths, see :func:`mixture_weights`) the model
+    average uses: ``mixes[base_mix]``, unless another predicts the measurements ``y`` clearly better
+    leave-one-out (``loo_pred``: configs x measurements) - by 2 standard errors and by at least 20% of the
+    base's mean squared log error. Returns the index and the (thresholded) mean gain of every candidate."""
+    err = np.array([np.log(mixture_weights(ev, meta_scores, mix) @ loo_pred / y) ** 2 for mix in mixes])
+    base = err[base_mix]
     gain = base - err
     se = gain.std(1, ddof=1) / np.sqrt(len(y))
     clear = (gain.mean(1) > 2 * se) & (gain.mean(1) > 0.2 * base.mean())
     gain = np.where(clear, gain.mean(1), 0.0)
-    return (float(strengths[int(np.argmax(gain))]) if gain.max() > 0 else float(meta_strength)), gain
+    return (int(np.argmax(gain)) if gain.max() > 0 else base_mix), gain
+
+
+def check_prior_strength(ev: np.ndarray, loo_pred: np.ndarray, y: np.ndarray, meta_scores: np.ndarray,
+                         strengths, meta_strength: float) -> tuple[float, np.ndarray]:  # noqa: ANN001
+    """Prior strength kappa for the model average ``w ~ exp(ev + kappa * meta_scores)``: the meta-learned one,
+    unless another candidate predicts the measurements ``y`` clearly better leave-one-out (:func:`check_prior_mix`
+    over single strengths). Returns kappa and the (thresholded) mean gain of every candidate."""
+    i, gain = check_prior_mix(ev, loo_pred, y, meta_scores, [[k] for k in strengths],
+                              list(strengths).index(meta_strength))
+    return float(strengths[i]), gain
 
 
 def pick(

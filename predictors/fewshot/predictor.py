@@ -400,8 +400,13 @@ class FewShotLatencyPredictor:
         ev, loo = self._evidence(self.train_blocks_, y)
         self.kappa_ = self.prior_strength_
         if self.prior_mix == "average":
-            self.kappa_ = None
-            w = _blr.mixture_weights(ev, self.meta_scores_, self.prior_strengths)
+            self.kappa_ = None  # every strength, mixed; with prior_check="loo" one of them when clearly better
+            mixes = [list(self.prior_strengths)] + [[k] for k in self.prior_strengths]
+            pick = 0
+            if self.prior_check == "loo":
+                pick, self.loo_gain_ = _blr.check_prior_mix(ev, loo, y, self.meta_scores_, mixes, 0)
+                self.kappa_ = None if pick == 0 else float(mixes[pick][0])
+            w = _blr.mixture_weights(ev, self.meta_scores_, mixes[pick])
         else:
             if self.prior_check == "loo":
                 self.kappa_, self.loo_gain_ = _blr.check_prior_strength(

@@ -277,6 +277,10 @@ def test_prior_mix_average_is_the_mean_of_each_strengths_model_average(slice_, f
     assert ours.prior_mix == "average" and ours.prior_strength_ is None
     y = mat["titan_rtx_256"]
     picked = ours.select(archs[:900], 5, np.random.default_rng(0))  # few timings: the prior matters
+    ours.adapt(picked, y[picked].to_numpy())  # prior_check="loo": the mix, or one strength when clearly better
+    assert ours.kappa_ is None or ours.kappa_ in ours.prior_strengths
+    assert ours.loo_gain_.shape == (1 + len(ours.prior_strengths),) and ours.loo_gain_[0] == 0
+    ours.prior_check = "none"
     ours.adapt(picked, y[picked].to_numpy())
     assert ours.kappa_ is None
     query = archs[900:1900]
@@ -297,6 +301,7 @@ def test_prior_mix_average_is_the_mean_of_each_strengths_model_average(slice_, f
     assert np.allclose(mixed, np.mean(alone, axis=0), rtol=1e-3)
     assert np.allclose(full(ours), np.mean(weights, axis=0), atol=1e-3)
     assert np.abs(weights[0] - weights[-1]).max() > 0.05  # the strengths weigh configurations differently
+    ours.prior_check = "loo"
     with pytest.raises(ValueError, match="prior_mix='vote' is invalid"):
         small_predictor(prior_mix="vote").meta_fit(mat[SOURCES], slice_[2])
 
