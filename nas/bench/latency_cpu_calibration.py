@@ -24,10 +24,11 @@ from tqdm.auto import tqdm
 
 from latency_luts.interchange import latency_matrix, load_latency_table
 from nas.bench.config import bench_config
+from nas.bench.latency_fewshot import fewshot_predictor
 from nas.bench.timing import latency_scores, time_subnets_twice
 from nas.rundir import write_csv_atomic, write_json_atomic
 from predictors.arch_features import SpaceFeaturizer
-from predictors.fewshot import FewShotLatencyPredictor, SourceRidgeBaseline
+from predictors.fewshot import SourceRidgeBaseline
 from search_spaces import create_search_space
 
 log = logging.getLogger(__name__)
@@ -60,12 +61,7 @@ def run(cfg: Any) -> dict[str, Any]:
     y = meas.latency_ms.to_numpy()
     featurizer = SpaceFeaturizer("ofa_mbv3", setting="imagenet", n_classes=1000)
     features = {k: pd.DataFrame(v, index=archs) for k, v in featurizer(archs).items()}
-    settings = {"meta_budget": budget, **OmegaConf.to_container(cfg.predictor, resolve=True)}
-    try:
-        ours = FewShotLatencyPredictor(**settings)
-        ours._check_params()
-    except TypeError as e:
-        raise ValueError(f"bench.predictor={settings} is invalid ({e}); expected FewShotLatencyPredictor settings") from None
+    ours = fewshot_predictor(OmegaConf.to_container(cfg.predictor, resolve=True), budget)
     models = {"ours": ours.meta_fit(mat, features),
               "baseline": SourceRidgeBaseline().meta_fit(mat)}
     res: dict[str, list[dict[str, float]]] = {k: [] for k in models}

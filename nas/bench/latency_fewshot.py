@@ -86,16 +86,24 @@ def _check(cfg: dict[str, Any]) -> dict[str, Any]:
     if cfg["validate"] == "help_valid" and not HELP_VALID[cfg["space"]]:
         raise ValueError(f"bench.validate=help_valid is invalid for space {cfg['space']!r}: HELP has no meta-valid "
                          f"devices there; expected one of {[k for k, v in HELP_VALID.items() if v]}")
-    cfg["predictor"] = dict(cfg.get("predictor") or {})
-    try:
-        FewShotLatencyPredictor(**cfg["predictor"])._check_params()
-    except TypeError as e:
-        raise ValueError(f"bench.predictor={cfg['predictor']} is invalid ({e}); expected FewShotLatencyPredictor "
-                         "settings") from None
     for key in ("budget", "seeds", "meta_seeds"):
         if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < (2 if key == "budget" else 1):
             raise ValueError(f"bench.{key}={cfg[key]!r} is invalid; expected an integer >= {2 if key == 'budget' else 1}")
+    cfg["predictor"] = dict(cfg.get("predictor") or {})
+    fewshot_predictor(cfg["predictor"], cfg["budget"])
     return cfg
+
+
+def fewshot_predictor(settings: dict[str, Any], budget: int, **over: Any) -> FewShotLatencyPredictor:
+    """The method from ``bench.predictor`` settings (checked, one-line error); its simulated tasks get the
+    bench's ``budget`` unless the settings give ``meta_budget``."""
+    try:
+        model = FewShotLatencyPredictor(**{"meta_budget": budget, **settings, **over})
+    except TypeError as e:
+        raise ValueError(f"bench.predictor={settings} is invalid ({e}); expected FewShotLatencyPredictor "
+                         "settings") from None
+    model._check_params()
+    return model
 
 
 def encode(space: str, archs: list[str]) -> dict[str, np.ndarray]:
@@ -159,10 +167,6 @@ def _split(space: str, devices: list[str], meta_train: Any, meta_test: Any) -> t
     if len(train) < 2:
         raise ValueError(f"meta_train has {len(train)} device(s); expected at least 2")
     return train, test
-
-
-def _devices(cfg: dict[str, Any]) -> list[str]:
-    return list(latency_matrix(load_latency_table(cfg["data"], space=cfg["space"])).columns)
 
 
 def _trim(idx: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -237,18 +241,13 @@ def _write_json(obj: dict[str, Any], path: str) -> None:
 def run(cfg: Any) -> dict[str, Any]:
     """Run the benchmark; returns (and writes to ``cfg.out`` when set) the result dict."""
     cfg = _check(_plain(cfg))
-    if cfg["validate"] == "help_valid":  # HELP's meta-valid devices, meta-trained on the meta-train split
-        train, _ = _split(cfg["space"], _devices(cfg), cfg["meta_train"], cfg["meta_test"])
-        res = run({**cfg, "validate": False, "meta_train": train, "meta_test": HELP_VALID[cfg["space"]]})
-        res["validate"] = "help_valid"
-        if cfg["out"]:
-            _write_json(res, str(cfg["out"]))
-        return res
-    if cfg["validate"]:
+    if cfg["validate"] is True:
         return _validate(cfg)
     space, budget, protocol = cfg["space"], int(cfg["budget"]), cfg["protocol"]
     mat = latency_matrix(load_latency_table(cfg["data"], space=space))
     train, test = _split(space, list(mat.columns), cfg["meta_train"], cfg["meta_test"])
+    if cfg["validate"] == "help_valid":  # HELP's meta-valid devices, meta-trained on the meta-train split
+        train, test = _split(space, list(mat.columns), train, HELP_VALID[space])
     src = mat[train].dropna()
     if len(src) < len(mat):
         raise ValueError(f"{len(mat) - len(src)} archs lack a latency on some meta-train device; expected complete rows")
@@ -283,8 +282,7 @@ def run(cfg: Any) -> dict[str, Any]:
     bar = tqdm(total=len(test) * cfg["seeds"] * meta_seeds, desc=f"latency_fewshot {space}", leave=False)
     configs = []
     for ms in range(meta_seeds):
-        ours = FewShotLatencyPredictor(**{"meta_budget": budget, **cfg["predictor"], "random_state": ms}).meta_fit(
-            src, features)
+        ours = fewshot_predictor(cfg["predictor"], budget, random_state=ms).meta_fit(src, features)
         configs.append({"meta_seed": ms, "selection": ours.selection_, "prior_strength": ours.prior_strength_,
                         "meta_budget": ours.meta_budget})
         for dev, (y_all, have, pool_archs, query_fixed) in splits.items():
@@ -302,6 +300,7 @@ def run(cfg: Any) -> dict[str, Any]:
                 bar.update(1)
     bar.close()
     out = {"space": space, "budget": budget, "protocol": protocol, "meta_seeds": meta_seeds, "predictor": cfg["predictor"],
+           **({"validate": "help_valid"} if cfg["validate"] == "help_valid" else {}),
            **_summary(results["ours"]), "meta_fits": configs}
     out["baseline"] = {"space": space, "budget": budget, "protocol": protocol, **_summary(results["baseline"])}
     if ceiling:

@@ -112,16 +112,6 @@ def check_prior_mix(ev: np.ndarray, loo_pred: np.ndarray, y: np.ndarray, meta_sc
     return (int(np.argmax(gain)) if gain.max() > 0 else base_mix), gain
 
 
-def check_prior_strength(ev: np.ndarray, loo_pred: np.ndarray, y: np.ndarray, meta_scores: np.ndarray,
-                         strengths, meta_strength: float) -> tuple[float, np.ndarray]:  # noqa: ANN001
-    """Prior strength kappa for the model average ``w ~ exp(ev + kappa * meta_scores)``: the meta-learned one,
-    unless another candidate predicts the measurements ``y`` clearly better leave-one-out (:func:`check_prior_mix`
-    over single strengths). Returns kappa and the (thresholded) mean gain of every candidate."""
-    i, gain = check_prior_mix(ev, loo_pred, y, meta_scores, [[k] for k in strengths],
-                              list(strengths).index(meta_strength))
-    return float(strengths[i]), gain
-
-
 def pick(
     blocks: dict[str, np.ndarray], scales: tuple[float, ...], rule: str, rows: np.ndarray, budget: int,
     rng: np.random.Generator,

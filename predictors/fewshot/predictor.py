@@ -301,14 +301,15 @@ class FewShotLatencyPredictor:
                     bma[k] = _rowwise_spearman((w @ preds)[None], y_q)[0]
                 table_scores[(rule, float(mix[0]) if len(mix) == 1 else None)] = per_device(bma[:, None])[:, 0]
         (rule, best_kappa) = max(table_scores, key=lambda key: table_scores[key].mean())
-        kappa = best_kappa  # one-standard-error rule: the weakest prior within 1 SE (paired over devices)
-        for k in sorted(self.prior_strengths) if best_kappa is not None else ():
-            diff = table_scores[(rule, float(k))] - table_scores[(rule, best_kappa)]
-            if diff.mean() >= -diff.std(ddof=1) / np.sqrt(n_dev):
-                kappa = float(k)
-                break
+        kappa = best_kappa  # None with prior_mix="average": no strength to choose
+        if best_kappa is not None:  # one-standard-error rule: the weakest prior within 1 SE (paired over devices)
+            for k in sorted(self.prior_strengths):
+                diff = table_scores[(rule, float(k))] - table_scores[(rule, best_kappa)]
+                if diff.mean() >= -diff.std(ddof=1) / np.sqrt(n_dev):
+                    kappa = float(k)
+                    break
         self.selection_ = rule
-        self.prior_strength_ = kappa  # None with prior_mix="average"
+        self.prior_strength_ = kappa
         self.meta_scores_ = per_rule[rule]
         self.meta_table_ = {f"{r}/kappa={'average' if k is None else f'{k:g}'}": float(v.mean())
                             for (r, k), v in table_scores.items()}
@@ -398,20 +399,18 @@ class FewShotLatencyPredictor:
         self.train_blocks_, self.train_imputed_ = self._blocks_of(archs)
         self.train_y_ = y
         ev, loo = self._evidence(self.train_blocks_, y)
-        self.kappa_ = self.prior_strength_
+        # candidate priors: the meta-learned one first (every strength mixed, or the chosen one), then each
+        # single strength; prior_check="loo" moves off the first only when another is clearly better
+        singles = [[k] for k in self.prior_strengths]
         if self.prior_mix == "average":
-            self.kappa_ = None  # every strength, mixed; with prior_check="loo" one of them when clearly better
-            mixes = [list(self.prior_strengths)] + [[k] for k in self.prior_strengths]
-            pick = 0
-            if self.prior_check == "loo":
-                pick, self.loo_gain_ = _blr.check_prior_mix(ev, loo, y, self.meta_scores_, mixes, 0)
-                self.kappa_ = None if pick == 0 else float(mixes[pick][0])
-            w = _blr.mixture_weights(ev, self.meta_scores_, mixes[pick])
+            mixes, base = [list(self.prior_strengths), *singles], 0
         else:
-            if self.prior_check == "loo":
-                self.kappa_, self.loo_gain_ = _blr.check_prior_strength(
-                    ev, loo, y, self.meta_scores_, self.prior_strengths, self.prior_strength_)
-            w = _blr.mixture_weights(ev, self.meta_scores_, [self.kappa_])
+            mixes, base = singles, list(self.prior_strengths).index(self.prior_strength_)
+        pick = base
+        if self.prior_check == "loo":
+            pick, self.loo_gain_ = _blr.check_prior_mix(ev, loo, y, self.meta_scores_, mixes, base)
+        self.kappa_ = float(mixes[pick][0]) if len(mixes[pick]) == 1 else None
+        w = _blr.mixture_weights(ev, self.meta_scores_, mixes[pick])
         self.active_ = np.flatnonzero(w >= 1e-4 * w.max())
         self.weights_ = w[self.active_] / w[self.active_].sum()
         return self
