@@ -51,6 +51,10 @@ def validate_config(cfg: DictConfig) -> None:
     seed = cfg.seed
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed={seed!r} is invalid; expected an integer >= 0")
+    worker = cfg.get("worker", 0)
+    if not isinstance(worker, int) or isinstance(worker, bool) or worker < 0:
+        raise ValueError(f"worker={worker!r} is invalid; expected an integer >= 0 (this process's index among "
+                         "workers sharing the run directory)")
     check_threads(cfg, "threads")
     check_threads(cfg, "train.threads", zero=True)
     build_space(cfg.search_space, n_classes=10, in_channels=3)  # a bad space name or setting fails here, not mid-run

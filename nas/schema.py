@@ -101,6 +101,7 @@ class HwnasSchema:
     predictor) are checked by what they build (``_target_``) and by the stages' ``validate``."""
 
     seed: int = 0
+    worker: int = 0  # this process's index among workers sharing one run directory (a multirun sweeps it)
     threads: Any = "auto"
     stages: list[str] = field(default_factory=list)
     force: list[str] = field(default_factory=list)

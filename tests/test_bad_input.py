@@ -41,6 +41,7 @@ CATALOGUE: list[tuple[str, str, str]] = [
     ("zero timing rounds", "device.rounds=0", "device.rounds=0 is invalid; expected a positive integer"),
     ("zero threads", "threads=0", "threads=0 is invalid; expected auto or a positive integer"),
     ("negative seed", "seed=-3", "seed=-3 is invalid; expected an integer >= 0"),
+    ("negative worker index", "worker=-1", "worker=-1 is invalid; expected an integer >= 0"),
     ("fractional integer", "seed=1.5", "seed=1.5 is invalid; expected an integer"),
     ("fractional count", "measure.n_archs=2.5", "measure.n_archs=2.5 is invalid; expected an integer"),
     ("non-numeric integer", "train.epochs=ten", "train.epochs=ten is invalid; expected an integer"),

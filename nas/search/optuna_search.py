@@ -97,6 +97,15 @@ def _constraints_of(trial: Any) -> list[float]:
     return list(trial.user_attrs["constraints"])
 
 
+def worker_seed(seed: int, worker: int) -> int:
+    """The sampler seed of worker ``worker`` of a study named after ``seed``: ``seed`` itself for worker 0 (a
+    single process is unchanged), a distinct seed drawn from ``(seed, worker)`` for the others, so workers on one
+    study propose different trials instead of repeats that the ask-time filter then drops."""
+    if int(worker) == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), int(worker)]).generate_state(1)[0])
+
+
 def make_sampler(name: str, seed: int, population_size: int = 24, constrained: bool = False) -> Any:
     """An Optuna sampler by short name, seeded; ``constrained``: it reads ``user_attrs["constraints"]``."""
     import optuna
@@ -269,8 +278,8 @@ class OptunaSearch(Strategy):
         """Study name and storage from the problem (the pipeline: SQLite in the run directory unless
         ``search.storage``); ``params``: sampler, batch_size, population_size, max_retries."""
         name = problem.study_name or f"hwnas-optuna_{params.get('sampler', 'tpe')}-seed{problem.seed}"
-        return cls(space=problem.space, storage=problem.storage, study_name=name,
-                   n_objectives=problem.n_objectives, seed=problem.seed, n_constraints=problem.n_constraints, **params)
+        return cls(space=problem.space, storage=problem.storage, study_name=name, n_objectives=problem.n_objectives,
+                   seed=worker_seed(problem.seed, problem.worker), n_constraints=problem.n_constraints, **params)
 
     @property
     def label(self) -> str:  # type: ignore[override]

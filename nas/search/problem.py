@@ -53,6 +53,8 @@ class SearchProblem:
         space: the search space (sample, mutate, genome, ``surrogate_features``).
         n_objectives: objective columns of every ``tell``.
         seed: seed of the strategy's own randomness.
+        worker: index of this process among workers sharing the problem's study (``worker`` of the run
+            config); a shared study's sampler draws its own seed from ``(seed, worker)``, see ``worker_seed``.
         n_constraints: constraint columns (``<= 0`` feasible) of every ``tell``.
         candidates: a finite list of every architecture that may be proposed (a tabular space); ``None`` = the
             whole space (strategies then sample it or search it with NSGA-II).
@@ -69,6 +71,7 @@ class SearchProblem:
     space: SearchSpace
     n_objectives: int = 2
     seed: int = 0
+    worker: int = 0
     n_constraints: int = 0
     candidates: Sequence[Architecture] | None = None
     models: Sequence[Architecture] | None = None

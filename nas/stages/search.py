@@ -331,8 +331,8 @@ def _problem(ctx: RunContext, models: Models, obj: Objectives) -> SearchProblem:
     seed = int(cfg.search.seed)
     storage = cfg.search.storage or f"sqlite:///{ctx.path('search_optuna.db').resolve()}"
     return SearchProblem(
-        space=ctx.space, n_objectives=len(obj.names), seed=seed, n_constraints=obj.n_constraints,
-        models=[models.column_model(n) for n in obj.names],
+        space=ctx.space, n_objectives=len(obj.names), seed=seed, worker=int(cfg.get("worker", 0)),
+        n_constraints=obj.n_constraints, models=[models.column_model(n) for n in obj.names],
         constraint_model=models.constraint_model if obj.n_constraints else None,
         accuracy_column=obj.names.index("accuracy"), storage=storage,
         study_name=OmegaConf.select(cfg, "search.study_name", default=None),

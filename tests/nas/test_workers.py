@@ -181,3 +181,40 @@ def test_closed_loop_batches_are_spread_over_the_waiting_workers(root: Path) -> 
     assert (cand.source == "search").sum() == budget and (run_dir / "pareto.csv").is_file()
     logs = "".join((run_dir / "logs" / f"worker{i}.log").read_text() for i in range(3))
     assert logs.count("measured Pareto front") == 1
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_a_hydra_multirun_starts_the_workers(root: Path, launcher: str) -> None:
+    """README 'Scale out': one multirun command sweeps ``worker`` and Hydra's launcher starts the workers on one
+    run directory (``hydra.sweep.subdir=.``); they share the study, each in its own process, nothing lost or
+    evaluated twice. (submitit_slurm is the same launcher on a cluster; submitit_local runs it here.)"""
+    import subprocess
+    import sys
+
+    bench_run(root, "warmup-base", storage="sqlite", workers=1, trials=1)  # the base run exists from here on
+    run_dir = root / f"multirun-{launcher}"
+    bench.seed_run_dir(root / "base", run_dir, ("train", "measure", "predict"))
+    budget = 6
+    extra = ["hydra.launcher.n_jobs=3"] if launcher == "joblib" else []
+    cmd = [sys.executable, "-m", "nas.cli", "-m", f"hydra/launcher={launcher}", *extra, "worker=range(3)",
+           f"hydra.sweep.dir={run_dir}", "hydra.sweep.subdir=.", "experiment=smoke", "search=optuna",
+           "search.study_name=multirun", f"search.budget={budget}", "search.strategy.batch_size=1",
+           "stages=[train,measure,predict,search]"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "TQDM_DISABLE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = bench.study_report(f"sqlite:///{run_dir / 'search_optuna.db'}", "multirun")
+    assert report["completed"] == budget and report["duplicates"] == 0 and report["lost"] == 0, report
+    journal = pd.read_csv(run_dir / "search_evaluations.csv")
+    assert len(journal) == budget and journal.arch.is_unique
+    assert journal.worker.nunique() >= 2, "one process evaluated the whole budget: the launcher did not start 3"
+    assert (run_dir / "pareto.csv").is_file() and (run_dir / "multirun.yaml").is_file()
+
+
+def test_workers_of_one_study_draw_different_sampler_seeds() -> None:
+    """``worker`` 0 keeps the run's seed (one process is unchanged); the others get distinct seeds of their own."""
+    from nas.search.optuna_search import worker_seed
+
+    assert worker_seed(7, 0) == 7
+    seeds = {worker_seed(7, w) for w in range(1, 50)}
+    assert len(seeds) == 49 and 7 not in seeds
+    assert worker_seed(7, 3) == worker_seed(7, 3) != worker_seed(8, 3)
