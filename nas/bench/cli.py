@@ -19,6 +19,7 @@ BENCHES = {
     "latency_cpu_calibration": "nas.bench.latency_cpu_calibration",
     "supernet_overhead": "nas.bench.supernet_overhead",
     "search_nb201": "nas.bench.search_nb201",
+    "search_supernet": "nas.bench.search_supernet",
     "supernet_ranking": "nas.bench.supernet_ranking",
     "accuracy_predictor": "nas.bench.accuracy_predictor",
     "inner_search": "nas.bench.inner_search",
@@ -50,7 +51,7 @@ def _app(cfg: DictConfig) -> None:
         print(f"hwnas-bench: error: {e}", file=sys.stderr)
         sys.exit(2)
     if name not in ("latency_fewshot", "latency_cpu_calibration", "supernet_overhead", "accuracy_predictor",
-                    "inner_search", "scaling"):  # own tables
+                    "inner_search", "scaling", "search_supernet"):  # own tables
         _print_table(result)
     print(f"result: {bcfg.out}")
 

@@ -190,7 +190,7 @@ def _one_run(strategy: Any, problem: Problem, F: np.ndarray, true: dict[str, Any
 _STATE: dict[str, Any] = {}
 
 
-def _limit_threads(n: int | None) -> None:
+def limit_threads(n: int | None) -> None:
     """BLAS and torch threads of this process. One per process: a strategy is sequential, and on a busy
     2-core machine torch's default pool makes Optuna's GP sampler ~6x slower (3 s instead of 0.5 s a trial)."""
     if n is None:
@@ -206,7 +206,7 @@ def _limit_threads(n: int | None) -> None:
 
 
 def _init_state(c: dict[str, Any], problem: Problem | None = None) -> None:
-    _limit_threads(c["threads"])
+    limit_threads(c["threads"])
     _STATE["c"] = c
     _STATE["problem"] = problem or Problem(str(c["accuracy"]), str(c["data"]), c["devices"], c["meta_train"])
     _STATE["true"] = {}

@@ -84,7 +84,7 @@ def _score(space, model, arch, x_cal: torch.Tensor, holdout: tuple[torch.Tensor,
     return correct / len(y), nll / len(y)
 
 
-def _sample(space, n: int, sampling: str, rng: np.random.Generator) -> list:  # noqa: ANN001
+def sample_subnets(space, n: int, sampling: str, rng: np.random.Generator) -> list:  # noqa: ANN001
     """``n`` random subnets, uniform or stratified by MACs (see the module docstring)."""
     if sampling == "uniform":
         return space.sample_many(n, rng)
@@ -117,7 +117,7 @@ def run(cfg: Any) -> dict:
     log.info("training the %s supernet on %s %s for %d epochs", cfg.space, data.name, data.sizes(), tcfg.epochs)
     train_supernet(supernet, space, data, tcfg)
     t_super = time.perf_counter() - t0
-    archs = _sample(space, int(cfg.n_archs), sampling, np.random.default_rng(int(cfg.seed) + 1))
+    archs = sample_subnets(space, int(cfg.n_archs), sampling, np.random.default_rng(int(cfg.seed) + 1))
     x_cal, holdout = data.x_train[: int(cfg.calib_images)], _holdout(data)  # built once, scored many times
     rows = []
     for i, arch in enumerate(tqdm(archs, desc="inherited vs stand-alone", unit="subnet")):

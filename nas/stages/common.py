@@ -221,10 +221,13 @@ def measure_archs(ctx: RunContext, supernet: Any, archs: Sequence[Any], desc: st
 
 
 def evaluate_archs(ctx: RunContext, supernet: Any, archs: Sequence[Any], splits: Sequence[str] = ("val",),
-                   desc: str = "evaluate subnets", progress: bool = True) -> dict[str, list[float]]:
-    """Accuracy of each extracted subnet after BatchNorm recalibration, on the requested splits."""
+                   desc: str = "evaluate subnets", progress: bool = True, n_cal: int | None = None,
+                   n_eval: int | None = None) -> dict[str, list[float]]:
+    """Accuracy of each extracted subnet after BatchNorm recalibration (on the first ``n_cal`` training
+    images, default ``predictor.calib_images``), on the requested splits (their first ``n_eval`` images, default
+    all)."""
     data = ctx.data
-    n_cal = int(ctx.cfg.predictor.calib_images)
+    n_cal = int(ctx.cfg.predictor.calib_images if n_cal is None else n_cal)
     out: dict[str, list[float]] = {s: [] for s in splits}
     for arch in tqdm(archs, desc=desc, unit="subnet", leave=False, disable=not progress):
         # channels-last: depthwise convs run 2-3x faster on CPU (oneDNN); results agree to float rounding
@@ -233,7 +236,7 @@ def evaluate_archs(ctx: RunContext, supernet: Any, archs: Sequence[Any], splits:
         sub = fold_batchnorm(sub).to(memory_format=torch.channels_last)  # eval only from here: BN into the convs
         for s in splits:
             x, y = (data.x_val, data.y_val) if s == "val" else (data.x_test, data.y_test)
-            out[s].append(evaluate(sub, x, y, ctx.space.resolution(arch), sub))
+            out[s].append(evaluate(sub, x[:n_eval], y[:n_eval], ctx.space.resolution(arch), sub))
     return out
 
 
