@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ def _config(cfg: Any) -> dict[str, Any]:
     c = {k: v for k, v in as_dict(bench_config("search_supernet", cfg)).items() if k != "name"}
     for key, lo in (("val_images", 50), ("calib_images", 16), ("lut_fit", 2), ("lut_check", 3),
                     ("timing_threads", 1), ("timing_rounds", 3), ("n_random", 0), ("budget", 2), ("seeds", 1),
-                    ("batch_size", 1), ("pop_size", 4), ("threads", 1), ("seed", 0)):
+                    ("batch_size", 1), ("pop_size", 4), ("threads", 1), ("workers", 1), ("seed", 0)):
         if not isinstance(c[key], int) or isinstance(c[key], bool) or c[key] < lo:
             raise ValueError(f"bench.{key}={c[key]!r} is invalid; expected an integer >= {lo}")
     bad = [s for s in c["strategies"] if s not in STRATEGIES]
@@ -103,13 +104,16 @@ class SupernetObjective:
         self.dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.dir / "key.json", key)
         self.acc: dict[str, float] = {}
+        self.reload()
+        self._supernet = None
+        self.latency, self.lut_check = self._latency_model()
+
+    def reload(self) -> None:
+        """Every evaluation on disk (this process's and other workers')."""
         for p in self.dir.glob("*.json"):
             if p.name != "key.json":
                 row = json.loads(p.read_text())
                 self.acc[row["arch"]] = float(row["val_accuracy"])
-        self.evaluated_here = 0
-        self._supernet = None
-        self.latency, self.lut_check = self._latency_model()
 
     # ------------------------------------------------------------------ latency
     def _latency_model(self) -> tuple[Any, dict[str, Any]]:
@@ -174,7 +178,6 @@ class SupernetObjective:
                                  n_cal=self.c["calib_images"], n_eval=self.c["val_images"])["val"][0]
             self.acc[k] = float(acc)
             write_json_atomic(self.dir / f"{file_stem(k)}.json", {"arch": k, "val_accuracy": float(acc)})
-            self.evaluated_here += 1
             if progress is not None:
                 progress(1)
         return np.array([self.acc[k] for k in keys])
@@ -195,13 +198,14 @@ def make_problem(obj: SupernetObjective, seed: int, name: str) -> Any:
                          storage=None, study_name=f"search_supernet-{name}-{seed}")
 
 
-def _one_run(name: str, seed: int, obj: SupernetObjective, c: dict[str, Any], bar: Any) -> dict[str, Any]:
+def _one_run(name: str, seed: int, obj: SupernetObjective, c: dict[str, Any],
+             progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     from nas.search import build_strategy, run_budget, strategy_class
 
     node = c["ours"] if name == "ours" else peer_config(name, c)
     strategy = build_strategy(node, make_problem(obj, seed, name))
     t0 = time.perf_counter()
-    order, _ = run_budget(strategy, lambda archs: obj.F(list(archs)), c["budget"], progress=bar.update)
+    order, _ = run_budget(strategy, lambda archs: obj.F(list(archs)), c["budget"], progress=progress)
     return {"archs": [a.to_string() for a in order], "seconds": round(time.perf_counter() - t0, 2),
             "strategy_class": strategy_class(strategy)}
 
@@ -214,6 +218,24 @@ def _score(run: dict[str, Any], F_of: dict[str, np.ndarray], ref: dict[str, Any]
             "evals_to_98pct": int(hit[0]) + 1 if len(hit) else c["budget"] + 1,
             "n_evaluated": len(run["archs"]), "distinct": len(set(run["archs"])) == len(run["archs"]),
             "seconds": run["seconds"]}
+
+
+_STATE: dict[str, Any] = {}  # a worker process's objective (bench.workers > 1)
+
+
+def _init_worker(c: dict[str, Any], run_dir: str) -> None:
+    limit_threads(c["threads"])
+    _STATE["c"], _STATE["obj"] = c, SupernetObjective(c, Path(run_dir))  # LUT and timings: the main process's cache
+
+
+def _evaluate_chunk(archs: list[str]) -> int:
+    obj = _STATE["obj"]
+    obj.accuracy([obj.space.parse(s) for s in archs])
+    return len(archs)
+
+
+def _run_job(name: str, seed: int) -> dict[str, Any]:
+    return _one_run(name, seed, _STATE["obj"], _STATE["c"])
 
 
 def run(cfg: Any) -> dict[str, Any]:
@@ -237,17 +259,39 @@ def run(cfg: Any) -> dict[str, Any]:
     journal.parent.mkdir(parents=True, exist_ok=True)
 
     randoms = space.sample_many(c["n_random"], np.random.default_rng(c["seed"])) if c["n_random"] else []
-    with tqdm(total=len(randoms), desc="search_supernet: random reference subnets", unit="subnet") as bar:
-        obj.accuracy(randoms, progress=bar.update)
-    with tqdm(total=len(todo) * c["budget"], desc="search_supernet: strategies", unit="eval") as bar:
-        for name, seed in todo:
-            bar.set_postfix_str(f"{name} seed {seed}")
-            n0 = bar.n
-            done[name, seed] = _one_run(name, seed, obj, c, bar)
-            bar.update(c["budget"] - (bar.n - n0))
-            with open(journal, "a") as f:
-                f.write(json.dumps({"fingerprint": fingerprint, "strategy": name, "seed": seed,
-                                    "run": done[name, seed]}) + "\n")
+    n_cached = len(obj.acc)
+
+    def record(job: tuple[str, int], out: dict[str, Any]) -> None:
+        done[job] = out
+        with open(journal, "a") as f:
+            f.write(json.dumps({"fingerprint": fingerprint, "strategy": job[0], "seed": job[1], "run": out}) + "\n")
+
+    new_randoms = [a for a in randoms if a.to_string() not in obj.acc]
+    bars = (tqdm(total=len(new_randoms), desc="search_supernet: random reference subnets", unit="subnet"),
+            tqdm(total=len(todo) * c["budget"], desc="search_supernet: strategies", unit="eval"))
+    if c["workers"] == 1:
+        obj.accuracy(new_randoms, progress=bars[0].update)
+        for job in todo:
+            bars[1].set_postfix_str(f"{job[0]} seed {job[1]}")
+            n0 = bars[1].n
+            record(job, _one_run(*job, obj, c, bars[1].update))
+            bars[1].update(c["budget"] - (bars[1].n - n0))
+    elif new_randoms or todo:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        chunks = [list(ch) for ch in np.array_split([a.to_string() for a in new_randoms], 4 * c["workers"]) if len(ch)]
+        with ProcessPoolExecutor(c["workers"], mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                 initargs=(c, str(run_dir))) as pool:
+            for fut in as_completed([pool.submit(_evaluate_chunk, ch) for ch in chunks]):
+                bars[0].update(fut.result())
+            futures = {pool.submit(_run_job, *job): job for job in todo}
+            for fut in as_completed(futures):
+                record(futures[fut], fut.result())
+                bars[1].update(c["budget"])
+        obj.reload()
+    for bar in bars:
+        bar.close()
 
     union = sorted({*(a.to_string() for a in randoms), *(a for j in jobs for a in done[j]["archs"])})
     archs = [space.parse(s) for s in union]
@@ -267,7 +311,7 @@ def run(cfg: Any) -> dict[str, Any]:
                       "val_accuracy_range": [float(1 - F_all[:, 0].max()), float(1 - F_all[:, 0].min())],
                       "latency_ms_range": [float(F_all[:, 1].min()), float(F_all[:, 1].max())]},
         "front_members_from_random": len({a.to_string() for a in randoms}.intersection(np.array(union)[mask])),
-        "strategies": {}, "runs_reused": len(jobs) - len(todo), "evaluated_this_invocation": obj.evaluated_here,
+        "strategies": {}, "runs_reused": len(jobs) - len(todo), "evaluated_this_invocation": len(obj.acc) - n_cached,
         "fingerprint": fingerprint,
     }
     for name in c["strategies"]:

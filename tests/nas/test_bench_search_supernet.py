@@ -36,8 +36,10 @@ def run_dir(tmp_path_factory, smoke_through_predict: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def first(run_dir: Path) -> dict:
+    """Two worker processes evaluate the random subnets and run the (strategy, seed) jobs."""
     cache = run_dir.parent / "cache"
-    return bench.run({**SMALL, "run_dir": str(run_dir), "cache_dir": str(cache), "out": str(cache / "r.json")})
+    return bench.run({**SMALL, "run_dir": str(run_dir), "cache_dir": str(cache), "out": str(cache / "r.json"),
+                      "workers": 2})
 
 
 def test_ours_is_the_pipelines_default_strategy_and_every_run_is_scored(first: dict) -> None:
@@ -84,6 +86,7 @@ def test_the_lut_estimate_is_checked_against_whole_network_timing(first: dict) -
 
 
 def test_evaluations_are_cached_per_arch_and_a_rerun_repeats_none(first: dict, run_dir: Path) -> None:
+    """The workers' evaluations are all on disk, once per arch; a rerun in one process reuses every run."""
     cache = run_dir.parent / "cache"
     files = [p for p in (cache / "evaluations").glob("*/*.json") if p.name != "key.json"]
     assert len(files) == first["reference"]["n_evaluated"] == first["evaluated_this_invocation"]
