@@ -293,6 +293,13 @@ def run(cfg: Any) -> dict[str, Any]:
     for bar in bars:
         bar.close()
 
+    rand_csv = Path(c["out"]).with_name(f"{Path(c['out']).stem}_random_evaluations.csv")
+    if randoms:  # for bench=accuracy_predictor bench.evaluations=<this file> bench.run_dir=<run_dir>
+        import pandas as pd
+
+        write_csv_atomic(rand_csv, pd.DataFrame({"arch": [a.to_string() for a in randoms],
+                                                 "val_accuracy": obj.accuracy(randoms),
+                                                 "latency_ms": obj.latency_ms(randoms)}))
     union = sorted({*(a.to_string() for a in randoms), *(a for j in jobs for a in done[j]["archs"])})
     archs = [space.parse(s) for s in union]
     F_all = obj.F(archs)
@@ -310,6 +317,7 @@ def run(cfg: Any) -> dict[str, Any]:
                       "ideal": ref["ideal"].tolist(), "nadir": ref["nadir"].tolist(),
                       "val_accuracy_range": [float(1 - F_all[:, 0].max()), float(1 - F_all[:, 0].min())],
                       "latency_ms_range": [float(F_all[:, 1].min()), float(F_all[:, 1].max())]},
+        "random_evaluations_csv": str(rand_csv) if randoms else None,
         "front_members_from_random": len({a.to_string() for a in randoms}.intersection(np.array(union)[mask])),
         "strategies": {}, "runs_reused": len(jobs) - len(todo), "evaluated_this_invocation": len(obj.acc) - n_cached,
         "fingerprint": fingerprint,

@@ -98,6 +98,25 @@ def test_evaluations_are_cached_per_arch_and_a_rerun_repeats_none(first: dict, r
     assert 0 <= row["val_accuracy"] <= 1 and "arch" in row
 
 
+def test_accuracy_predictor_bench_scores_the_pipelines_predictor_on_the_evaluated_subnets(first: dict,
+                                                                                        run_dir: Path) -> None:
+    """bench=accuracy_predictor reads the random subnets this bench evaluated (issue 13's Fashion-MNIST check:
+    fitted on 50, scored on 200 others; here 10 and 10 of the smoke supernet's 20)."""
+    import pandas as pd
+
+    from nas.bench import accuracy_predictor
+
+    csv = first["random_evaluations_csv"]
+    assert len(pd.read_csv(csv)) == SMALL["n_random"]
+    res = accuracy_predictor.run({"evaluations": csv, "run_dir": str(run_dir), "n_train": 10, "n_test": 10,
+                                  "seeds": 2, "kinds": ["ridge", "auto"], "main": "auto",
+                                  "out": str(run_dir.parent / "acc.json")})
+    assert res["space"] == "ofa_mbv3" and res["n_test"] == 10 and res["source"] == csv
+    assert all(len(r["runs"]) == 2 and np.isfinite(r["spearman_mean"]) for r in res["kinds"].values())
+    with pytest.raises(ValueError, match="bench.run_dir is null"):
+        accuracy_predictor.run({"evaluations": csv})
+
+
 def test_bad_settings_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="has no checkpoints/supernet.pt"):
         bench.run({"run_dir": str(tmp_path), "cache_dir": str(tmp_path / "c")})
