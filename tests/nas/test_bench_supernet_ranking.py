@@ -56,15 +56,15 @@ def test_stratified_sampling_spans_the_size_range():
     """One subnet per MACs bin: the sample reaches both tails that a uniform sample of 10 rarely does."""
     import numpy as np
 
-    from nas.bench.supernet_ranking import SPACES, _sample
+    from nas.bench.supernet_ranking import SPACES, sample_subnets
     from search_spaces import create_search_space
 
     space = create_search_space(**SPACES["ofa_mbv3_small"])
-    archs = _sample(space, 10, "stratified", np.random.default_rng(0))
+    archs = sample_subnets(space, 10, "stratified", np.random.default_rng(0))
     macs = np.array([space.macs(a) for a in archs])
     ref = np.array([space.macs(a) for a in space.sample_many(2000, np.random.default_rng(1))])
     assert len({a.to_string() for a in archs}) == 10
     assert (np.diff(macs) >= 0).all()  # bins in MACs order
     assert macs[0] <= np.quantile(ref, 0.1) and macs[-1] >= np.quantile(ref, 0.9)
-    uniform = _sample(space, 10, "uniform", np.random.default_rng(0))
+    uniform = sample_subnets(space, 10, "uniform", np.random.default_rng(0))
     assert [a.to_string() for a in uniform] == [a.to_string() for a in space.sample_many(10, np.random.default_rng(0))]
