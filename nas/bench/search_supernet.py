@@ -245,8 +245,10 @@ def run(cfg: Any) -> dict[str, Any]:
     run_dir, train_command = _trained_run(c)
     obj = SupernetObjective(c, run_dir)
     space = obj.space
-    fingerprint = _digest({k: c[k] for k in ("val_images", "calib_images", "budget", "batch_size", "pop_size",
-                                             "ours")} | {"evaluations": obj.dir.name})
+    # what a journalled run depends on: the strategies' settings, the evaluations and the latency objective
+    latency = hashlib.sha256(b"".join(Path(obj.lut_check[k]).read_bytes() for k in ("lut", "timings"))).hexdigest()
+    fingerprint = _digest({k: c[k] for k in ("budget", "batch_size", "pop_size", "ours")}
+                          | {"evaluations": obj.dir.name, "latency": latency[:16]})
     journal = Path(f"{c['out']}.jobs.jsonl")
     done: dict[tuple[str, int], dict[str, Any]] = {}
     if journal.is_file():
