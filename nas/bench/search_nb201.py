@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from nas.bench.config import limit_threads
 from nas.pareto import hv_history, hypervolume, normalize, pareto_mask
 
 STRATEGIES = ("ours", "random", "optuna_nsga2", "optuna_tpe", "optuna_gp", "pymoo_nsga2")
@@ -188,21 +189,6 @@ def _one_run(strategy: Any, problem: Problem, F: np.ndarray, true: dict[str, Any
 
 # one process's problem and config: loaded once per worker (or once in-process when bench.workers=1)
 _STATE: dict[str, Any] = {}
-
-
-def limit_threads(n: int | None) -> None:
-    """BLAS and torch threads of this process. One per process: a strategy is sequential, and on a busy
-    2-core machine torch's default pool makes Optuna's GP sampler ~6x slower (3 s instead of 0.5 s a trial)."""
-    if n is None:
-        return
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(int(n))
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency; Optuna GP needs it anyway
-        return
-    torch.set_num_threads(int(n))
 
 
 def _init_state(c: dict[str, Any], problem: Problem | None = None) -> None:

@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from nas.bench.config import as_dict, bench_config, load_average, run_hwnas
-from nas.bench.search_nb201 import limit_threads, peer_config
+from nas.bench.config import as_dict, bench_config, limit_threads, load_average, run_hwnas
+from nas.bench.search_nb201 import peer_config
 from nas.bench.supernet_ranking import sample_subnets
 from nas.pareto import hv_history, hypervolume, normalize, pareto_mask
 from nas.rundir import RunContext, file_stem, write_csv_atomic, write_json_atomic
