@@ -183,7 +183,8 @@ def _finalise(summary: dict[str, Any]) -> dict[str, Any]:
     out = dict(summary)
     out["seconds_per_stage"] = {k: v.get("seconds") for k, v in summary["stages"].items()}
     out["seconds_total"] = round(sum(v or 0 for v in out["seconds_per_stage"].values()), 2)
-    for key in ("hypervolume", "hypervolume_ref", "n_pareto", "n_candidates"):
+    for key in ("hypervolume", "hypervolume_ref", "hypervolume_measure_sample", "n_pareto", "n_candidates",
+                "pareto_latency_span", "best_test_accuracy"):  # the search's headline figures, at the top
         for rec in summary["stages"].values():
             if key in rec:
                 out[key] = rec[key]

@@ -110,6 +110,8 @@ def test_summary_figures_are_the_measured_front(run):
     assert rec["hypervolume_measure_sample"] == hist[(cand.source == "measure").sum() - 1]
     assert rec["hypervolume_measure_sample"] <= s["hypervolume"] + 1e-9  # both kept to 9 decimals
     assert rec["predictor_evaluations"] > 0 and rec["inner_search_seconds"] > 0
+    for key in ("hypervolume_measure_sample", "pareto_latency_span", "best_test_accuracy", "n_pareto"):
+        assert s[key] == rec[key], key  # the headline figures sit at the top of summary.json too
 
 
 @pytest.mark.slow
