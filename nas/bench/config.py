@@ -29,6 +29,14 @@ def as_dict(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
+def digest(obj: Any) -> str:
+    """A short stable hash of a JSON-able object: the key of cached and journalled bench work."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def load_average() -> list[float]:
     """The machine's 1/5/15-minute load average, recorded beside timings so a figure from a busy machine says so."""
     import os

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from nas.bench.config import as_dict, bench_config, limit_threads, load_average, run_hwnas
+from nas.bench.config import as_dict, bench_config, digest, limit_threads, load_average, run_hwnas
 from nas.bench.search_nb201 import peer_config
 from nas.bench.supernet_ranking import sample_subnets
 from nas.pareto import hv_history, hypervolume, normalize, pareto_mask
@@ -48,10 +48,6 @@ log = logging.getLogger(__name__)
 STRATEGIES = ("ours", "random", "optuna_nsga2", "optuna_tpe", "optuna_gp", "pymoo_nsga2")
 REF = np.array([1.1, 1.1])
 TARGET_FRACTION = 0.98
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _config(cfg: Any) -> dict[str, Any]:
@@ -100,7 +96,7 @@ class SupernetObjective:
         self.space = self.ctx.space
         key = {**self.ctx.checkpoint_key(), "run_dir": str(run_dir.resolve()), "val_images": c["val_images"],
                "calib_images": c["calib_images"]}
-        self.dir = Path(c["cache_dir"]) / "evaluations" / _digest(key)
+        self.dir = Path(c["cache_dir"]) / "evaluations" / digest(key)
         self.dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.dir / "key.json", key)
         self.acc: dict[str, float] = {}
@@ -124,7 +120,7 @@ class SupernetObjective:
         from predictors.lut_residual import LUTResidualPredictor
 
         c, space = self.c, self.space
-        tkey = _digest({"space": as_dict(self.ctx.cfg.search_space), "classes": self.ctx.data.n_classes,
+        tkey = digest({"space": as_dict(self.ctx.cfg.search_space), "classes": self.ctx.data.n_classes,
                         "channels": self.ctx.data.channels, "threads": c["timing_threads"],
                         "rounds": c["timing_rounds"]})
         cache = Path(c["cache_dir"])
@@ -172,12 +168,16 @@ class SupernetObjective:
         for a, k in zip(archs, keys, strict=True):
             if k in self.acc:
                 continue
+            path = self.dir / f"{file_stem(k)}.json"
+            if path.is_file():  # evaluated meanwhile by another worker
+                self.acc[k] = float(json.loads(path.read_text())["val_accuracy"])
+                continue
             if self._supernet is None:
                 self._supernet = self.ctx.load_supernet()
             acc = evaluate_archs(self.ctx, self._supernet, [a], ("val",), progress=False,
                                  n_cal=self.c["calib_images"], n_eval=self.c["val_images"])["val"][0]
             self.acc[k] = float(acc)
-            write_json_atomic(self.dir / f"{file_stem(k)}.json", {"arch": k, "val_accuracy": float(acc)})
+            write_json_atomic(path, {"arch": k, "val_accuracy": float(acc)})
             if progress is not None:
                 progress(1)
         return np.array([self.acc[k] for k in keys])
@@ -247,7 +247,7 @@ def run(cfg: Any) -> dict[str, Any]:
     space = obj.space
     # what a journalled run depends on: the strategies' settings, the evaluations and the latency objective
     latency = hashlib.sha256(b"".join(Path(obj.lut_check[k]).read_bytes() for k in ("lut", "timings"))).hexdigest()
-    fingerprint = _digest({k: c[k] for k in ("budget", "batch_size", "pop_size", "ours")}
+    fingerprint = digest({k: c[k] for k in ("budget", "batch_size", "pop_size", "ours")}
                           | {"evaluations": obj.dir.name, "latency": latency[:16]})
     journal = Path(f"{c['out']}.jobs.jsonl")
     done: dict[tuple[str, int], dict[str, Any]] = {}
@@ -256,7 +256,8 @@ def run(cfg: Any) -> dict[str, Any]:
             rec = json.loads(line)
             if rec.get("fingerprint") == fingerprint:
                 done[rec["strategy"], rec["seed"]] = rec["run"]
-    jobs = [(n, s) for n in c["strategies"] for s in range(c["seeds"])]
+    jobs = [(n, s) for s in range(c["seeds"]) for n in c["strategies"]]  # seed-major: an interrupted run holds
+    # whole seeds of every strategy, and a rerun with fewer bench.seeds reuses them
     todo = [j for j in jobs if j not in done]
     journal.parent.mkdir(parents=True, exist_ok=True)
 
