@@ -19,12 +19,20 @@ subnets.
 middle of the size range); ``stratified`` draws a pool of 50 x n_archs uniform subnets, cuts it into n_archs
 equal-count bins by MACs and takes one random member per bin, so the sample spans the space from its
 smallest to its largest subnets the way a Pareto front does.
+
+The work is journalled in ``bench.cache_dir``, keyed by every setting the figures depend on: the supernet's
+training checkpoint (saved every few minutes, so an interrupted training resumes) and one journal line per
+scored model (each subnet's inherited score, each stand-alone run). A rerun of the same command skips what is
+journalled and continues with the rest; each stand-alone run is seeded by its (subnet, seed) alone, so a
+resumed bench gives the figures of an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +42,7 @@ import torch.nn.functional as F
 from scipy.stats import kendalltau, spearmanr
 from tqdm.auto import tqdm
 
-from nas.bench.config import bench_config
+from nas.bench.config import as_dict, bench_config, digest
 from nas.data import resize
 from nas.rundir import build_data, write_json_atomic
 from nas.training import TrainConfig, recalibrate_bn, train_standalone, train_supernet
@@ -111,30 +119,59 @@ def run(cfg: Any) -> dict:
     tcfg = TrainConfig(epochs=int(cfg.epochs), batch_size=int(cfg.batch_size), lr=float(cfg.lr),
                        n_random=int(cfg.n_random), seed=int(cfg.seed), threads=int(cfg.threads),
                        checkpoint_every_s=0)
+    # every setting the figures depend on (not threads, out or cache_dir)
+    key = {k: v for k, v in as_dict(cfg).items() if k not in ("threads", "out", "cache_dir")}
+    work = Path(str(cfg.cache_dir)) / digest(key)
+    work.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(work / "key.json", key)
+    journal = work / "journal.jsonl"
+    done: dict[tuple, dict] = {}
+    if journal.is_file():
+        for line in journal.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                done[rec["kind"], rec["subnet"], rec.get("seed")] = rec
+    reused = len(done)
+    if reused:
+        log.info("supernet_ranking: %d scored models journalled in %s are reused", reused, journal)
+
+    def record(rec: dict) -> dict:
+        with open(journal, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        done[rec["kind"], rec["subnet"], rec.get("seed")] = rec
+        return rec
+
     t0 = time.perf_counter()
     torch.manual_seed(int(cfg.seed))
     supernet = space.build_supernet()
     log.info("training the %s supernet on %s %s for %d epochs", cfg.space, data.name, data.sizes(), tcfg.epochs)
-    train_supernet(supernet, space, data, tcfg)
+    train_supernet(supernet, space, data, replace(tcfg, checkpoint_every_s=300), checkpoint=work / "supernet.pt")
     t_super = time.perf_counter() - t0
     archs = sample_subnets(space, int(cfg.n_archs), sampling, np.random.default_rng(int(cfg.seed) + 1))
     x_cal, holdout = data.x_train[: int(cfg.calib_images)], _holdout(data)  # built once, scored many times
     rows = []
     for i, arch in enumerate(tqdm(archs, desc="inherited vs stand-alone", unit="subnet")):
-        inherited, inherited_nll = _score(space, space.extract(supernet, arch), arch, x_cal, holdout)
-        alone, alone_nll = [], []
+        name = arch.to_string()
+        inh = done.get(("inherited", name, None))
+        if inh is None:
+            acc, nll = _score(space, space.extract(supernet, arch), arch, x_cal, holdout)
+            inh = record({"kind": "inherited", "subnet": name, "acc": acc, "nll": nll})
+        alone = []
         for s in range(int(cfg.standalone_seeds)):
-            torch.manual_seed(10_000 + 97 * i + s)
-            fresh = space.extract(space.build_supernet(), arch)  # a freshly initialised static subnet
-            scfg = TrainConfig(**{**{k: getattr(tcfg, k) for k in tcfg.__dataclass_fields__}, "seed": 1000 * s + i})
-            train_standalone(fresh, space.resolution(arch), data, scfg, desc=f"subnet {i + 1}")
-            acc, nll = _score(space, fresh, arch, x_cal, holdout)
-            alone.append(acc)
-            alone_nll.append(nll)
-        rows.append({"arch": arch.to_string(), "params": int(space.params(arch)), "macs": int(space.macs(arch)),
-                     "inherited_acc": inherited, "standalone_acc": float(np.mean(alone)),
-                     "standalone_accs": alone, "inherited_nll": inherited_nll,
-                     "standalone_nll": float(np.mean(alone_nll)), "standalone_nlls": alone_nll})
+            rec = done.get(("standalone", name, s))
+            if rec is None:
+                torch.manual_seed(10_000 + 97 * i + s)
+                fresh = space.extract(space.build_supernet(), arch)  # a freshly initialised static subnet
+                scfg = replace(tcfg, seed=1000 * s + i)
+                train_standalone(fresh, space.resolution(arch), data, scfg, desc=f"subnet {i + 1}")
+                acc, nll = _score(space, fresh, arch, x_cal, holdout)
+                rec = record({"kind": "standalone", "subnet": name, "seed": s, "acc": acc, "nll": nll})
+            alone.append(rec)
+        accs, nlls = [r["acc"] for r in alone], [r["nll"] for r in alone]
+        rows.append({"arch": name, "params": int(space.params(arch)), "macs": int(space.macs(arch)),
+                     "inherited_acc": inh["acc"], "standalone_acc": float(np.mean(accs)),
+                     "standalone_accs": accs, "inherited_nll": inh["nll"],
+                     "standalone_nll": float(np.mean(nlls)), "standalone_nlls": nlls})
     inh = np.array([r["inherited_acc"] for r in rows])
     alone = np.array([r["standalone_acc"] for r in rows])
     result = {
@@ -149,6 +186,7 @@ def run(cfg: Any) -> dict:
         "inherited_acc_mean": float(inh.mean()), "standalone_acc_mean": float(alone.mean()),
         "standalone_acc_range": [float(alone.min()), float(alone.max())],
         "supernet_seconds": round(t_super, 1), "seconds": round(time.perf_counter() - t0, 1),
+        "journal": str(journal), "reused_from_journal": reused,
         "archs": rows,
     }
     if int(cfg.standalone_seeds) > 1:  # how repeatable the reference itself is

@@ -5,20 +5,25 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from scipy.stats import spearmanr
 
 
-@pytest.mark.slow
-def test_supernet_ranking_bench_reports_a_consistent_rank_correlation(tmp_path):
+def _bench(tmp_path):
     out = tmp_path / "sr.json"
     proc = subprocess.run([sys.executable, "-m", "nas.bench.cli", "bench=supernet_ranking", "bench.n_archs=3",
                            "bench.epochs=1", "bench.standalone_seeds=1", "bench.threads=1",
-                           "bench.calib_images=256", f"bench.out={out}",
+                           "bench.calib_images=256", f"bench.out={out}", f"bench.cache_dir={tmp_path / 'cache'}",
                            f"hydra.run.dir={tmp_path / 'h'}"], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    res = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_supernet_ranking_bench_reports_a_consistent_rank_correlation(tmp_path):
+    res = _bench(tmp_path)
     rows = res["archs"]
     assert res["n_archs"] == len(rows) == 3 and len({r["arch"] for r in rows}) == 3
     assert res["holdout_images"] == 629
@@ -27,6 +32,20 @@ def test_supernet_ranking_bench_reports_a_consistent_rank_correlation(tmp_path):
         assert r["standalone_acc"] > 0.3  # one epoch of real training beats chance (0.1) on digits
     want = spearmanr([r["inherited_acc"] for r in rows], [r["standalone_acc"] for r in rows]).statistic
     assert res["spearman"] == pytest.approx(want, nan_ok=True)
+    assert res["reused_from_journal"] == 0
+
+    # interrupted after the second subnet's inherited score: a rerun trains no supernet (its checkpoint is
+    # done), keeps the 3 journalled scores, redoes the other 3 and gives the uninterrupted figures
+    journal = Path(res["journal"])
+    lines = journal.read_text().splitlines()
+    assert len(lines) == 6 and {json.loads(x)["kind"] for x in lines} == {"inherited", "standalone"}
+    journal.write_text("\n".join(lines[:3]) + "\n")
+    again = _bench(tmp_path)
+    assert again["reused_from_journal"] == 3 and len(journal.read_text().splitlines()) == 6
+    assert again["supernet_seconds"] < res["supernet_seconds"] / 3
+    for a, b in zip(res["archs"], again["archs"], strict=True):
+        assert a["arch"] == b["arch"]
+        assert a["inherited_acc"] == b["inherited_acc"] and a["standalone_acc"] == pytest.approx(b["standalone_acc"], abs=2e-3)
 
 
 def test_bad_bench_values_are_refused(tmp_path):
