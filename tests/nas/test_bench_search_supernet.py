@@ -58,6 +58,15 @@ def test_ours_is_the_pipelines_default_strategy_and_every_run_is_scored(first: d
             assert 1 <= run["evals_to_98pct"] <= SMALL["budget"] + 1
             hit = run["evals_to_98pct"] <= SMALL["budget"]
             assert hit == (at[-1] >= bench.TARGET_FRACTION), (name, run)
+            curve = run["hv_curve"]
+            assert len(curve) == SMALL["budget"] and all(b >= a for a, b in zip(curve, curve[1:]))
+            assert [curve[k - 1] for k in SMALL["checkpoints"]] == pytest.approx(at, abs=1e-5)
+    vs = first["ours_vs_best_peer_final_hv"]
+    finals = {k: v["hv_ratio_median"][str(SMALL["budget"])] for k, v in first["strategies"].items() if k != "ours"}
+    assert vs["best_peer"] == max(finals, key=finals.get) and vs["its_median_hv_ratio"] == max(finals.values())
+    for run, n in zip(first["strategies"]["ours"]["per_seed"], vs["ours_evals_to_reach_it"], strict=True):
+        reached = [i + 1 for i, v in enumerate(run["hv_curve"]) if v >= vs["its_median_hv_ratio"]]
+        assert n == (reached[0] if reached else SMALL["budget"] + 1)
     ref = first["reference"]
     assert ref["n_random"] == SMALL["n_random"] and ref["n_evaluated"] > SMALL["n_random"] + SMALL["budget"]
     lo, hi = ref["val_accuracy_range"]
