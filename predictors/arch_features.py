@@ -16,7 +16,7 @@ import numpy as np
 
 
 class SpaceFeaturizer:
-    """Feature blocks of a registered search space: ``enc`` = ``space.encode``, ``phys`` =
+    """Feature blocks of a registered search space: ``enc`` = ``space.latency_encoding``, ``phys`` =
     ``space.cost_features`` (when the space has them). The space is rebuilt from ``name`` and ``space_kwargs``
     after unpickling, so the file holds no code objects beyond this class."""
 
@@ -36,7 +36,7 @@ class SpaceFeaturizer:
     def __call__(self, archs: Sequence[Any]) -> dict[str, np.ndarray]:
         space = self.space
         parsed = [space.parse(a) if isinstance(a, str) else a for a in archs]
-        out = {"enc": np.asarray(space.encode(parsed), dtype=np.float64)}
+        out = {"enc": np.asarray(space.latency_encoding(parsed), dtype=np.float64)}
         phys = np.asarray(space.cost_features(parsed), dtype=np.float64)
         if phys.shape[1]:  # spaces without cost features (nb201) have no phys block
             out["phys"] = phys

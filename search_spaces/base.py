@@ -78,6 +78,12 @@ class SearchSpace(ABC, Generic[A]):
         them return zero columns."""
         return np.zeros((len(archs), 0))
 
+    def latency_encoding(self, archs: Sequence[A]) -> np.ndarray:
+        """The encoding over which the few-shot latency predictor fits additive per-op costs: :meth:`encode` by
+        default; a space whose layers repeat a shape overrides it with op counts per layer shape (FBNet), so
+        the costs it must learn from a handful of measurements are fewer."""
+        return np.asarray(self.encode(archs), dtype=np.float64)
+
     def surrogate_features(self, archs: Sequence[A]) -> np.ndarray:
         """Features the search's surrogates (the closed loop's error GP) read: the encoding beside the cost
         features by default; a space with a better-suited description overrides it (NB201: structure and

@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from latency_luts.interchange import latency_matrix, load_latency_table
 from nas.bench.config import as_dict, bench_config
+from predictors.arch_features import SpaceFeaturizer
 from predictors.fewshot import FewShotLatencyPredictor, SourceRidgeBaseline
 
 SPACES = ("nb201", "fbnet", "ofa_mbv3")
@@ -86,6 +87,8 @@ def _check(cfg: dict[str, Any]) -> dict[str, Any]:
     if cfg["validate"] == "help_valid" and not HELP_VALID[cfg["space"]]:
         raise ValueError(f"bench.validate=help_valid is invalid for space {cfg['space']!r}: HELP has no meta-valid "
                          f"devices there; expected one of {[k for k, v in HELP_VALID.items() if v]}")
+    if isinstance(cfg["meta_train"], str) and cfg["meta_train"] != "all":
+        raise ValueError(f"bench.meta_train={cfg['meta_train']!r} is invalid; expected a list of devices, 'all' or null")
     for key in ("budget", "seeds", "meta_seeds"):
         if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < (2 if key == "budget" else 1):
             raise ValueError(f"bench.{key}={cfg[key]!r} is invalid; expected an integer >= {2 if key == 'budget' else 1}")
@@ -106,53 +109,24 @@ def fewshot_predictor(settings: dict[str, Any], budget: int, **over: Any) -> Few
     return model
 
 
-def encode(space: str, archs: list[str]) -> dict[str, np.ndarray]:
-    """Feature blocks of canonical arch strings of ``space``: one-hot ``enc`` (+ analytic ``phys`` for fbnet,
-    whose HELP latencies are for the CIFAR-100 macro-architecture of HW-NAS-Bench)."""
-    if space == "nb201":
-        from search_spaces.nb201.arch import NB201Architecture, encode_onehot
-        return {"enc": encode_onehot([NB201Architecture.from_string(a) for a in archs])}
-    if space == "fbnet":
-        from search_spaces.fbnet.arch import FBNetArchitecture, encode_costs, encode_onehot
-        parsed = [FBNetArchitecture.from_string(a) for a in archs]
-        return {"enc": encode_onehot(parsed), "phys": encode_costs(parsed, "cifar100")}
-    from search_spaces.ofa_mbv3.arch import OFAArchitecture
-    from search_spaces.ofa_mbv3.encoding import encode_onehot
-    parsed = [OFAArchitecture.from_string(a) for a in archs]
-    return {"enc": encode_onehot(parsed), "phys": _ofa_costs(parsed)}
+# the space each HELP latency set was measured in, as the pipeline's calibrate stage would build it
+BENCH_SPACES = {"nb201": ("nb201", {}), "fbnet": ("fbnet", {"dataset": "cifar100"}),
+                "ofa_mbv3": ("ofa_mbv3", {"setting": "imagenet", "n_classes": 1000})}
 
 
-def _make_divisible(v: float, divisor: int = 8) -> int:
-    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    return new + divisor if new < 0.9 * v else new
-
-
-def _ofa_costs(archs: list[Any]) -> np.ndarray:
-    """Analytic cost features of OFA-MobileNetV3 (w1.0) subnets: per stage (pointwise MACs, depthwise MACs,
-    activations) at the subnet's resolution, plus their totals (in millions). Stages: widths 24/40/80/112/160,
-    strides 2/2/2/1/2 after a stride-2 stem and a 16-channel first block (not searchable, so omitted).
-    (Candidate to move into search_spaces/ofa_mbv3 as an encoding.)"""
-    widths, strides = (24, 40, 80, 112, 160), (2, 2, 2, 1, 2)
-    x = np.zeros((len(archs), 3 * 5 + 3))
-    for row, a in enumerate(archs):
-        size, c_in = a.r // 2, 16
-        for s in range(5):
-            for i in range(a.d[s]):
-                li = s * 4 + i
-                out = size // (strides[s] if i == 0 else 1)
-                mid = _make_divisible(round(c_in * a.e[li]), 8)
-                pw = size**2 * c_in * mid + out**2 * mid * widths[s]
-                dw = out**2 * mid * a.ks[li] ** 2
-                act = size**2 * (c_in + mid) + out**2 * (mid + widths[s])
-                x[row, 3 * s : 3 * s + 3] += (pw / 1e6, dw / 1e6, act / 1e6)
-                size, c_in = out, widths[s]
-        x[row, 15:] = x[row, :15].reshape(5, 3).sum(0)
-    return x
+def featurizer(space: str) -> SpaceFeaturizer:
+    """The pipeline's featurizer (:class:`SpaceFeaturizer`) of a HELP latency set's space: nb201's one-hot
+    encoding; fbnet's op counts per layer shape and analytic costs in HW-NAS-Bench's CIFAR-100
+    macro-architecture; ofa_mbv3's one-hot and costs in the ImageNet setting."""
+    name, kwargs = BENCH_SPACES[space]
+    return SpaceFeaturizer(name, **kwargs)
 
 
 def _split(space: str, devices: list[str], meta_train: Any, meta_test: Any) -> tuple[list[str], list[str]]:
     test = list(meta_test) if meta_test is not None else HELP_TEST[space]
-    if meta_train is not None:
+    if meta_train == "all":  # every device of the data that is not a target (HELP's meta-valid ones included)
+        train = [d for d in devices if d not in test]
+    elif meta_train is not None:
         train = list(meta_train)
     elif HELP_TRAIN[space] is not None:
         train = HELP_TRAIN[space]
@@ -252,7 +226,7 @@ def run(cfg: Any) -> dict[str, Any]:
     if len(src) < len(mat):
         raise ValueError(f"{len(mat) - len(src)} archs lack a latency on some meta-train device; expected complete rows")
     archs = list(mat.index)
-    features = {k: pd.DataFrame(v, index=archs) for k, v in encode(space, archs).items()}
+    features = {k: pd.DataFrame(v, index=archs) for k, v in featurizer(space)(archs).items()}
     base = SourceRidgeBaseline().meta_fit(src)  # deterministic: meta-fitted once
 
     results: dict[str, dict[str, list]] = {"ours": {}, "baseline": {}}
@@ -284,7 +258,8 @@ def run(cfg: Any) -> dict[str, Any]:
     for ms in range(meta_seeds):
         ours = fewshot_predictor(cfg["predictor"], budget, random_state=ms).meta_fit(src, features)
         configs.append({"meta_seed": ms, "selection": ours.selection_, "prior_strength": ours.prior_strength_,
-                        "meta_budget": ours.meta_budget})
+                        "meta_budget": ours.meta_budget,
+                        "geometry": [ours.geometry_[0], list(ours.geometry_[1])]})
         for dev, (y_all, have, pool_archs, query_fixed) in splits.items():
             for seed in range(cfg["seeds"]):
                 for name, model in (("ours", ours), ("baseline", base)):
@@ -309,12 +284,13 @@ def run(cfg: Any) -> dict[str, Any]:
     for c in configs:
         strength = "averaged" if c["prior_strength"] is None else f"{c['prior_strength']:g}"
         print(f"meta-seed {c['meta_seed']}: selection={c['selection']} prior_strength={strength} "
+              f"geometry={c['geometry'][0]} {c['geometry'][1]} "
               f"({len(ours.configs_)} configurations, {len(train)} source devices)")
     rules = {}
-    for key, score in ours.meta_table_.items():  # "rule/kappa=k" -> meta-training Spearman
+    for key, score in ours.meta_table_.items():  # "rule/geometry=g/kappa=k" -> meta-training Spearman
         rule = key.split("/")[0]
         rules[rule] = max(rules.get(rule, -1.0), score)
-    print("meta-training score of the best prior strength per selection rule: "
+    print("meta-training score of the best geometry and prior strength per selection rule: "
           + ", ".join(f"{r} {v:.4f}" for r, v in sorted(rules.items(), key=lambda kv: -kv[1])))
     if cfg["out"]:
         _write_json(out, str(cfg["out"]))

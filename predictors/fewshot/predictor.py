@@ -19,7 +19,8 @@ regression with up to five feature blocks, each with its own prior scale:
 family (``1080ti_1/32/256`` go together) from the features: random pool, ``meta_budget`` measurements,
 Spearman on held-out archs. This scores every configuration (block scales, noise, target transform raw/log)
 and picks the measurement-selection rule among ``selections`` (random, k-means medoids, or greedy max prior
-variance = pivoted Cholesky in feature space; the default is variance alone) and, with ``prior_mix="choose"``,
+variance = pivoted Cholesky in feature space; the default is variance alone, in the feature geometry of the best
+log-latency configuration) and, with ``prior_mix="choose"``,
 the strength ``kappa`` of the meta-learned prior over configurations (one-standard-error rule: the weakest
 prior within one paired SE of the best).
 
@@ -117,6 +118,11 @@ class FewShotLatencyPredictor:
             of every strength in ``prior_strengths`` with equal weight, so no single strength - the choice that
             moved most between meta-training seeds - decides; ``"choose"`` uses the one strength
             :meth:`meta_fit` picks (``prior_strength_``, checked by ``prior_check``).
+        selection_transform: the target transform of the feature geometry a non-random rule selects in
+            (``geometry_``: the best configuration under random picks among those of this transform, or among
+            all when ``transforms`` lacks it): ``"log"``, ``"raw"`` or ``"any"``. The best raw and log
+            configurations score alike on simulated tasks (4th digit), so with ``"any"`` the geometry flipped
+            between meta-training seeds; on held-out devices log-geometry picks scored higher (BENCHMARKS.md).
         random_state: seed of the meta-training simulation.
     """
 
@@ -142,6 +148,7 @@ class FewShotLatencyPredictor:
         prior_check: str = "loo",
         task_trim: str = "pool+query",
         prior_mix: str = "average",
+        selection_transform: str = "log",
         random_state: int = 0,
     ) -> None:
         self.src_scales = src_scales
@@ -163,6 +170,7 @@ class FewShotLatencyPredictor:
         self.prior_check = prior_check
         self.task_trim = task_trim
         self.prior_mix = prior_mix
+        self.selection_transform = selection_transform
         self.random_state = random_state
 
     # ------------------------------------------------------------------ features
@@ -178,6 +186,9 @@ class FewShotLatencyPredictor:
             raise ValueError(f"task_trim={self.task_trim!r} is invalid; expected one of {list(TASK_TRIMS)}")
         if self.prior_mix not in ("choose", "average"):
             raise ValueError(f"prior_mix={self.prior_mix!r} is invalid; expected 'choose' or 'average'")
+        if self.selection_transform not in ("log", "raw", "any"):
+            raise ValueError(f"selection_transform={self.selection_transform!r} is invalid; expected 'log', 'raw' or "
+                             "'any'")
         if self.leave_out not in ("family", "device"):
             raise ValueError(f"leave_out={self.leave_out!r} is invalid; expected 'family' or 'device'")
         for s in self.selections:
@@ -285,7 +296,8 @@ class FewShotLatencyPredictor:
             return per_device(spear), kept
 
         first = evaluate("random", None)
-        geometry = configs[int(np.argmax(first[0].mean(0)))]
+        allowed = [i for i, c in enumerate(configs) if self.selection_transform in ("any", c[0])] or list(range(len(configs)))
+        geometry = configs[allowed[int(np.argmax(first[0].mean(0)[allowed]))]]
         table_scores: dict[tuple[str, float], np.ndarray] = {}  # per-device BMA Spearman
         per_rule = {}
         for rule in self.selections:

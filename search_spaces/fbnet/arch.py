@@ -141,16 +141,46 @@ def encode_costs(archs: Sequence[FBNetArchitecture], dataset: str = "cifar100",
 
 
 @lru_cache(maxsize=16)
-def _cost_table(dataset: str, input_size: int | None) -> np.ndarray:
-    """``(22, 9, 3)``: :func:`op_cost` of every op at every layer, in millions."""
+def _shapes(dataset: str, input_size: int | None) -> tuple[tuple[int, int, int, int, int], ...]:
+    """:func:`_layer_shapes` of the ``dataset``'s macro-architecture (``input_size`` overrides the input side)."""
     if dataset == "cifar100":
         size = 32 if input_size is None else int(input_size)
-        shapes = _layer_shapes(CIFAR100_STRIDES, size)
-    elif dataset == "imagenet":
+        return tuple(_layer_shapes(CIFAR100_STRIDES, size))
+    if dataset == "imagenet":
         size = 224 if input_size is None else int(input_size)
-        shapes = _layer_shapes(IMAGENET_STRIDES, (size - 1) // 2 + 1)
-    else:
-        raise ValueError(f"fbnet dataset {dataset!r} is invalid; expected 'cifar100' or 'imagenet'")
+        return tuple(_layer_shapes(IMAGENET_STRIDES, (size - 1) // 2 + 1))
+    raise ValueError(f"fbnet dataset {dataset!r} is invalid; expected 'cifar100' or 'imagenet'")
+
+
+@lru_cache(maxsize=16)
+def _cost_table(dataset: str, input_size: int | None) -> np.ndarray:
+    """``(22, 9, 3)``: :func:`op_cost` of every op at every layer, in millions."""
+    shapes = _shapes(dataset, input_size)
     table = np.array([[op_cost(op, c_in, c_out, si, so) for op in OPS] for _, c_in, c_out, si, so in shapes]) / 1e6
     table.setflags(write=False)
     return table
+
+
+def layer_shape_classes(dataset: str = "cifar100", input_size: int | None = None) -> np.ndarray:
+    """``(22,)`` shape class of every searchable layer: layers with equal (in channels, out channels, in side,
+    out side) share one, numbered in order of first appearance (CIFAR-100: 12 classes, the stages' first layers
+    and the rest of each stage)."""
+    sig = [shape[1:] for shape in _shapes(dataset, input_size)]
+    first = {}
+    for s in sig:
+        first.setdefault(s, len(first))
+    return np.array([first[s] for s in sig], dtype=np.int64)
+
+
+def encode_shape_counts(archs: Sequence[FBNetArchitecture], dataset: str = "cifar100",
+                        input_size: int | None = None) -> np.ndarray:
+    """How many layers of each shape class (:func:`layer_shape_classes`) use each op: ``(n, n_classes * 9)``
+    float64, class-major. On any device the same op on two layers of one shape costs the same, so an additive
+    latency model over these columns learns 12 x 9 costs (CIFAR-100) instead of the one-hot's 22 x 9."""
+    cls = layer_shape_classes(dataset, input_size)
+    idx = op_indices(archs)
+    x = np.zeros((len(archs), (int(cls.max()) + 1) * len(OPS)), dtype=np.float64)
+    rows = np.arange(len(archs))
+    for layer in range(N_LAYERS):
+        np.add.at(x, (rows, cls[layer] * len(OPS) + idx[:, layer]), 1.0)
+    return x

@@ -10,7 +10,15 @@ from typing import Any
 import numpy as np
 
 from search_spaces.base import WeightSharingSpace
-from search_spaces.fbnet.arch import N_LAYERS, OPS, FBNetArchitecture, encode_costs, encode_onehot, op_indices
+from search_spaces.fbnet.arch import (
+    N_LAYERS,
+    OPS,
+    FBNetArchitecture,
+    encode_costs,
+    encode_onehot,
+    encode_shape_counts,
+    op_indices,
+)
 from search_spaces.fbnet.structure import (
     SETTINGS,
     check_dataset,
@@ -108,6 +116,11 @@ class FBNetSpace(WeightSharingSpace[FBNetArchitecture]):
     # --- features and costs --------------------------------------------------------------------
     def encode(self, archs: Sequence[FBNetArchitecture]) -> np.ndarray:
         return encode_onehot(archs)
+
+    def latency_encoding(self, archs: Sequence[FBNetArchitecture]) -> np.ndarray:
+        """Op counts per layer shape (:func:`~search_spaces.fbnet.arch.encode_shape_counts`): layers 2-4 of a
+        stage have one shape, so they share per-op latency costs on any device."""
+        return encode_shape_counts(archs, self.dataset, self.input_size)
 
     def cost_features(self, archs: Sequence[FBNetArchitecture]) -> np.ndarray:
         """Analytic per-stage costs of :func:`encode_costs` plus total MACs (M) and params (M) of the subnet

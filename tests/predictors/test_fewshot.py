@@ -19,13 +19,12 @@ N_ARCHS = 2500
 
 
 def small_predictor(**kw) -> FewShotLatencyPredictor:
-    return FewShotLatencyPredictor(**kw,
+    return FewShotLatencyPredictor(**{"transforms": ("raw", "log"), **kw},
         src_scales=(0.0, 1.0),
         proj_scales=(0.0, 1.0, 10.0),
         pmean_scales=(0.0, 3.0),
         enc_scales=(0.0, 0.3),
         noises=(0.1, 0.3),
-        transforms=("raw", "log"),
         selections=("random", "variance"),
         prior_strengths=(0.0, 100.0),
         meta_tasks=1,
@@ -122,6 +121,8 @@ def test_errors(slice_, fitted) -> None:
         small_predictor().meta_fit(bad, feats)
     with pytest.raises(ValueError, match="selection 'greedy' is invalid"):
         FewShotLatencyPredictor(selections=("greedy",)).meta_fit(mat[SOURCES], feats)
+    with pytest.raises(ValueError, match="selection_transform='exp' is invalid"):
+        small_predictor(selection_transform="exp").meta_fit(mat[SOURCES], feats)
     with pytest.raises(ValueError, match="arch_features block 'flops' is unknown"):
         small_predictor().meta_fit(mat[SOURCES], {"flops": feats})
     assert device_family("1080ti_256") == "1080ti" and device_family("eyeriss") == "eyeriss"
@@ -392,3 +393,66 @@ def test_bench_meta_seeds_and_untrimmed_pool(shared_data: Path, tmp_path: Path) 
         run({**cfg, "protocol": "help", "predictor": {"tasks": 3}})
     untrimmed_tasks = run({**cfg, "protocol": "help_untrimmed", "predictor": {"task_trim": "query"}})
     assert untrimmed_tasks["predictor"] == {"task_trim": "query"} and untrimmed_tasks["devices"]["fpga"]["spearman_mean"] > 0.9
+
+
+def test_selection_geometry_is_of_the_requested_transform(slice_, fitted) -> None:
+    """The rule selects in the best random-pick configuration's geometry among those of ``selection_transform``
+    (log by default; the best raw and log ones tie in the 4th digit and flipped between meta-training seeds)."""
+    mat, archs, feats = slice_
+    ours, _ = fitted
+    assert ours.selection_transform == "log" and ours.geometry_[0] == "log"
+    raw = small_predictor(selection_transform="raw").meta_fit(mat[SOURCES], feats)
+    assert raw.geometry_[0] == "raw"
+    only_raw = small_predictor(transforms=("raw",)).meta_fit(mat[SOURCES], feats)  # no log configuration: any
+    assert only_raw.geometry_[0] == "raw"
+    pool = archs[:300]
+    picks = {tuple(m.select(pool, 10, np.random.default_rng(0))) for m in (ours, raw)}
+    assert len(picks) == 2  # the geometry decides which archs are measured
+
+
+def test_bench_featurizes_as_the_pipeline_and_fbnet_shape_counts_pay(shared_data: Path) -> None:
+    """The bench reads architectures through the pipeline's SpaceFeaturizer. For fbnet its ``enc`` is the op
+    count per layer shape: on pixel3 (HW-NAS-Bench's additive latencies) 150 measurements pin every cost of
+    it, while the per-layer one-hot (199 unknowns) is still under-determined."""
+    from nas.bench.latency_fewshot import featurizer
+    from search_spaces import create_search_space
+    from search_spaces.fbnet.arch import FBNetArchitecture
+    from search_spaces.fbnet.arch import encode_onehot as fbnet_onehot
+
+    mat = latency_matrix(load_latency_table([shared_data / "latency" / "fbnet_help.csv.gz"], space="fbnet",
+                                            devices=["pixel3"])).iloc[:1200]
+    archs = list(mat.index)
+    blocks = featurizer("fbnet")(archs)
+    space = create_search_space("fbnet", dataset="cifar100")
+    parsed = [space.parse(a) for a in archs]
+    assert np.array_equal(blocks["enc"], space.latency_encoding(parsed)) and blocks["enc"].shape[1] == 108
+    assert np.array_equal(blocks["phys"], space.cost_features(parsed))
+    y = mat["pixel3"].to_numpy()
+    scores = {}
+    for name, x in (("counts", blocks["enc"]), ("onehot", fbnet_onehot([FBNetArchitecture.from_string(a) for a in archs]))):
+        x = np.hstack([x, np.ones((len(x), 1))])
+        cost = np.linalg.lstsq(x[:150], y[:150], rcond=None)[0]
+        scores[name] = spearmanr(x[150:] @ cost, y[150:])[0]
+    assert scores["counts"] > 0.999 and scores["onehot"] < 0.95, scores
+    nb = featurizer("nb201")(["|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"])
+    assert set(nb) == {"enc"} and nb["enc"].shape == (1, 30)
+
+
+def test_bench_scores_a_device_from_another_measurement_campaign(shared_data: Path, tmp_path: Path) -> None:
+    """A user's NB201 latency set (its own CSV, its own device names, a few hundred archs) is scored against
+    a predictor meta-trained on every device of the other files (bench.meta_train=all, protocol=all)."""
+    from nas.bench.latency_fewshot import run
+
+    sources = ["1080ti_1", "1080ti_32", "silver_4114", "pixel3", "samsung_a50"]
+    help_csv = _nb201_cut(shared_data, tmp_path, sources, 2000, "help_cut.csv")
+    other = load_latency_table([shared_data / "latency" / "nb201_help.csv.gz"], space="nb201", devices=["eyeriss"])
+    other = other[other["arch"].isin(set(pd.unique(other["arch"])[:600]))].assign(device="accelerator_b")
+    other.to_csv(tmp_path / "other.csv", index=False)
+    res = run({"data": [str(help_csv), str(tmp_path / "other.csv")], "space": "nb201", "meta_train": "all",
+               "meta_test": ["accelerator_b"], "budget": 20, "protocol": "all", "seeds": 2, "out": None})
+    ours, base = res["devices"]["accelerator_b"], res["baseline"]["devices"]["accelerator_b"]
+    assert ours["spearman_mean"] > 0.8 and ours["spearman_mean"] > base["spearman_mean"] + 0.1, (ours, base)
+    with pytest.raises(ValueError, match="bench.meta_train='some' is invalid"):
+        run({"data": [str(help_csv)], "space": "nb201", "meta_train": "some", "meta_test": ["pixel3"], "budget": 20,
+             "protocol": "all", "seeds": 1, "out": None})
+

@@ -91,3 +91,31 @@ def test_fbnet_cost_features() -> None:
     assert np.isclose(x[1, 0], x[1, 4::3].sum()) and x[1, 3] == 22
     assert encode_costs([big], "imagenet")[0, 0] > x[1, 0]
     assert set(FB_OPS) == {"k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "k5_e3", "k5_e6", "skip"}
+
+
+def test_fbnet_shape_counts_tie_layers_of_one_shape() -> None:
+    from search_spaces.fbnet.arch import encode_shape_counts, layer_shape_classes
+
+    cls = layer_shape_classes()
+    # CIFAR-100: every stage's first layer has its own shape, layers 2-4 of a stage share one
+    assert cls.tolist() == [0, 1, 2, 2, 2, 3, 4, 4, 4, 5, 6, 6, 6, 7, 8, 8, 8, 9, 10, 10, 10, 11]
+    archs = [FBNetArchitecture.from_index(np.random.default_rng(s).integers(0, 9, 22)) for s in range(20)]
+    x = encode_shape_counts(archs)
+    assert x.shape == (20, 12 * 9) and (x.sum(1) == 22).all()
+    # summing the one-hot columns of each class gives the counts
+    onehot = fb_onehot(archs).reshape(20, 22, 9)
+    expect = np.stack([onehot[:, cls == c].sum(1) for c in range(12)], axis=1).reshape(20, -1)
+    assert np.array_equal(x, expect)
+    assert layer_shape_classes("imagenet").max() == 11
+
+
+def test_fbnet_shape_counts_explain_hwnasbench_latency(shared_data: Path) -> None:
+    """HW-NAS-Bench's per-layer latency tables give one cost per (shape class, op): the tie loses nothing."""
+    from search_spaces.fbnet.arch import layer_shape_classes
+
+    z = np.load(shared_data / "hw-nas-bench" / "fbnet_cifar100_additive_latency_DERIVED.npz", allow_pickle=True)
+    table, cls = z["table_ms"], layer_shape_classes()
+    for d, name in enumerate(z["devices"]):
+        for c in range(12):
+            rows = table[d, cls == c]
+            assert np.allclose(rows, rows[0], atol=1e-3), f"{name}: layers of shape class {c} cost differently"
