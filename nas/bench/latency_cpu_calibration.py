@@ -24,10 +24,10 @@ from tqdm.auto import tqdm
 
 from latency_luts.interchange import latency_matrix, load_latency_table
 from nas.bench.config import bench_config
+from nas.bench.latency_fewshot import featurizer as help_featurizer
 from nas.bench.latency_fewshot import fewshot_predictor
 from nas.bench.timing import latency_scores, time_subnets_twice
 from nas.rundir import write_csv_atomic, write_json_atomic
-from predictors.arch_features import SpaceFeaturizer
 from predictors.fewshot import SourceRidgeBaseline
 from search_spaces import create_search_space
 
@@ -59,8 +59,7 @@ def run(cfg: Any) -> dict[str, Any]:
             write_csv_atomic(cache, out[["space", "arch", "device", "latency_ms", "pass1", "pass2", "cv"]])
     meas = meas.set_index("arch").loc[pool]
     y = meas.latency_ms.to_numpy()
-    featurizer = SpaceFeaturizer("ofa_mbv3", setting="imagenet", n_classes=1000)
-    features = {k: pd.DataFrame(v, index=archs) for k, v in featurizer(archs).items()}
+    features = {k: pd.DataFrame(v, index=archs) for k, v in help_featurizer("ofa_mbv3")(archs).items()}
     ours = fewshot_predictor(OmegaConf.to_container(cfg.predictor, resolve=True), budget)
     models = {"ours": ours.meta_fit(mat, features),
               "baseline": SourceRidgeBaseline().meta_fit(mat)}

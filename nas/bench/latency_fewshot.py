@@ -17,6 +17,10 @@ lowest per-meta-seed mean), overall ``mean_spearman_worst_meta_seed``. ``protoco
 pool and query trimmed to the 10th-90th percentile of the target's own latencies), ``help_untrimmed`` (HELP's
 query, but the method picks from the untrimmed pool, as on a new device), ``all`` (every arch of the device).
 
+Both read architectures as the pipeline's calibrate stage does (:func:`featurizer`: the space's
+:class:`SpaceFeaturizer`). ``meta_train: all`` meta-trains on every device of the data that is not a target, e.g.
+HELP's devices when a further latency set (its own CSV in ``data``) holds the targets.
+
 Beside them, ``ceiling`` is a diagnostic, not a method: per target device, the Spearman on the same query of
 models fitted to *every* pool arch (~36x the budget) on the same inputs (log source latencies + arch features):
 ridge and boosted trees. It shows how much of a device's ranking is predictable at all from these inputs
