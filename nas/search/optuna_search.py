@@ -68,14 +68,22 @@ def open_storage(url: str | None) -> Any:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         return JournalStorage(JournalFileBackend(path))
     kw = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    try:
-        return RDBStorage(url, engine_kwargs=kw)
-    except ImportError as e:
-        raise ValueError(f"storage={url!r} needs a database driver that is not installed ({e}); for PostgreSQL: "
-                         "pip install 'hwnas[postgres]'") from None
-    except Exception as e:  # sqlalchemy's OperationalError and friends: say which URL and why, in one line
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"storage={url!r} cannot be opened: {reason}") from None
+    for attempt in range(5):
+        try:
+            return RDBStorage(url, engine_kwargs=kw)
+        except ImportError as e:
+            raise ValueError(f"storage={url!r} needs a database driver that is not installed ({e}); for PostgreSQL: "
+                             "pip install 'hwnas[postgres]'") from None
+        except Exception as e:  # sqlalchemy's OperationalError and friends: say which URL and why, in one line
+            text = str(e)
+            # workers that open a fresh database at once race to create its schema: the loser finds it made
+            if attempt < 4 and ("UNIQUE constraint failed: alembic_version" in text or "already exists" in text
+                                or "duplicate key" in text):
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            reason = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+            raise ValueError(f"storage={url!r} cannot be opened: {reason}") from None
+    raise AssertionError("unreachable")
 
 
 def _heartbeat(ref: weakref.ReferenceType, stop: threading.Event, interval: float) -> None:

@@ -218,3 +218,31 @@ def test_workers_of_one_study_draw_different_sampler_seeds() -> None:
     seeds = {worker_seed(7, w) for w in range(1, 50)}
     assert len(seeds) == 49 and 7 not in seeds
     assert worker_seed(7, 3) == worker_seed(7, 3) != worker_seed(8, 3)
+
+
+def _open_at_once(url: str, barrier, errors) -> None:  # noqa: ANN001 - multiprocessing objects
+    from nas.search.optuna_search import open_storage
+
+    barrier.wait()
+    try:
+        open_storage(url).get_all_studies()
+    except Exception as e:  # noqa: BLE001 - reported to the parent
+        errors.put(str(e))
+
+
+def test_workers_opening_a_fresh_sqlite_study_at_once_all_get_it(tmp_path: Path) -> None:
+    """Workers a launcher starts together race to create a fresh database's schema (CI once lost a worker to
+    'UNIQUE constraint failed: alembic_version'); every one of them must open it."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    for rep in range(4):
+        url = f"sqlite:///{tmp_path / f'race{rep}.db'}"
+        barrier, errors = ctx.Barrier(6), ctx.Queue()
+        procs = [ctx.Process(target=_open_at_once, args=(url, barrier, errors)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+        assert all(p.exitcode == 0 for p in procs)
+        assert errors.empty(), errors.get()
