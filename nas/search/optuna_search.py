@@ -68,7 +68,8 @@ def open_storage(url: str | None) -> Any:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         return JournalStorage(JournalFileBackend(path))
     kw = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    for attempt in range(5):
+    retries = 4  # workers that open a fresh database at once race to create its schema: the loser finds it made
+    while True:
         try:
             return RDBStorage(url, engine_kwargs=kw)
         except ImportError as e:
@@ -76,14 +77,13 @@ def open_storage(url: str | None) -> Any:
                              "pip install 'hwnas[postgres]'") from None
         except Exception as e:  # sqlalchemy's OperationalError and friends: say which URL and why, in one line
             text = str(e)
-            # workers that open a fresh database at once race to create its schema: the loser finds it made
-            if attempt < 4 and ("UNIQUE constraint failed: alembic_version" in text or "already exists" in text
-                                or "duplicate key" in text):
-                time.sleep(0.2 * (attempt + 1))
+            if retries and any(m in text for m in ("UNIQUE constraint failed: alembic_version", "already exists",
+                                                   "duplicate key")):
+                time.sleep(0.2 * (5 - retries))
+                retries -= 1
                 continue
             reason = text.strip().splitlines()[0] if text.strip() else type(e).__name__
             raise ValueError(f"storage={url!r} cannot be opened: {reason}") from None
-    raise AssertionError("unreachable")
 
 
 def _heartbeat(ref: weakref.ReferenceType, stop: threading.Event, interval: float) -> None:
