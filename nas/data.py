@@ -15,7 +15,6 @@ import gzip
 import itertools
 import logging
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,32 +23,9 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from nas.splits import DataSplits, resize  # noqa: F401 - the loaders' return type, re-exported
+
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DataSplits:
-    """Normalised float tensors (N, C, H, W) and int64 labels for train / val / test."""
-
-    name: str
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_val: torch.Tensor
-    y_val: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    n_classes: int
-
-    @property
-    def channels(self) -> int:
-        return int(self.x_train.shape[1])
-
-    @property
-    def image_size(self) -> int:
-        return int(self.x_train.shape[-1])
-
-    def sizes(self) -> dict[str, int]:
-        return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
 
 
 def _split(n: int, val_frac: float, test_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -270,19 +246,35 @@ def _image_trees(root: str, first_only: bool = False) -> tuple[dict[str, dict[st
     return trees, classes
 
 
+EVAL_TRANSFORMS = ("resize", "ofa")
+NORMALIZE = ("data", "imagenet")
+
+
 def load_image_folder(root: str, image_size: int = 32, channels: int = 3, val_frac: float = 0.1,
-                      test_frac: float = 0.2, seed: int = 0, limit: int | None = None) -> DataSplits:
+                      test_frac: float = 0.2, seed: int = 0, limit: int | None = None,
+                      eval_transform: str = "resize", normalize: str = "data") -> DataSplits:
     """Images in ``<root>/<class>/...`` (classes = sorted folder names), resized to ``image_size``; with
     ``<root>/train/<class>`` and ``<root>/test/<class>`` (or ``val/``) the test split is that tree's,
-    otherwise ``test_frac`` of the images (seeded). ``channels``: 1 (grey) or 3 (RGB)."""
+    otherwise ``test_frac`` of the images (seeded). ``channels``: 1 (grey) or 3 (RGB).
+
+    ``eval_transform="ofa"``: every subnet sees the images as Once-for-All evaluates them at its resolution r
+    (shorter side to ceil(r/0.875), centre crop r, from the files: :mod:`nas.image_eval`), normalised with
+    ImageNet's mean/std when ``normalize="imagenet"``, else with the training images' statistics."""
     from PIL import Image, UnidentifiedImageError
 
     if channels not in (1, 3):
         raise ValueError(f"channels={channels!r} is invalid; expected 1 (grey) or 3 (RGB)")
     if not isinstance(image_size, int) or image_size < 8:
         raise ValueError(f"image_size={image_size!r} is invalid; expected an integer >= 8")
+    if eval_transform not in EVAL_TRANSFORMS:
+        raise ValueError(f"eval_transform={eval_transform!r} is invalid; expected one of {list(EVAL_TRANSFORMS)}")
+    if normalize not in NORMALIZE or (normalize == "imagenet" and eval_transform != "ofa"):
+        raise ValueError(f"normalize={normalize!r} is invalid with eval_transform={eval_transform!r}; expected "
+                         f"'data', or 'imagenet' together with eval_transform=ofa")
     _check_limit(limit)
     trees, classes = _image_trees(root)
+    if eval_transform == "ofa":
+        return _ofa_folder(trees, classes, image_size, channels, val_frac, test_frac, seed, limit, normalize)
     mode = "L" if channels == 1 else "RGB"
 
     def read(tree: dict[str, list[Path]]) -> tuple[torch.Tensor, np.ndarray]:
@@ -315,6 +307,32 @@ def load_image_folder(root: str, image_size: int = 32, channels: int = 3, val_fr
     return _splits("image_folder", x, y, x_test, y_test, val_frac, seed, len(classes))
 
 
+def _ofa_folder(trees: dict[str, dict[str, list[Path]]], classes: list[str], image_size: int, channels: int,
+                val_frac: float, test_frac: float, seed: int, limit: int | None, normalize: str) -> DataSplits:
+    """``load_image_folder(eval_transform="ofa")``: the same train/val/test membership rules, OFA's transform."""
+    from nas.image_eval import IMAGENET_MEAN, IMAGENET_STD, folder_splits
+
+    rows = lambda tree: [(p, i) for i, c in enumerate(classes) for p in tree[c]]  # noqa: E731
+    train = rows(trees["train"])
+    if "test" in trees:
+        test = rows(trees["test"])
+    else:
+        if not 0 < test_frac < 1:
+            raise ValueError(f"test_frac={test_frac} is invalid; expected a fraction in (0, 1)")
+        perm = np.random.default_rng(seed + 1).permutation(len(train))
+        n_test = max(1, int(round(len(train) * test_frac)))
+        test = [train[i] for i in np.sort(perm[:n_test])]
+        train = [train[i] for i in np.sort(perm[n_test:])]
+    train = train[:limit] if limit else train
+    tr, va = _carve_val(len(train), val_frac, seed)
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if normalize == "imagenet" else (None, None)
+    out = folder_splits("image_folder", [train[i] for i in tr], [train[i] for i in va], test, image_size, channels,
+                        len(classes), mean, std)
+    log.info("image_folder (OFA eval transform): %d classes, %d training, %d val and %d test images", len(classes),
+             len(tr), len(va), len(test))
+    return out
+
+
 # what each loader needs on disk, checked before a run writes anything (the loaders run the same checks)
 _SOURCE_CHECKS = {
     "nas.data.load_cifar10": lambda kw: _cifar_files(kw.get("root")),
@@ -331,10 +349,3 @@ def check_data_source(node: Any) -> None:
     check = _SOURCE_CHECKS.get(str(kw.get("_target_")))
     if check is not None:
         check(kw)
-
-
-def resize(x: torch.Tensor, r: int) -> torch.Tensor:
-    """Bilinear resize of a batch to r x r (no-op when it already is)."""
-    if x.shape[-1] == r and x.shape[-2] == r:
-        return x
-    return F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False)

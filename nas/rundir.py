@@ -257,7 +257,7 @@ class RunContext:
         if not self.checkpoint.exists():
             raise FileNotFoundError(f"no supernet checkpoint at {self.checkpoint}; run the train stage first")
         net = self.space.build_supernet()
-        net.load_state_dict(torch.load(self.checkpoint, map_location="cpu", weights_only=False)["model"])
+        net.load_state_dict(torch.load(self.checkpoint, map_location="cpu", weights_only=True)["model"])
         return net.eval()
 
     def device_profile(self) -> dict[str, Any]:

@@ -180,7 +180,7 @@ def train_supernet(
     start_epoch, start_step, history, stats = 0, 0, [], (0.0, 0, 0)
     state = None
     if dist.is_main and checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     state = broadcast_object(state, dist)
     if state is not None:
         supernet.load_state_dict(state["model"])
@@ -366,22 +366,55 @@ def evaluate(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: tor
     return correct / max(1, len(y))
 
 
+CALIB_MODES = ("exact", "ofa")
+
+
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, x: torch.Tensor, r: int, batch_size: int = 256) -> None:
-    """Reset BatchNorm running statistics and re-estimate them as exact averages over ``x`` (at resolution r)."""
+def recalibrate_bn(model: nn.Module, x: torch.Tensor, r: int, batch_size: int = 256, mode: str = "exact") -> None:
+    """Reset BatchNorm running statistics and re-estimate them over ``x`` (at resolution r), in batches.
+
+    ``mode="exact"``: torch's cumulative average of each batch's mean and unbiased variance (batches weighted
+    equally). ``mode="ofa"``: Once-for-All's ``set_running_statistics``: each batch's mean and *biased* variance,
+    averaged with the batch sizes as weights (what the published supernets' accuracies were measured with).
+    Either way every layer normalises a batch with that batch's own statistics while they are gathered.
+    """
+    if mode not in CALIB_MODES:
+        raise ValueError(f"BN recalibration mode {mode!r} is invalid; expected one of {list(CALIB_MODES)}")
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [(m.momentum) for m in bns]
+    sums: dict[nn.Module, list] = {}
+    hooks = []
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average = exact mean over batches
+        if mode == "ofa":  # momentum 1: after each batch the running stats are that batch's (variance unbiased)
+            m.momentum, sums[m] = 1.0, [0.0, 0.0, 0]
+
+            def gather(mod: nn.Module, inputs: tuple[torch.Tensor, ...], _out: torch.Tensor) -> None:
+                h = inputs[0]
+                n, per_channel = h.shape[0], h.numel() // h.shape[1]
+                acc = sums[mod]
+                acc[0] = acc[0] + mod.running_mean.double() * n
+                acc[1] = acc[1] + mod.running_var.double() * ((per_channel - 1) / per_channel * n)  # biased
+                acc[2] += n
+
+            hooks.append(m.register_forward_hook(gather))
     was = model.training
     model.train()
     dev = _device_of(model)
-    for i in range(0, len(x), batch_size):
-        model(resize(x[i : i + batch_size], r).to(dev))
-    model.train(was)
-    for m, mom in zip(bns, saved):
-        m.momentum = mom
+    try:
+        for i in range(0, len(x), batch_size):
+            model(resize(x[i : i + batch_size], r).to(dev))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
+    for m, (mean, var, n) in sums.items():
+        if n:
+            m.running_mean.copy_(mean / n)
+            m.running_var.copy_(var / n)
 
 
 @torch.no_grad()
@@ -406,10 +439,14 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
 
 def subnet_accuracy(space: SearchSpace, supernet: nn.Module, arch: Any, data: DataSplits, split: str = "val",
-                    calib_images: int = 512) -> float:
-    """Accuracy of ``arch`` extracted from ``supernet`` after BN recalibration on training images."""
+                    calib_images: int = 512, calib_batch: int = 256, calib_mode: str = "exact",
+                    n_eval: int | None = None) -> float:
+    """Accuracy of ``arch`` extracted from ``supernet`` on the first ``n_eval`` images of ``split`` after BN
+    recalibration (:func:`recalibrate_bn`) on the first ``calib_images`` training images, all as the data
+    presents them at the subnet's resolution (``DataSplits.at``)."""
+    r = space.resolution(arch)
     sub = space.extract(supernet, arch).to(memory_format=torch.channels_last)  # 2-3x faster on CPU
-    recalibrate_bn(sub, data.x_train[:calib_images], space.resolution(arch))
+    recalibrate_bn(sub, data.at("train", r, calib_images), r, calib_batch, calib_mode)
     sub = fold_batchnorm(sub).to(memory_format=torch.channels_last)
-    x, y = (data.x_val, data.y_val) if split == "val" else (data.x_test, data.y_test)
-    return evaluate(sub, x, y, space.resolution(arch), sub)
+    y = (data.y_val if split == "val" else data.y_test)[:n_eval]
+    return evaluate(sub, data.at(split, r, n_eval), y, r, sub)

@@ -73,7 +73,10 @@ def load_predictor(path: str | os.PathLike) -> Any:
     """A saved predictor of a run (``predictors/latency_fewshot.pkl``, ``latency.pkl`` or ``accuracy.pkl``),
     whatever its kind: every one answers ``predict(archs, return_std=...)``."""
     from predictors.fewshot import FewShotLatencyPredictor
+    from predictors.ofa_accuracy import OFAAccuracyPredictor
 
+    if Path(path).suffix == ".npz":  # data-only formats: never unpickled
+        return OFAAccuracyPredictor.load(path)
     unreadable = (ValueError, pickle.UnpicklingError, EOFError, AttributeError, ModuleNotFoundError)
     try:
         return FewShotLatencyPredictor.load(path)

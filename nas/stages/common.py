@@ -95,9 +95,24 @@ def validate_device_csv(cfg: Any) -> None:
 
 def calibration_batch(ctx: RunContext, arch: Any, n: int = 64) -> np.ndarray:
     """Real training images at the arch's resolution, for static int8 calibration."""
-    from nas.data import resize
+    return ctx.data.at("train", ctx.space.resolution(arch), n).numpy()
 
-    return resize(ctx.data.x_train[:n], ctx.space.resolution(arch)).numpy()
+
+def validate_bn_calibration(cfg: Any) -> None:
+    from nas.training import CALIB_MODES
+
+    positive_int(cfg, "predictor.calib_images")
+    if cfg.predictor.get("calib_batch") is not None:
+        positive_int(cfg, "predictor.calib_batch")
+    check_choice(cfg, "predictor.calib_mode", CALIB_MODES, default="exact")
+
+
+def bn_calibration(cfg: Any) -> dict[str, Any]:
+    """How every stage recalibrates BatchNorm of an extracted subnet (``predictor.calib_*``), as keyword
+    arguments of :func:`nas.training.subnet_accuracy`."""
+    p = cfg.predictor
+    return {"calib_images": int(p.calib_images), "calib_batch": int(p.get("calib_batch", 256)),
+            "calib_mode": str(p.get("calib_mode", "exact"))}
 
 
 class NeedsMeasurement(Exception):
@@ -226,17 +241,18 @@ def evaluate_archs(ctx: RunContext, supernet: Any, archs: Sequence[Any], splits:
     """Accuracy of each extracted subnet after BatchNorm recalibration (on the first ``n_cal`` training
     images, default ``predictor.calib_images``), on the requested splits (their first ``n_eval`` images, default
     all)."""
-    data = ctx.data
-    n_cal = int(ctx.cfg.predictor.calib_images if n_cal is None else n_cal)
+    data, calib = ctx.data, bn_calibration(ctx.cfg)
+    n_cal = int(calib["calib_images"] if n_cal is None else n_cal)
     out: dict[str, list[float]] = {s: [] for s in splits}
     for arch in tqdm(archs, desc=desc, unit="subnet", leave=False, disable=not progress):
+        r = ctx.space.resolution(arch)
         # channels-last: depthwise convs run 2-3x faster on CPU (oneDNN); results agree to float rounding
         sub = ctx.space.extract(supernet, arch).to(memory_format=torch.channels_last)
-        recalibrate_bn(sub, data.x_train[:n_cal], ctx.space.resolution(arch))
+        recalibrate_bn(sub, data.at("train", r, n_cal), r, calib["calib_batch"], calib["calib_mode"])
         sub = fold_batchnorm(sub).to(memory_format=torch.channels_last)  # eval only from here: BN into the convs
         for s in splits:
-            x, y = (data.x_val, data.y_val) if s == "val" else (data.x_test, data.y_test)
-            out[s].append(evaluate(sub, x[:n_eval], y[:n_eval], ctx.space.resolution(arch), sub))
+            y = data.y_val if s == "val" else data.y_test
+            out[s].append(evaluate(sub, data.at(s, r, n_eval), y[:n_eval], r, sub))
     return out
 
 

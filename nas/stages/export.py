@@ -11,10 +11,9 @@ from tqdm.auto import tqdm
 
 from latency_luts.measure import OrtSettings, measure_onnx_models
 from latency_luts.quantize import quantize_qdq
-from nas.data import resize
 from nas.export import export_subnet, int8_agreement
 from nas.rundir import RunContext, write_csv_atomic
-from nas.stages.common import calibration_batch, check_choice, positive_int, validate_device
+from nas.stages.common import bn_calibration, calibration_batch, check_choice, positive_int, validate_device
 from nas.training import recalibrate_bn
 
 log = logging.getLogger(__name__)
@@ -41,14 +40,15 @@ def run(ctx: RunContext) -> dict:
     for i, s in enumerate(tqdm(pareto.arch, desc="export Pareto subnets to ONNX", unit="subnet", leave=False)):
         arch = space.parse(s)
         sub = space.extract(supernet, arch)
-        recalibrate_bn(sub, ctx.data.x_train[: int(cfg.predictor.calib_images)], ctx.space.resolution(arch))
-        x = resize(ctx.data.x_test[: int(cfg.export.parity_batch)], ctx.space.resolution(arch)).contiguous()
+        r, calib = ctx.space.resolution(arch), bn_calibration(cfg)
+        recalibrate_bn(sub, ctx.data.at("train", r, calib["calib_images"]), r, calib["calib_batch"], calib["calib_mode"])
+        x = ctx.data.at("test", r, int(cfg.export.parity_batch)).contiguous()
         path = out_dir / f"pareto_{i:02d}_r{ctx.space.resolution(arch)}.onnx"
         row = export_subnet(sub.eval(), space.input_shape(arch, 1), path, x, cfg.export.exporter,
                             bool(cfg.export.fallback_to_legacy))
         if cfg.device.precision == "int8":  # the deployable file is the static-QDQ int8 model
             q = quantize_qdq(path, path.with_name(path.stem + "_int8.onnx"), calibration_batch(ctx, arch))
-            xt = resize(ctx.data.x_test, ctx.space.resolution(arch)).contiguous()
+            xt = ctx.data.at("test", r).contiguous()
             row["int8_top1_agreement"] = int8_agreement(sub, q, xt)
             row["fp32_onnx_path"], row["onnx_path"] = row["onnx_path"], str(q)
         rows.append(row)

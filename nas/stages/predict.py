@@ -2,11 +2,16 @@
 
 Writes evaluations.csv (arch, val_accuracy), predictors/latency.pkl, predictors/accuracy.pkl and
 predictors/metrics.json (cross-validated Spearman and MAPE of each predictor).
+
+With ``predictor.accuracy_from=FILE`` (Once-for-All's published accuracy predictor, experiment=ofa_pretrained)
+the accuracy model is that imported predictor, saved data-only as predictors/accuracy.npz; the measured subnets
+are still evaluated, and metrics.json reports how the imported predictions rank them.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,25 +21,41 @@ from omegaconf import OmegaConf
 from sklearn.model_selection import KFold
 
 from nas.rundir import RunContext, write_csv_atomic, write_json_atomic
-from nas.stages.common import evaluate_archs, positive_int, spearman
+from nas.stages.common import evaluate_archs, spearman, validate_bn_calibration
 from predictors import ArchPredictor, featurize
+from predictors.ofa_accuracy import OFAAccuracyPredictor
 
 log = logging.getLogger(__name__)
 
 
 def validate(cfg: Any) -> None:
-    positive_int(cfg, "predictor.calib_images")
+    validate_bn_calibration(cfg)
     for key in ("predictor.latency", "predictor.accuracy"):
         if OmegaConf.select(cfg, f"{key}._target_") is None:
             raise ValueError(f"{key} has no _target_; expected a predictor config like "
                              "{_target_: predictors.EnsembleRegressor, kind: ridge}")
+    if cfg.predictor.get("accuracy_from"):
+        if cfg.search_space.name != "ofa_mbv3":
+            raise ValueError(f"predictor.accuracy_from={cfg.predictor.accuracy_from!r} is OFA's MobileNetV3 accuracy "
+                             f"predictor; this run's space is {cfg.search_space.name!r} (expected ofa_mbv3)")
+        imported_accuracy(cfg)  # unreadable or wrong-shaped: fails before any stage runs
+
+
+def accuracy_file(ctx: RunContext) -> Path:
+    """Where this run's accuracy model is saved (the search stage reads it from here)."""
+    return ctx.path("predictors", "accuracy.npz" if ctx.cfg.predictor.get("accuracy_from") else "accuracy.pkl")
+
+
+def imported_accuracy(cfg: Any) -> OFAAccuracyPredictor:
+    return OFAAccuracyPredictor.from_checkpoint(cfg.predictor.accuracy_from)
 
 
 def _cv_scores(make, X: np.ndarray, y: np.ndarray, seed: int) -> dict[str, float]:  # noqa: ANN001
     pred = np.zeros_like(y)
     for tr, te in KFold(n_splits=min(5, len(y)), shuffle=True, random_state=seed).split(X):
         pred[te] = make().fit(X[tr], y[tr]).predict(X[te])
-    return {"cv_spearman": spearman(pred, y), "cv_mape": float(np.mean(np.abs(pred - y) / np.abs(y)))}
+    mape = float(np.mean(np.abs(pred - y) / np.abs(y))) if np.all(y != 0) else float("nan")  # undefined at 0
+    return {"cv_spearman": spearman(pred, y), "cv_mape": mape}
 
 
 
@@ -62,8 +83,13 @@ def run(ctx: RunContext) -> dict:
     feats = cfg.predictor.features
     ArchPredictor(instantiate(cfg.predictor.latency), ctx.space, feats).fit(archs, y_lat).save(
         ctx.path("predictors", "latency.pkl"))
-    ArchPredictor(instantiate(cfg.predictor.accuracy), ctx.space, feats).fit(archs, y_acc).save(
-        ctx.path("predictors", "accuracy.pkl"))
+    if cfg.predictor.get("accuracy_from"):
+        imported = imported_accuracy(cfg)
+        metrics["accuracy_imported"] = {"file": str(cfg.predictor.accuracy_from),
+                                        "spearman_vs_measured": spearman(imported.predict(archs), y_acc)}
+        imported.save(accuracy_file(ctx))
+    else:
+        ArchPredictor(instantiate(cfg.predictor.accuracy), ctx.space, feats).fit(archs, y_acc).save(accuracy_file(ctx))
     write_json_atomic(ctx.path("predictors", "metrics.json"), metrics)
     log.info("predictors fitted on %d subnets: latency CV Spearman %.3f (MAPE %.3f), accuracy CV Spearman %.3f; "
              "val accuracy %.3f..%.3f", len(archs), metrics["latency"]["cv_spearman"], metrics["latency"]["cv_mape"],

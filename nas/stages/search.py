@@ -39,6 +39,7 @@ from nas.rundir import RunContext, file_stem, owner_gone, this_process, write_cs
 from nas.search import SearchProblem, build_strategy, run_budget, strategy_class
 from nas.search.surrogates import FixedModel
 from nas.stages.common import evaluate_archs, measure_archs, positive_int, spearman, validate_device
+from nas.stages.predict import accuracy_file
 from predictors import load_predictor
 
 log = logging.getLogger(__name__)
@@ -279,7 +280,7 @@ class Models:
 
     def __init__(self, ctx: RunContext, obj: Objectives) -> None:
         self.ctx, self.obj, self.space = ctx, obj, ctx.space
-        self.acc = load_predictor(ctx.path("predictors", "accuracy.pkl"))  # the predict stage's
+        self.acc = load_predictor(accuracy_file(ctx))  # the predict stage's
         fewshot_path = ctx.path("predictors", "latency_fewshot.pkl")
         self.fewshot = fewshot_path.is_file()
         self.lat = load_predictor(fewshot_path if self.fewshot else ctx.path("predictors", "latency.pkl"))

@@ -70,8 +70,8 @@ def encode_onehot(archs: Sequence[OFAArchitecture], r_range: tuple[int, int] = (
 
 
 @lru_cache(maxsize=32)
-def cost_tables(setting: str, resolutions: tuple[int, ...], n_classes: int, in_channels: int
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def cost_tables(setting: str, resolutions: tuple[int, ...], n_classes: int, in_channels: int,
+                width_mult: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Closed-form costs of every (resolution, layer, kernel, expand) block, from the same ``block_specs`` the
     supernet and the LUT keys use: (block MACs (R, 20, 3, 3), block params (20, 3, 3), fixed MACs (R,) of the
     stem, first block and head, fixed params). Integer arrays: sums are exact."""
@@ -86,21 +86,23 @@ def cost_tables(setting: str, resolutions: tuple[int, ...], n_classes: int, in_c
         for ki, kk in enumerate(KERNEL_CHOICES):
             for ei, ee in enumerate(EXPAND_CHOICES):
                 arch = OFAArchitecture((kk,) * N_LAYERS, (ee,) * N_LAYERS, (max(DEPTH_CHOICES),) * N_STAGES, r)
-                specs = block_specs(arch, setting)
+                specs = block_specs(arch, setting, width_mult=width_mult)
                 for b in specs[1:]:
                     li = b.stage * MAX_DEPTH + b.index
                     macs[ri, li, ki, ei] = b.macs()
                     params[li, ki, ei] = b.params()
                 if ki == 0 and ei == 0:
-                    fixed_macs[ri] = count_macs(arch, n_classes, in_channels, setting, specs) - sum(b.macs() for b in specs[1:])
-                    fixed_params = count_params(arch, n_classes, in_channels, setting, specs) - sum(b.params() for b in specs[1:])
+                    fixed_macs[ri] = (count_macs(arch, n_classes, in_channels, setting, specs, width_mult)
+                                      - sum(b.macs() for b in specs[1:]))
+                    fixed_params = (count_params(arch, n_classes, in_channels, setting, specs, width_mult)
+                                    - sum(b.params() for b in specs[1:]))
     for a in (macs, params, fixed_macs):
         a.setflags(write=False)
     return macs, params, fixed_macs, np.int64(fixed_params)
 
 
 def encode_costs(archs: Sequence[OFAArchitecture], setting: str, resolutions: tuple[int, ...], n_classes: int,
-                 in_channels: int) -> np.ndarray:
+                 in_channels: int, width_mult: float = 1.0) -> np.ndarray:
     """Per-stage MACs (M) of the elastic stages, total MACs (M), params (M) and resolution / 100: ``(n, 8)``."""
     k, e, _, r, active = choice_indices(archs)
     n = len(archs)
@@ -109,7 +111,8 @@ def encode_costs(archs: Sequence[OFAArchitecture], setting: str, resolutions: tu
     if n and (ri.max() >= len(res) or not np.array_equal(res[np.minimum(ri, len(res) - 1)], r)):
         bad = int(r[(ri >= len(res)) | (res[np.minimum(ri, len(res) - 1)] != r)][0])
         raise ValueError(f"resolution r={bad} is outside this space's resolutions {list(resolutions)}")
-    T_macs, T_params, fixed_macs, fixed_params = cost_tables(setting, tuple(resolutions), n_classes, in_channels)
+    T_macs, T_params, fixed_macs, fixed_params = cost_tables(setting, tuple(resolutions), n_classes, in_channels,
+                                                             float(width_mult))
     layers = np.arange(N_LAYERS)[None, :]
     block_macs = np.where(active, T_macs[ri[:, None], layers, k, e], 0)
     block_params = np.where(active, T_params[layers, k, e], 0)

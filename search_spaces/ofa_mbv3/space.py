@@ -17,16 +17,18 @@ from search_spaces.ofa_mbv3.arch import (
     OFAArchitecture,
 )
 from search_spaces.ofa_mbv3.encoding import active_mask, encode_costs, encode_onehot
-from search_spaces.ofa_mbv3.structure import SETTINGS, block_specs, count_macs, count_params
+from search_spaces.ofa_mbv3.structure import SETTINGS, block_specs, count_macs, count_params, widths
 from search_spaces.registry import register_search_space
 
 
 @register_search_space("ofa_mbv3")
 class OFAMobileNetV3Space(WeightSharingSpace[OFAArchitecture]):
-    """Once-for-All MobileNetV3 (w1.0): per-layer kernel {3,5,7} and expand {3,4,6}, depth {2,3,4}, resolution.
+    """Once-for-All MobileNetV3: per-layer kernel {3,5,7} and expand {3,4,6}, depth {2,3,4}, resolution.
 
     ``setting="imagenet"``: stem stride 2, r in 128..224 step 4. ``setting="small"``: 32x32-class inputs,
-    stem stride 1, r in 16..32 step 4.
+    stem stride 1, r in 16..32 step 4. ``width_mult`` scales every width as OFA does (1.0, or 1.2 for the
+    second published supernet); ``kernel_transform`` gives the supernet OFA's learned kernel-transformation
+    matrices (a smaller kernel = the larger one's centre through a matrix), off = plain centre crops.
     """
 
     def __init__(
@@ -36,6 +38,8 @@ class OFAMobileNetV3Space(WeightSharingSpace[OFAArchitecture]):
         in_channels: int = 3,
         resolutions: Sequence[int] | None = None,
         dropout: float = 0.1,
+        width_mult: float = 1.0,
+        kernel_transform: bool = True,
     ) -> None:
         if setting not in SETTINGS:
             raise ValueError(f"unknown ofa_mbv3 input setting {setting!r}; expected one of {sorted(SETTINGS)}")
@@ -45,6 +49,13 @@ class OFAMobileNetV3Space(WeightSharingSpace[OFAArchitecture]):
         self.n_classes = int(n_classes)
         self.in_channels = int(in_channels)
         self.dropout = float(dropout)
+        if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or not 0.25 <= width_mult <= 4:
+            raise ValueError(f"width_mult={width_mult!r} is invalid; expected a number in [0.25, 4] such as 1.0 or 1.2")
+        self.width_mult = float(width_mult)
+        self.widths = widths(self.width_mult)
+        if not isinstance(kernel_transform, bool):
+            raise ValueError(f"kernel_transform={kernel_transform!r} is invalid; expected true or false")
+        self.kernel_transform = kernel_transform
         res = tuple(int(r) for r in (resolutions or SETTINGS[setting]["resolutions"]))
         bad = [r for r in res if r <= 0 or r % 4]
         if not res or bad:
@@ -130,13 +141,13 @@ class OFAMobileNetV3Space(WeightSharingSpace[OFAArchitecture]):
     def cost_features(self, archs: Sequence[OFAArchitecture]) -> np.ndarray:
         """Per-stage MACs (M), total MACs (M), params (M) and resolution: good raw inputs for latency models
         (the closed-form costs of ``structure``, gathered for the whole batch from per-block tables)."""
-        return encode_costs(archs, self.setting, self.resolutions, self.n_classes, self.in_channels)
+        return encode_costs(archs, self.setting, self.resolutions, self.n_classes, self.in_channels, self.width_mult)
 
     def params(self, arch: OFAArchitecture) -> int:
-        return count_params(arch, self.n_classes, self.in_channels, self.setting)
+        return count_params(arch, self.n_classes, self.in_channels, self.setting, width_mult=self.width_mult)
 
     def macs(self, arch: OFAArchitecture) -> int:
-        return count_macs(arch, self.n_classes, self.in_channels, self.setting)
+        return count_macs(arch, self.n_classes, self.in_channels, self.setting, width_mult=self.width_mult)
 
     def input_shape(self, arch: OFAArchitecture, batch: int = 1) -> tuple[int, int, int, int]:
         return (batch, self.in_channels, arch.r, arch.r)
@@ -145,7 +156,8 @@ class OFAMobileNetV3Space(WeightSharingSpace[OFAArchitecture]):
     def build_supernet(self):  # noqa: ANN201 - torch imported lazily
         from search_spaces.ofa_mbv3.supernet import OFAMobileNetV3Supernet
 
-        return OFAMobileNetV3Supernet(self.n_classes, self.in_channels, self.setting, self.dropout)
+        return OFAMobileNetV3Supernet(self.n_classes, self.in_channels, self.setting, self.dropout,
+                                      width_mult=self.width_mult, kernel_transform=self.kernel_transform)
 
     def extract(self, supernet, arch: OFAArchitecture):  # noqa: ANN001, ANN201
         from search_spaces.ofa_mbv3.static import extract_subnet
@@ -153,22 +165,25 @@ class OFAMobileNetV3Space(WeightSharingSpace[OFAArchitecture]):
         return extract_subnet(supernet, arch)
 
     def blocks(self, arch: OFAArchitecture) -> list[str]:
-        specs = block_specs(arch, self.setting)
-        stem = f"stem:hw{arch.r}:cin{self.in_channels}:cout16:s{SETTINGS[self.setting]['stem_stride']}"
-        head = f"head:hw{specs[-1].out_hw}:cin160:classes{self.n_classes}"
+        W = self.widths
+        specs = block_specs(arch, self.setting, width_mult=self.width_mult)
+        stem = f"stem:hw{arch.r}:cin{self.in_channels}:cout{W.stem}:s{SETTINGS[self.setting]['stem_stride']}"
+        head = f"head:hw{specs[-1].out_hw}:cin{W.stages[-1]}:classes{self.n_classes}"
+        if (W.final_expand, W.last) != (960, 1280):  # w1.0 keys stay as they were (shipped LUTs use them)
+            head += f":expand{W.final_expand}:last{W.last}"
         return [stem] + [b.key() for b in specs] + [head]
 
     # --- integer genome (for vectorised evolutionary operators) --------------------------------
     def describe(self) -> dict[str, Any]:
         return {"setting": self.setting, "resolutions": list(self.resolutions), "n_classes": self.n_classes,
-                "in_channels": self.in_channels}
+                "in_channels": self.in_channels, "width_mult": self.width_mult,
+                "kernel_transform": self.kernel_transform}
 
     def block_catalogue(self) -> dict[str, tuple[Any, tuple[int, ...]]]:
         """Every distinct block (stem, first block, each MBConv shape/kernel/expand, head) at every resolution."""
         from torch import nn
 
         from search_spaces.ofa_mbv3.static import MBConv
-        from search_spaces.ofa_mbv3.structure import block_specs
         from search_spaces.ofa_mbv3.supernet import FirstBlock, Head
 
         cat: dict[str, tuple[Any, tuple[int, ...]]] = {}
@@ -178,14 +193,16 @@ class OFAMobileNetV3Space(WeightSharingSpace[OFAArchitecture]):
                 for e in EXPAND_CHOICES:
                     arch = OFAArchitecture((k,) * N_LAYERS, (e,) * N_LAYERS, (max(DEPTH_CHOICES),) * N_STAGES, r)
                     keys = self.blocks(arch)
-                    specs = block_specs(arch, self.setting)
+                    specs = block_specs(arch, self.setting, width_mult=self.width_mult)
                     stem_key, first_key, head_key = keys[0], keys[1], keys[-1]
                     if stem_key not in cat:
                         cat[stem_key] = (net.stem, (1, self.in_channels, r, r))
                         hw = specs[0].in_hw
-                        cat[first_key] = (FirstBlock(16), (1, 16, hw, hw))
+                        W = self.widths
+                        cat[first_key] = (FirstBlock(W.stem), (1, W.stem, hw, hw))
                         fhw = specs[-1].out_hw
-                        cat[head_key] = (nn.Sequential(Head(160), net.classifier), (1, 160, fhw, fhw))
+                        cat[head_key] = (nn.Sequential(Head(W.stages[-1], W.final_expand, W.last), net.classifier),
+                                         (1, W.stages[-1], fhw, fhw))
                     for key, spec in zip(keys[2:-1], specs[1:]):
                         if key not in cat:
                             cat[key] = (MBConv(spec), (1, spec.cin, spec.in_hw, spec.in_hw))

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from search_spaces.ofa_mbv3.arch import OFAArchitecture
-from search_spaces.ofa_mbv3.dynamic import DynamicMBConv, centre_crop, make_act
+from search_spaces.ofa_mbv3.dynamic import DynamicMBConv, make_act
 from search_spaces.ofa_mbv3.structure import BlockSpec, block_specs, se_channels
 
 
@@ -79,13 +79,13 @@ def _copy_bn(dst: nn.BatchNorm2d, src: nn.BatchNorm2d, n: int) -> None:
 
 @torch.no_grad()
 def static_block_from_dynamic(layer: DynamicMBConv, spec: BlockSpec) -> MBConv:
-    """A static block with the weights ``layer`` uses for ``spec`` (kernel crop, channel slices)."""
+    """A static block with the weights ``layer`` uses for ``spec`` (transformed kernel, channel slices)."""
     block = MBConv(spec)
     mods = list(block.body)
     mid = spec.mid
     mods[0].weight.copy_(layer.expand_conv.weight[:mid])
     _copy_bn(mods[1], layer.expand_bn, mid)
-    mods[3].weight.copy_(centre_crop(layer.dw_conv.weight[:mid], spec.kernel))
+    mods[3].weight.copy_(layer.depthwise_kernel(mid, spec.kernel))
     _copy_bn(mods[4], layer.dw_bn, mid)
     i = 6
     if spec.se:
@@ -104,7 +104,7 @@ def static_block_from_dynamic(layer: DynamicMBConv, spec: BlockSpec) -> MBConv:
 @torch.no_grad()
 def extract_subnet(supernet: nn.Module, arch: OFAArchitecture) -> OFASubnet:
     """Copy the weights ``arch`` uses out of ``supernet`` into a fresh static module (supernet untouched)."""
-    specs = block_specs(arch, supernet.setting)
+    specs = block_specs(arch, supernet.setting, width_mult=supernet.width_mult)
     blocks: list[nn.Module] = [copy.deepcopy(supernet.first_block)]
     for spec in specs[1:]:
         layer = supernet.stages[spec.stage][spec.index]
