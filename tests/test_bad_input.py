@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 REMOTE = "device=remote device.name=pi5"
+OFA = "experiment=ofa_pretrained data.root={files}/imagenet_like"
 
 # (README row, command-line arguments with {files} for the bad files this module writes, fragment of the error)
 CATALOGUE: list[tuple[str, str, str]] = [
@@ -85,6 +86,17 @@ CATALOGUE: list[tuple[str, str, str]] = [
      "cannot be opened: (psycopg.OperationalError)"),
     ("storage path that cannot be created", "search.storage=sqlite:///{files}/absent_dir/study.db",
      "cannot be opened: (sqlite3.OperationalError)"),
+    ("published supernet: another width", f"{OFA} train.import_from={{files}}/ofa_w1.0.pth search_space.width_mult=1.2",
+     "has shape [16, 3, 3, 3]; expected [24, 3, 3, 3] for width_mult=1.2"),
+    ("published supernet: missing key", f"{OFA} train.import_from={{files}}/ofa_missing.pth",
+     "checkpoint lacks 'blocks.7.conv.depth_conv.conv.7to5_matrix'"),
+    ("published supernet: truncated file", f"{OFA} train.import_from={{files}}/ofa_truncated.pth",
+     "cannot be read as weights"),
+    ("published supernet: file that runs code", f"{OFA} train.import_from={{files}}/ofa_code.pth",
+     "needs code to load, which is refused (weights_only=True)"),
+    ("published supernet: missing file", f"{OFA} train.import_from={{files}}/absent.pth", "does not exist"),
+    ("accuracy predictor that runs code", f"{OFA} train.import_from={{files}}/ofa_w1.0.pth "
+     "predictor.accuracy_from={files}/ofa_code.pth", "cannot be read as weights: it needs code to load"),
     ("ONNX file that fails to load (hwnas-measure)", "MEASURE {files}/broken_kit --device pi5 --out {run}/m.csv",
      "does not load in onnxruntime"),
 ]
@@ -137,6 +149,7 @@ def files(tmp_path_factory) -> Path:
     (d / "one_class" / "cat").mkdir(parents=True)
     for i in range(4):
         Image.fromarray(np.full((8, 8, 3), 40 * i, dtype=np.uint8)).save(d / "one_class" / "cat" / f"{i}.png")
+    _published_files(d)
     kit = d / "broken_kit"
     models = []
     for i in range(2):
@@ -145,6 +158,39 @@ def files(tmp_path_factory) -> Path:
     write_manifest(kit, "nb201", models)
     (kit / "1.onnx").write_bytes(b"not an onnx model")
     return d
+
+
+class RunsCode:
+    """Unpickling this would create ``marker`` (a stand-in for a payload that calls os.system)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _published_files(d: Path) -> None:
+    """A published-layout OFA w1.0 supernet (our supernet's tensors under OFA's key names) and broken copies; a
+    two-class ImageNet-style folder for experiment=ofa_pretrained."""
+    import torch
+    from PIL import Image
+
+    from nas.rundir import build_space
+    from search_spaces.ofa_mbv3.published import key_map
+
+    space = build_space(OmegaConf.load(ROOT / "conf/search_space/ofa_mbv3_imagenet.yaml"), n_classes=1000, in_channels=3)
+    ours = space.build_supernet().state_dict()
+    state = {ofa: ours[mine] for ofa, mine in key_map().items() if mine in ours}  # SE only where a stage has it
+    torch.save({"state_dict": state}, d / "ofa_w1.0.pth")
+    torch.save({"state_dict": {k: v for k, v in state.items() if k != "blocks.7.conv.depth_conv.conv.7to5_matrix"}},
+               d / "ofa_missing.pth")
+    (d / "ofa_truncated.pth").write_bytes((d / "ofa_w1.0.pth").read_bytes()[:200_000])
+    torch.save({"state_dict": state, "payload": RunsCode(d / "code_ran")}, d / "ofa_code.pth")
+    for c in ("n01", "n02"):
+        (d / "imagenet_like" / c).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((40, 48, 3), 60 * i, dtype=np.uint8)).save(d / "imagenet_like" / c / f"{i}.png")
 
 
 EARLIER = {"summary.json": '{"n_pareto": 4}\n', "pareto.csv": "arch,accuracy\na,0.9\n",
@@ -196,6 +242,12 @@ def test_bad_input_fails_in_one_line_and_leaves_earlier_results(results, name, a
     assert fragment in lines[0], lines[0]
     assert lines[0].startswith(("hwnas: error: ", "hwnas-measure: error: ")), lines[0]
     assert after == before, f"{run} changed: {sorted(set(after.items()) ^ set(before.items()))}"
+
+
+def test_no_catalogue_file_ran_code(results, files: Path) -> None:
+    """The pickled payloads of the 'runs code' rows were refused unread: their marker file does not exist."""
+    assert len(results) == len(CATALOGUE)
+    assert not (files / "code_ran").exists()
 
 
 def test_readme_table_lists_exactly_the_catalogue() -> None:

@@ -92,6 +92,29 @@ def _score(space, model, arch, x_cal: torch.Tensor, holdout: tuple[torch.Tensor,
     return correct / len(y), nll / len(y)
 
 
+def _earlier_standalone(cfg: Any, data_name: str, archs: list) -> list[dict]:  # noqa: ANN401
+    """The stand-alone scores of ``bench.standalone_from`` (an earlier result JSON) as journal records, after
+    checking what the JSON can tell: same space, data, epochs, seeds, and the same sampled subnets."""
+    path = Path(str(cfg.standalone_from))
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"bench.standalone_from={str(path)!r} cannot be read ({e}); expected a supernet_ranking "
+                         "result JSON") from None
+    want = {"bench": "supernet_ranking", "space": cfg.space, "data": data_name, "epochs": int(cfg.epochs),
+            "standalone_seeds": int(cfg.standalone_seeds)}
+    for k, v in want.items():
+        if old.get(k) != v:
+            raise ValueError(f"bench.standalone_from={str(path)!r} has {k}={old.get(k)!r}; expected {v!r} (the "
+                             "stand-alone scores of other settings cannot be reused)")
+    names = [a.to_string() for a in archs]
+    if [r["arch"] for r in old.get("archs", [])] != names:
+        raise ValueError(f"bench.standalone_from={str(path)!r} scored other subnets; expected the {len(names)} "
+                         "this run samples (same n_archs, sampling and seed)")
+    return [{"kind": "standalone", "subnet": r["arch"], "seed": s, "acc": acc, "nll": nll, "from": str(path)}
+            for r in old["archs"] for s, (acc, nll) in enumerate(zip(r["standalone_accs"], r["standalone_nlls"]))]
+
+
 def sample_subnets(space, n: int, sampling: str, rng: np.random.Generator) -> list:  # noqa: ANN001
     """``n`` random subnets, uniform or stratified by MACs (see the module docstring)."""
     if sampling == "uniform":
@@ -115,12 +138,13 @@ def run(cfg: Any) -> dict:
         raise ValueError(f"bench.n_archs={cfg.n_archs} is too small; expected >= 3 for a rank correlation")
     data = _load(cfg)
     torch.set_num_threads(int(cfg.threads))
-    space = create_search_space(**SPACES[cfg.space], n_classes=data.n_classes, in_channels=data.channels)
+    extra = {"kernel_transform": bool(cfg.kernel_transform)} if SPACES[cfg.space]["name"] == "ofa_mbv3" else {}
+    space = create_search_space(**SPACES[cfg.space], **extra, n_classes=data.n_classes, in_channels=data.channels)
     tcfg = TrainConfig(epochs=int(cfg.epochs), batch_size=int(cfg.batch_size), lr=float(cfg.lr),
                        n_random=int(cfg.n_random), seed=int(cfg.seed), threads=int(cfg.threads),
                        checkpoint_every_s=0)
     # every setting the figures depend on (not threads, out or cache_dir)
-    key = {k: v for k, v in as_dict(cfg).items() if k not in ("threads", "out", "cache_dir")}
+    key = {k: v for k, v in as_dict(cfg).items() if k not in ("threads", "out", "cache_dir", "standalone_from")}
     work = Path(str(cfg.cache_dir)) / digest(key)
     work.mkdir(parents=True, exist_ok=True)
     write_json_atomic(work / "key.json", key)
@@ -141,13 +165,17 @@ def run(cfg: Any) -> dict:
         done[rec["kind"], rec["subnet"], rec.get("seed")] = rec
         return rec
 
+    archs = sample_subnets(space, int(cfg.n_archs), sampling, np.random.default_rng(int(cfg.seed) + 1))
+    if cfg.standalone_from:  # checked before an hour of training, not after
+        for rec in _earlier_standalone(cfg, data.name, archs):
+            if ("standalone", rec["subnet"], rec["seed"]) not in done:
+                record(rec)
     t0 = time.perf_counter()
     torch.manual_seed(int(cfg.seed))
     supernet = space.build_supernet()
     log.info("training the %s supernet on %s %s for %d epochs", cfg.space, data.name, data.sizes(), tcfg.epochs)
     train_supernet(supernet, space, data, replace(tcfg, checkpoint_every_s=300), checkpoint=work / "supernet.pt")
     t_super = time.perf_counter() - t0
-    archs = sample_subnets(space, int(cfg.n_archs), sampling, np.random.default_rng(int(cfg.seed) + 1))
     x_cal, holdout = data.x_train[: int(cfg.calib_images)], _holdout(data)  # built once, scored many times
     rows = []
     for i, arch in enumerate(tqdm(archs, desc="inherited vs stand-alone", unit="subnet")):
