@@ -233,9 +233,10 @@ def run(cfg: Any) -> dict[str, Any]:
     features = {k: pd.DataFrame(v, index=archs) for k, v in featurizer(space)(archs).items()}
     base = SourceRidgeBaseline().meta_fit(src)  # deterministic: meta-fitted once
 
-    results: dict[str, dict[str, list]] = {"ours": {}, "baseline": {}}
+    results: dict[str, dict[str, list]] = {"ours": {}, "baseline": {}, "prior": {}}
     log_src = np.log(src.to_numpy())
     log_src = (log_src - log_src.mean(0)) / log_src.std(0)
+    prior_log = np.log(src.to_numpy()).mean(1)  # the unadapted prior: the typical source device
     arch_x = np.hstack([f.to_numpy() for f in features.values()])
     inputs = {"source": log_src, "arch": arch_x, "both": np.hstack([log_src, arch_x])}
     ceiling: dict[str, dict[str, float]] = {}
@@ -276,12 +277,18 @@ def run(cfg: Any) -> dict[str, Any]:
                     query = query_fixed if query_fixed is not None else np.setdiff1d(have, rows)
                     pred = model.predict([archs[i] for i in query])
                     results[name].setdefault(dev, []).append((ms, *_metrics(pred, y_all[query])))
+                    if name == "baseline":  # the prior, its level set to the same random measurements
+                        level = np.mean(np.log(y_all[rows]) - prior_log[rows])
+                        results["prior"].setdefault(dev, []).append(
+                            (ms, *_metrics(np.exp(prior_log[query] + level), y_all[query])))
                 bar.update(1)
     bar.close()
     out = {"space": space, "budget": budget, "protocol": protocol, "meta_seeds": meta_seeds, "predictor": cfg["predictor"],
            **({"validate": "help_valid"} if cfg["validate"] == "help_valid" else {}),
            **_summary(results["ours"]), "meta_fits": configs}
     out["baseline"] = {"space": space, "budget": budget, "protocol": protocol, **_summary(results["baseline"])}
+    out["prior"] = {"space": space, "budget": budget, "protocol": protocol, **_summary(results["prior"])}
+    out.update(_losses(out))
     if ceiling:
         out["ceiling"] = _ceiling_summary(ceiling)
     _print_table(out)
@@ -301,6 +308,12 @@ def run(cfg: Any) -> dict[str, Any]:
     return out
 
 
+def _losses(out: dict[str, Any]) -> dict[str, Any]:
+    """The devices where ours ranks below the ridge baseline (mean Spearman over every run)."""
+    lost = [d for d, m in out["devices"].items() if m["spearman_mean"] < out["baseline"]["devices"][d]["spearman_mean"]]
+    return {"losses_to_ridge": lost, "n_losses_to_ridge": len(lost)}
+
+
 def _validate(cfg: dict[str, Any]) -> dict[str, Any]:
     """Leave-one-family-out over the meta-train devices (the meta-test devices are never read)."""
     from predictors.fewshot import device_family
@@ -313,7 +326,7 @@ def _validate(cfg: dict[str, Any]) -> dict[str, Any]:
     if len(families) < 3:
         raise ValueError(f"bench.validate needs meta-train devices of >= 3 families, got {sorted(families)}")
     out: dict[str, Any] = {"space": cfg["space"], "budget": cfg["budget"], "protocol": cfg["protocol"],
-                           "validate": True, "devices": {}, "baseline": {"devices": {}}}
+                           "validate": True, "devices": {}, "baseline": {"devices": {}}, "prior": {"devices": {}}}
     ceiling: dict[str, dict[str, Any]] = {}
     for held in families.values():
         fold = {**cfg, "validate": False, "out": None, "meta_train": [d for d in train if d not in held],
@@ -321,14 +334,16 @@ def _validate(cfg: dict[str, Any]) -> dict[str, Any]:
         res = run(fold)
         out["devices"].update(res["devices"])
         out["baseline"]["devices"].update(res["baseline"]["devices"])
+        out["prior"]["devices"].update(res["prior"]["devices"])
         ceiling.update(res.get("ceiling", {}).get("devices", {}))
     if ceiling:
         out["ceiling"] = _ceiling_summary(ceiling)
-    for part in (out, out["baseline"]):
+    for part in (out, out["baseline"], out["prior"]):
         part["mean_spearman"] = float(np.mean([m["spearman_mean"] for m in part["devices"].values()]))
         per_meta = np.array([m["spearman_per_meta_seed"] for m in part["devices"].values()])  # (devices, meta-seeds)
         part["mean_spearman_worst_meta_seed"] = float(per_meta.mean(0).min())
     out["meta_seeds"] = int(cfg["meta_seeds"])
+    out.update(_losses(out))
     print("validation (leave one meta-train family out):")
     _print_table(out)
     if cfg["out"]:
@@ -339,15 +354,16 @@ def _validate(cfg: dict[str, Any]) -> dict[str, Any]:
 def _print_table(out: dict[str, Any]) -> None:
     print(f"latency_fewshot space={out['space']} protocol={out['protocol']} budget={out['budget']}")
     ceil = out.get("ceiling", {}).get("devices", {})
-    print(f"{'device':<16}{'ours rho':>10}{'+-':>7}{'worst':>7}{'MAPE%':>8}{'w10':>7}   {'ridge rho':>10}{'MAPE%':>8}"
-          f"{'w10':>7}   {'ceiling rho (full pool)':>24}")
+    print(f"{'device':<22}{'ours rho':>10}{'+-':>7}{'worst':>7}{'MAPE%':>8}{'w10':>7}   {'ridge rho':>10}{'MAPE%':>8}"
+          f"{'w10':>7}   {'prior rho':>10}   {'ceiling rho (full pool)':>24}")
     for dev, m in out["devices"].items():
-        b = out["baseline"]["devices"][dev]
+        b, pr = out["baseline"]["devices"][dev], out["prior"]["devices"][dev]
         c = f"{ceil[dev]['best']:>24.3f}" if dev in ceil else f"{'-':>24}"
-        print(f"{dev:<16}{m['spearman_mean']:>10.3f}{m['spearman_std']:>7.3f}{m['spearman_worst']:>7.3f}"
+        print(f"{dev:<22}{m['spearman_mean']:>10.3f}{m['spearman_std']:>7.3f}{m['spearman_worst']:>7.3f}"
               f"{m['mape_mean']:>8.2f}{m['within10_mean']:>7.2f}"
-              f"   {b['spearman_mean']:>10.3f}{b['mape_mean']:>8.2f}{b['within10_mean']:>7.2f}   {c}")
+              f"   {b['spearman_mean']:>10.3f}{b['mape_mean']:>8.2f}{b['within10_mean']:>7.2f}   {pr['spearman_mean']:>10.3f}   {c}")
     c = f"{out['ceiling']['mean_best']:>24.3f}" if ceil else ""
-    print(f"{'mean':<16}{out['mean_spearman']:>10.3f}{'':>7}{out['mean_spearman_worst_meta_seed']:>7.3f}{'':>15}"
-          f"   {out['baseline']['mean_spearman']:>10.3f}{'':>15}   {c}")
-    print(f"worst = lowest mean over the {out.get('meta_seeds', 1)} meta-training seed(s)")
+    print(f"{'mean':<22}{out['mean_spearman']:>10.3f}{'':>7}{out['mean_spearman_worst_meta_seed']:>7.3f}{'':>15}"
+          f"   {out['baseline']['mean_spearman']:>10.3f}{'':>15}   {out['prior']['mean_spearman']:>10.3f}   {c}")
+    print(f"worst = lowest mean over the {out.get('meta_seeds', 1)} meta-training seed(s); ours below ridge on "
+          f"{out['n_losses_to_ridge']} of {len(out['devices'])} devices {out['losses_to_ridge'] or ''}")

@@ -3,9 +3,9 @@
 ``calibrate.source`` is either interchange-format CSVs of source devices measured in *this run's* space and
 setting (meta-trained here, e.g. HELP's ofa_mbv3 GPU latencies for ``search_space=ofa_mbv3_imagenet``) or one
 saved :class:`~predictors.fewshot.FewShotLatencyPredictor` file. The stage chooses ``budget`` architectures of
-the source table (by default with the predictor's selection rule: greedy max prior variance, or the rule
-meta-training picked when given several), measures them on the device (locally in one fresh process, or
-through a kit and ``hwnas-measure`` CSV with ``device=remote``), adapts, and writes
+the source table (by default with the predictor's selection rule: half by greedy max prior variance, half at
+random, or the rule meta-training picked when given several), measures them on the device (locally in one
+fresh process, or through a kit and ``hwnas-measure`` CSV with ``device=remote``), adapts, and writes
 
 * ``predictors/latency_fewshot.pkl`` - the calibrated predictor; the search stage uses it for latency,
 * ``predictors/latency_fewshot_meta.pkl`` - the meta-trained predictor (reused on reruns with the same source),
@@ -29,7 +29,7 @@ from nas.rundir import RunContext, write_csv_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-SELECTIONS = ("meta", "random", "kmeans", "variance")
+SELECTIONS = ("meta", "random", "kmeans", "variance", "mixed")
 SETTING_KEYS = ("setting", "dataset", "input_size")  # what makes the same arch string a different network
 
 

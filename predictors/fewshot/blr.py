@@ -86,24 +86,38 @@ def untarget(f: np.ndarray, var: np.ndarray, transform: str, stats: tuple[float,
     return np.maximum(t * ref, 1e-9), ref * sd * np.sqrt(var)
 
 
-def mixture_weights(ev: np.ndarray, meta_scores: np.ndarray, strengths) -> np.ndarray:  # noqa: ANN001
+def mixture_weights(ev: np.ndarray, meta_scores: np.ndarray, strengths, by_evidence: bool = False) -> np.ndarray:  # noqa: ANN001
     """Model-average weights of the configurations: ``exp(ev + kappa * meta_scores)`` normalised, averaged over
-    the prior strengths ``strengths`` (one strength: that prior alone)."""
-    out = np.zeros(len(ev))
+    the prior strengths ``strengths`` (one strength: that prior alone) - with equal weight, or, ``by_evidence``,
+    with weight proportional to each strength's marginal likelihood of the measurements,
+    ``sum_c exp(ev_c) * prior_kappa(c)`` (type-II maximum likelihood over the prior's strength: a target the
+    meta-learned prior explains keeps it, one it does not falls back to the flat prior, kappa = 0)."""
+    per, log_marg = [], []
     for kappa in strengths:
-        logw = ev + float(kappa) * meta_scores
+        log_prior = float(kappa) * meta_scores
+        log_prior = log_prior - _logsumexp(log_prior)
+        logw = ev + log_prior
+        log_marg.append(_logsumexp(logw))
         w = np.exp(logw - logw.max())
-        out += w / w.sum()
-    return out / len(strengths)
+        per.append(w / w.sum())
+    lm = np.asarray(log_marg)
+    mix = np.exp(lm - lm.max()) if by_evidence else np.ones(len(per))
+    return np.asarray(mix / mix.sum()) @ np.stack(per)
+
+
+def _logsumexp(a: np.ndarray) -> float:
+    m = float(np.max(a))
+    return m + float(np.log(np.exp(a - m).sum()))
 
 
 def check_prior_mix(ev: np.ndarray, loo_pred: np.ndarray, y: np.ndarray, meta_scores: np.ndarray,
-                    mixes, base_mix: int) -> tuple[int, np.ndarray]:  # noqa: ANN001
+                    mixes, base_mix: int, by_evidence: bool = False) -> tuple[int, np.ndarray]:  # noqa: ANN001
     """Which of the candidate priors ``mixes`` (each a list of strengths, see :func:`mixture_weights`) the model
     average uses: ``mixes[base_mix]``, unless another predicts the measurements ``y`` clearly better
     leave-one-out (``loo_pred``: configs x measurements) - by 2 standard errors and by at least 20% of the
-    base's mean squared log error. Returns the index and the (thresholded) mean gain of every candidate."""
-    err = np.array([np.log(mixture_weights(ev, meta_scores, mix) @ loo_pred / y) ** 2 for mix in mixes])
+    base's mean squared log error (``by_evidence``: see :func:`mixture_weights`). Returns the index and the
+    (thresholded) mean gain of every candidate."""
+    err = np.array([np.log(mixture_weights(ev, meta_scores, mix, by_evidence) @ loo_pred / y) ** 2 for mix in mixes])
     base = err[base_mix]
     gain = base - err
     se = gain.std(1, ddof=1) / np.sqrt(len(y))
@@ -116,15 +130,26 @@ def pick(
     blocks: dict[str, np.ndarray], scales: tuple[float, ...], rule: str, rows: np.ndarray, budget: int,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """Positions in ``rows`` of ``budget`` archs to measure: random, k-means medoids or greedy max prior
-    variance, in the feature geometry of one configuration (``scales`` per block of ``BLOCKS``)."""
+    """Positions in ``rows`` of ``budget`` archs to measure, in the feature geometry of one configuration
+    (``scales`` per block of ``BLOCKS``): ``random``; ``kmeans`` medoids; ``variance`` (greedy max prior
+    variance); ``mixed`` (half by max variance, the rest at random, so that part of the measurements is
+    representative of the candidates)."""
     if rule == "random":
         return rng.choice(len(rows), size=budget, replace=False)
     z = np.hstack([a * blocks[n][rows] for n, a in zip(BLOCKS, scales, strict=True) if a and n in blocks])
     z = z - z.mean(0)
     if rule == "kmeans":
         return kmeans_pick(z, budget, rng)
-    chosen: list[int] = []  # greedy max prior variance (pivoted Cholesky on the features)
+    if rule == "mixed":
+        first = _max_variance(z, budget // 2, rng)
+        rest = rng.choice(np.setdiff1d(np.arange(len(rows)), first), size=budget - len(first), replace=False)
+        return np.concatenate([first, rest])
+    return _max_variance(z, budget, rng)
+
+
+def _max_variance(z: np.ndarray, budget: int, rng: np.random.Generator) -> np.ndarray:
+    """Greedy max prior variance (pivoted Cholesky on the feature rows ``z``)."""
+    chosen: list[int] = []
     resid = z.copy()
     norms = (resid**2).sum(1) + 1e-12 * rng.random(len(z))
     for _ in range(budget):
@@ -134,4 +159,4 @@ def pick(
         resid -= np.outer(resid @ v, v)
         norms = (resid**2).sum(1)
         norms[chosen] = -1.0
-    return np.asarray(chosen)
+    return np.asarray(chosen, dtype=np.int64)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-FORMAT_VERSION = 3  # 3: the imputer is the fitted attribute outside_ (predictors.fewshot.impute)
+FORMAT_VERSION = 4  # 3: the imputer is the fitted attribute outside_ (predictors.fewshot.impute); 4: views_
 
 
 def arch_key(arch: Any) -> str:

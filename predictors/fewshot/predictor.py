@@ -18,16 +18,21 @@ regression with up to five feature blocks, each with its own prior scale:
 ``meta_fit`` simulates the few-shot task on every source device in turn, holding out its whole hardware
 family (``1080ti_1/32/256`` go together) from the features: random pool, ``meta_budget`` measurements,
 Spearman on held-out archs. This scores every configuration (block scales, noise, target transform raw/log)
-and picks the measurement-selection rule among ``selections`` (random, k-means medoids, or greedy max prior
-variance = pivoted Cholesky in feature space; the default is variance alone, in the feature geometry of the best
-log-latency configuration) and, with ``prior_mix="choose"``,
+and picks the measurement-selection rule among ``selections`` (random, k-means medoids, greedy max prior
+variance = pivoted Cholesky in feature space, or ``mixed``: half by max variance, half at random - the default,
+in the feature geometry of the best log-latency configuration) and, with ``prior_mix="choose"``,
 the strength ``kappa`` of the meta-learned prior over configurations (one-standard-error rule: the weakest
-prior within one paired SE of the best).
+prior within one paired SE of the best). Max variance alone bets the whole budget on the prior's geometry: on
+devices of other measurement campaigns it picked architectures the prior misjudged; the random half keeps the
+measurements, and so the evidence that weighs the models, representative of the candidates (BENCHMARKS.md).
 
 ``adapt`` computes the closed-form posterior of *every* configuration and averages them (Bayesian model
 averaging) with weights ``marginal likelihood of the measurements x exp(kappa * meta score)``, by default
 averaged over every candidate ``kappa`` (``prior_mix="average"``); so a noisy target falls back to heavily
-regularised models and an additive one to per-op costs.
+regularised models and an additive one to per-op costs. Every configuration also exists in a second *view*
+where the space has dead code (NB201: :mod:`predictors.fewshot.views`): the architecture as a compiler runs it.
+Both views share the meta-learned prior, so the target's measurements alone decide whether the device runs
+the network as written (PyTorch) or without its dead operations (exporters, inference engines).
 ``predict(..., return_std=True)`` returns the mixture's predictive std (ms).
 
 Architectures absent from the source table (e.g. the search's proposals): given a ``featurizer`` at
@@ -42,13 +47,11 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
 from predictors.fewshot import blr as _blr
 from predictors.fewshot.blocks import norm_blocks, table_blocks
@@ -61,27 +64,12 @@ from predictors.fewshot.common import (
     validate_measurements,
 )
 from predictors.fewshot.impute import OutsideTable
+from predictors.fewshot.meta import check_params, device_family, rowwise_spearman, simulated_tasks
+from predictors.fewshot.views import VIEWS, view_keys
 
 __all__ = ["FewShotLatencyPredictor", "device_family"]
 
 FEATURE_BLOCKS = ("enc", "phys")
-SELECTIONS = ("random", "kmeans", "variance")
-TASK_TRIMS = ("pool+query", "query", "none")  # which parts of a simulated task keep the 10th-90th latency percentile
-
-
-def device_family(name: str) -> str:
-    """Hardware family of a device name: the name without a trailing ``_<batch size>`` (``1080ti_32`` -> ``1080ti``)."""
-    return re.sub(r"_\d+$", "", str(name))
-
-
-def _rowwise_spearman(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Spearman of each row of ``pred`` (configs x n) with ``y`` (n)."""
-    rp = rankdata(pred, axis=1)
-    ry = rankdata(y)
-    rp -= rp.mean(1, keepdims=True)
-    ry = ry - ry.mean()
-    den = np.sqrt((rp**2).sum(1) * (ry**2).sum())
-    return np.where(den > 0, (rp @ ry) / np.where(den > 0, den, 1.0), 0.0)
 
 
 class FewShotLatencyPredictor:
@@ -92,9 +80,10 @@ class FewShotLatencyPredictor:
             block (0 disables a block).
         noises: candidate noise std (in units of the target's std over the measured archs).
         transforms: candidate target transforms, ``"raw"`` (ms relative to the mean) and/or ``"log"``.
-        selections: candidate selection rules for :meth:`select`: ``"random"``, ``"kmeans"``, ``"variance"``;
-            :meth:`meta_fit` picks one when given several. The default is greedy max prior variance alone: the
-            meta-learned choice among the three flipped between meta-training seeds (BENCHMARKS.md).
+        selections: candidate selection rules for :meth:`select`: ``"random"``, ``"kmeans"``, ``"variance"``,
+            ``"mixed"`` (half max variance, half random); :meth:`meta_fit` picks one when given several (the
+            meta-learned choice flipped between meta-training seeds). Default ``mixed``: on devices unlike the
+            sources max variance alone lost to ridge, random alone lost on HELP's noisy phones (BENCHMARKS.md).
         prior_strengths: candidate weights kappa of the meta-learned log prior ``kappa * meta_score`` over
             configurations (meta-learned too; 0 = pure marginal-likelihood weighting).
         meta_tasks: simulated few-shot tasks per held-out source device.
@@ -116,13 +105,18 @@ class FewShotLatencyPredictor:
             latencies nobody knows yet) or ``"none"``.
         prior_mix: how the meta-learned prior enters the model average: ``"average"`` mixes the model averages
             of every strength in ``prior_strengths`` with equal weight, so no single strength - the choice that
-            moved most between meta-training seeds - decides; ``"choose"`` uses the one strength
-            :meth:`meta_fit` picks (``prior_strength_``, checked by ``prior_check``).
+            moved most between meta-training seeds - decides; ``"evidence"`` weighs them by their marginal
+            likelihood of the target's measurements (type-II ML; validated no better than ``"average"``);
+            ``"choose"`` uses the one strength :meth:`meta_fit` picks (``prior_strength_``, checked by
+            ``prior_check``).
         selection_transform: the target transform of the feature geometry a non-random rule selects in
             (``geometry_``: the best configuration under random picks among those of this transform, or among
             all when ``transforms`` lacks it): ``"log"``, ``"raw"`` or ``"any"``. The best raw and log
             configurations score alike on simulated tasks (4th digit), so with ``"any"`` the geometry flipped
             between meta-training seeds; on held-out devices log-geometry picks scored higher (BENCHMARKS.md).
+        views: ``("asis", "live")``: also every configuration on the archs as a compiler runs them (dead
+            operations removed, :mod:`predictors.fewshot.views`), where that changes some arch of the table and
+            those archs can be scored; ``views_`` holds the views kept. ``("asis",)``: as written only.
         random_state: seed of the meta-training simulation.
     """
 
@@ -136,7 +130,7 @@ class FewShotLatencyPredictor:
         phys_scales: Sequence[float] = (0.0, 0.3, 1.0, 3.0),
         noises: Sequence[float] = (0.1, 0.3),
         transforms: Sequence[str] = ("raw", "log"),
-        selections: Sequence[str] = ("variance",),
+        selections: Sequence[str] = ("mixed",),
         prior_strengths: Sequence[float] = (0.0, 30.0, 100.0, 300.0, 1000.0),
         meta_tasks: int = 4,
         meta_budget: int = 20,
@@ -149,6 +143,7 @@ class FewShotLatencyPredictor:
         task_trim: str = "pool+query",
         prior_mix: str = "average",
         selection_transform: str = "log",
+        views: Sequence[str] = VIEWS,
         random_state: int = 0,
     ) -> None:
         self.src_scales = src_scales
@@ -171,31 +166,12 @@ class FewShotLatencyPredictor:
         self.task_trim = task_trim
         self.prior_mix = prior_mix
         self.selection_transform = selection_transform
+        self.views = views
         self.random_state = random_state
 
     # ------------------------------------------------------------------ features
     def _check_params(self) -> None:
-        for t in self.transforms:
-            if t not in ("raw", "log"):
-                raise ValueError(f"transform {t!r} is invalid; expected 'raw' or 'log'")
-        if self.prior_check not in ("loo", "none"):
-            raise ValueError(f"prior_check={self.prior_check!r} is invalid; expected 'loo' or 'none'")
-        if self.impute not in ("boost", "ridge", "none"):
-            raise ValueError(f"impute={self.impute!r} is invalid; expected 'boost', 'ridge' or 'none'")
-        if self.task_trim not in TASK_TRIMS:
-            raise ValueError(f"task_trim={self.task_trim!r} is invalid; expected one of {list(TASK_TRIMS)}")
-        if self.prior_mix not in ("choose", "average"):
-            raise ValueError(f"prior_mix={self.prior_mix!r} is invalid; expected 'choose' or 'average'")
-        if self.selection_transform not in ("log", "raw", "any"):
-            raise ValueError(f"selection_transform={self.selection_transform!r} is invalid; expected 'log', 'raw' or "
-                             "'any'")
-        if self.leave_out not in ("family", "device"):
-            raise ValueError(f"leave_out={self.leave_out!r} is invalid; expected 'family' or 'device'")
-        for s in self.selections:
-            if s not in SELECTIONS:
-                raise ValueError(f"selection {s!r} is invalid; expected one of {list(SELECTIONS)}")
-        if any(k < 0 for k in self.prior_strengths) or not len(self.prior_strengths):
-            raise ValueError(f"prior_strengths={list(self.prior_strengths)} is invalid; expected values >= 0")
+        check_params(self)
 
     def _configs(self, names: Sequence[str]) -> list[tuple[str, tuple[float, ...], float]]:
         has_enc = "enc" in names
@@ -256,16 +232,7 @@ class FewShotLatencyPredictor:
         rng = np.random.default_rng(self.random_state)
         n_pool = min(self.meta_pool, n // 2)
         n_query = min(self.meta_query, n - n_pool)
-        tasks = []  # (held-out device, trimmed pool, trimmed query)
-        for j in range(lat.shape[1]):
-            for _ in range(self.meta_tasks):
-                perm = rng.permutation(n)
-                pool, query = perm[:n_pool], perm[n_pool : n_pool + n_query]
-                if self.task_trim == "pool+query":
-                    pool = pool[np.argsort(lat[pool, j])][int(0.1 * len(pool)) : int(0.9 * len(pool))]
-                if self.task_trim != "none":
-                    query = query[np.argsort(lat[query, j])][int(0.1 * len(query)) : int(0.9 * len(query))]
-                tasks.append((j, pool, query))
+        tasks = simulated_tasks(lat, self.meta_tasks, n_pool, n_query, self.task_trim, rng)
         family = [device_family(d) if self.leave_out == "family" else d for d in table.columns]
         held = [[i for i, f in enumerate(family) if f == family[j]] for j in range(lat.shape[1])]
         if any(len(h) == lat.shape[1] for h in held):
@@ -290,7 +257,7 @@ class FewShotLatencyPredictor:
                     picks = _blr.pick(loo[j][geometry[0]], geometry[1], rule, pool, self.meta_budget, rng)
                 tr = pool[picks]
                 preds, ev = self._all_configs(loo[j], tr, lat[tr, j], query)
-                spear[k] = _rowwise_spearman(preds, lat[query, j])
+                spear[k] = rowwise_spearman(preds, lat[query, j])
                 top = np.argsort(-ev)[:n_keep]
                 kept.append((top, ev[top], preds[top], lat[query, j]))
             return per_device(spear), kept
@@ -309,8 +276,9 @@ class FewShotLatencyPredictor:
                 bma = np.zeros(len(kept))
                 for k, (top, ev, preds, y_q) in enumerate(kept):
                     others = np.setdiff1d(np.arange(n_dev), held[task_dev[k]])  # prior learned without j's family
-                    w = _blr.mixture_weights(ev, dev_scores[np.ix_(others, top)].mean(0), mix)
-                    bma[k] = _rowwise_spearman((w @ preds)[None], y_q)[0]
+                    w = _blr.mixture_weights(ev, dev_scores[np.ix_(others, top)].mean(0), mix,
+                                             self.prior_mix == "evidence")
+                    bma[k] = rowwise_spearman((w @ preds)[None], y_q)[0]
                 table_scores[(rule, float(mix[0]) if len(mix) == 1 else None)] = per_device(bma[:, None])[:, 0]
         (rule, best_kappa) = max(table_scores, key=lambda key: table_scores[key].mean())
         kappa = best_kappa  # None with prior_mix="average": no strength to choose
@@ -333,21 +301,38 @@ class FewShotLatencyPredictor:
         self.featurizer_ = featurizer
         self.outside_ = OutsideTable(featurizer, self.impute, self.random_state).fit(
             list(table.index), feats, lat, stats, self.blocks_)
+        # a second view where it changes some arch and its archs can be scored (views.py): every configuration
+        # again on the compiled archs, same meta-learned prior, so only the target's measurements decide
+        keys = list(table.index)
+        self.views_ = ["asis"] + [v for v in self.views if v != "asis" and (vk := view_keys(keys, v)) != keys
+                                  and (self.outside_.imputer_ is not None or set(vk) <= set(keys))]
+        self._set_configs([(t if v == "asis" else f"{t}|{v}", sc, nz) for v in self.views_ for t, sc, nz in configs])
+        self.meta_scores_ = np.tile(self.meta_scores_, len(self.views_))
         return self
 
     def _blocks_of(self, archs: Sequence[Any], transforms: Sequence[str] | None = None):
         """Normalised blocks per transform for ``archs`` (table rows where known, imputed source latencies
         otherwise, see ``outside_``) and the mask of imputed archs."""
         keys = [arch_key(a) for a in archs]
-        rows = np.array([self.index_.get(k, -1) for k in keys], dtype=np.int64)
-        new = np.flatnonzero(rows < 0)
-        out = {t: {n: b[rows] for n, b in self.blocks_[t].items()} for t in (transforms or list(self.blocks_))}
-        if len(new):
-            imputed = self.outside_.blocks([keys[i] for i in new], self.block_stats_, list(out))
-            for t, blocks in out.items():
-                for n, b in imputed[t].items():
-                    blocks[n][new] = b
-        return out, rows < 0
+        out, absent = {}, np.zeros(len(keys), dtype=bool)
+        wanted = list(transforms or np.unique(self.config_transforms_))
+        for view in self.views_:
+            ts = [t for t in wanted if (t.partition("|")[2] or "asis") == view]
+            if not ts:
+                continue
+            vkeys = view_keys(keys, view)
+            rows = np.array([self.index_.get(k, -1) for k in vkeys], dtype=np.int64)
+            new = np.flatnonzero(rows < 0)
+            absent |= rows < 0
+            base = {t: t.partition("|")[0] for t in ts}
+            for t in ts:
+                out[t] = {n: b[rows] for n, b in self.blocks_[base[t]].items()}
+            if len(new):
+                imputed = self.outside_.blocks([vkeys[i] for i in new], self.block_stats_, sorted(set(base.values())))
+                for t in ts:
+                    for n, b in imputed[base[t]].items():
+                        out[t][n][new] = b
+        return out, absent
 
     def _set_configs(self, configs: list[tuple[str, tuple[float, ...], float]]) -> None:
         self.configs_ = configs
@@ -363,11 +348,12 @@ class FewShotLatencyPredictor:
         for t in np.unique(self.config_transforms_[which]):
             sel = np.flatnonzero(self.config_transforms_[which] == t)
             idx = which[sel]
-            z, stats = _blr.target(y_tr, t)
+            tf = t.partition("|")[0]
+            z, stats = _blr.target(y_tr, tf)
             grams = _blr.grams(blocks[t], tr, query)
             f, _, _, log_ev = _blr.batch_posterior(grams, self.config_scales_[idx], self.config_noises_[idx], z)
-            preds[sel] = _blr.untarget(f, np.zeros_like(f), t, stats)[0]
-            ev[sel] = log_ev + _blr.jacobian(y_tr, t)
+            preds[sel] = _blr.untarget(f, np.zeros_like(f), tf, stats)[0]
+            ev[sel] = log_ev + _blr.jacobian(y_tr, tf)
         return preds, ev
 
     # ------------------------------------------------------------------ few-shot use
@@ -379,11 +365,12 @@ class FewShotLatencyPredictor:
         tr = np.arange(len(y))
         for t in np.unique(self.config_transforms_):
             idx = np.flatnonzero(self.config_transforms_ == t)
-            z, stats = _blr.target(y, t)
+            tf = t.partition("|")[0]
+            z, stats = _blr.target(y, tf)
             grams = _blr.grams(blocks[t], tr, tr[:1])
             _, chol, alpha, log_ev = _blr.batch_posterior(grams, self.config_scales_[idx], self.config_noises_[idx], z)
-            ev[idx] = log_ev + _blr.jacobian(y, t)
-            loo[idx] = _blr.untarget(_blr.loo(chol, alpha, z)[0], 0.0, t, stats)[0]
+            ev[idx] = log_ev + _blr.jacobian(y, tf)
+            loo[idx] = _blr.untarget(_blr.loo(chol, alpha, z)[0], 0.0, tf, stats)[0]
         return ev, loo
 
     def select(self, candidate_archs: Sequence[Any], budget: int, rng: np.random.Generator) -> list[Any]:
@@ -414,15 +401,15 @@ class FewShotLatencyPredictor:
         # candidate priors: the meta-learned one first (every strength mixed, or the chosen one), then each
         # single strength; prior_check="loo" moves off the first only when another is clearly better
         singles = [[k] for k in self.prior_strengths]
-        if self.prior_mix == "average":
-            mixes, base = [list(self.prior_strengths), *singles], 0
-        else:
+        if self.prior_mix == "choose":
             mixes, base = singles, list(self.prior_strengths).index(self.prior_strength_)
-        pick = base
+        else:
+            mixes, base = [list(self.prior_strengths), *singles], 0
+        pick, by_ev = base, self.prior_mix == "evidence"
         if self.prior_check == "loo":
-            pick, self.loo_gain_ = _blr.check_prior_mix(ev, loo, y, self.meta_scores_, mixes, base)
+            pick, self.loo_gain_ = _blr.check_prior_mix(ev, loo, y, self.meta_scores_, mixes, base, by_ev)
         self.kappa_ = float(mixes[pick][0]) if len(mixes[pick]) == 1 else None
-        w = _blr.mixture_weights(ev, self.meta_scores_, mixes[pick])
+        w = _blr.mixture_weights(ev, self.meta_scores_, mixes[pick], by_ev)
         self.active_ = np.flatnonzero(w >= 1e-4 * w.max())
         self.weights_ = w[self.active_] / w[self.active_].sum()
         return self
@@ -440,20 +427,21 @@ class FewShotLatencyPredictor:
         for t in np.unique(self.config_transforms_[self.active_]):
             sel = np.flatnonzero(self.config_transforms_[self.active_] == t)
             idx = self.active_[sel]
-            z, stats = _blr.target(self.train_y_, t)
+            tf = t.partition("|")[0]
+            z, stats = _blr.target(self.train_y_, tf)
             grams = _blr.grams_between(self.train_blocks_[t], q_blocks[t])
             f, chol, alpha, _ = _blr.batch_posterior(grams, self.config_scales_[idx], self.config_noises_[idx], z)
             extra = np.zeros(len(idx))
-            if return_std and imputed.any() and t in self.outside_.impute_cov_:
+            if return_std and imputed.any() and tf in self.outside_.impute_cov_:
                 s_tr = self.train_blocks_[t]["src"] - self.train_blocks_[t]["src"].mean(0)
                 w_src = self.config_scales_[idx, src, None] ** 2 * (alpha @ s_tr)  # configs x source devices
-                extra = np.einsum("ci,ij,cj->c", w_src, self.outside_.impute_cov_[t], w_src)
+                extra = np.einsum("ci,ij,cj->c", w_src, self.outside_.impute_cov_[tf], w_src)
             for k, (i, w) in enumerate(zip(idx, self.weights_[sel], strict=True)):
                 if return_std:
                     var = _blr.query_var(grams, self.config_scales_[i], self.config_noises_[i], chol[k]) + extra[k] * imputed
                 else:
                     var = 0 * f[k]
-                mu, sd = _blr.untarget(f[k], var, t, stats)
+                mu, sd = _blr.untarget(f[k], var, tf, stats)
                 mean += w * mu
                 second += w * (sd**2 + mu**2)
         if return_std:
