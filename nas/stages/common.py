@@ -240,7 +240,13 @@ def evaluate_archs(ctx: RunContext, supernet: Any, archs: Sequence[Any], splits:
                    n_eval: int | None = None) -> dict[str, list[float]]:
     """Accuracy of each extracted subnet after BatchNorm recalibration (on the first ``n_cal`` training
     images, default ``predictor.calib_images``), on the requested splits (their first ``n_eval`` images, default
-    all)."""
+    all). With ``predictor.accuracy_source=imported`` every split's accuracy is the imported accuracy predictor's
+    (``predictor.accuracy_from``): a run on a published supernet without labelled images."""
+    if ctx.cfg.predictor.get("accuracy_source", "measured") == "imported":  # no labelled images: OFA's predictor
+        from predictors.ofa_accuracy import OFAAccuracyPredictor
+
+        pred = OFAAccuracyPredictor.from_checkpoint(ctx.cfg.predictor.accuracy_from).predict(list(archs))
+        return {s: [float(v) for v in pred] for s in splits}
     data, calib = ctx.data, bn_calibration(ctx.cfg)
     n_cal = int(calib["calib_images"] if n_cal is None else n_cal)
     out: dict[str, list[float]] = {s: [] for s in splits}

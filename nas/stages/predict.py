@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from sklearn.model_selection import KFold
 
 from nas.rundir import RunContext, write_csv_atomic, write_json_atomic
-from nas.stages.common import evaluate_archs, spearman, validate_bn_calibration
+from nas.stages.common import check_choice, evaluate_archs, spearman, validate_bn_calibration
 from predictors import ArchPredictor, featurize
 from predictors.ofa_accuracy import OFAAccuracyPredictor
 
@@ -39,6 +39,10 @@ def validate(cfg: Any) -> None:
             raise ValueError(f"predictor.accuracy_from={cfg.predictor.accuracy_from!r} is OFA's MobileNetV3 accuracy "
                              f"predictor; this run's space is {cfg.search_space.name!r} (expected ofa_mbv3)")
         imported_accuracy(cfg)  # unreadable or wrong-shaped: fails before any stage runs
+    check_choice(cfg, "predictor.accuracy_source", ("measured", "imported"), default="measured")
+    if cfg.predictor.get("accuracy_source", "measured") == "imported" and not cfg.predictor.get("accuracy_from"):
+        raise ValueError("predictor.accuracy_source=imported needs predictor.accuracy_from (OFA's accuracy predictor "
+                         "checkpoint); expected a file, or accuracy_source=measured")
 
 
 def accuracy_file(ctx: RunContext) -> Path:

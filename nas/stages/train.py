@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from nas.distributed import DistContext
 from nas.rundir import RunContext, write_json_atomic
-from nas.stages.common import bn_calibration, positive_int, validate_bn_calibration
+from nas.stages.common import bn_calibration, evaluate_archs, positive_int, validate_bn_calibration
 from nas.training import TrainConfig, save_atomic, subnet_accuracy, train_supernet
 
 log = logging.getLogger(__name__)
@@ -63,8 +63,8 @@ def _import(ctx: RunContext) -> dict:
     origin = {"file": str(src.resolve()), "sha256": digest, "format": "ofa_mbv3",
               "width_mult": float(ctx.space.width_mult)}
     save_atomic({"model": supernet.state_dict(), "imported_from": origin}, ctx.checkpoint)
-    accs = {name: subnet_accuracy(ctx.space, supernet, arch, ctx.data, "val", **bn_calibration(ctx.cfg))
-            for name, arch in (("largest", ctx.space.largest()), ("smallest", ctx.space.smallest()))}
+    ends = {"largest": ctx.space.largest(), "smallest": ctx.space.smallest()}
+    accs = dict(zip(ends, evaluate_archs(ctx, supernet, list(ends.values()), progress=False)["val"], strict=True))
     log.info("imported %s (sha256 %s...): val accuracy after BN recalibration: largest %.3f, smallest %.3f",
              src, digest[:12], accs["largest"], accs["smallest"])
     return {"imported_from": origin, "val_acc_largest": accs["largest"], "val_acc_smallest": accs["smallest"],

@@ -11,12 +11,12 @@ import pytest
 from scipy.stats import spearmanr
 
 
-def _bench(tmp_path):
-    out = tmp_path / "sr.json"
+def _bench(tmp_path, *extra: str, name: str = "sr.json"):
+    out = tmp_path / name
     proc = subprocess.run([sys.executable, "-m", "nas.bench.cli", "bench=supernet_ranking", "bench.n_archs=3",
                            "bench.epochs=1", "bench.standalone_seeds=1", "bench.threads=1",
                            "bench.calib_images=256", f"bench.out={out}", f"bench.cache_dir={tmp_path / 'cache'}",
-                           f"hydra.run.dir={tmp_path / 'h'}"], capture_output=True, text=True, timeout=900)
+                           f"hydra.run.dir={tmp_path / 'h'}", *extra], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(out.read_text())
 
@@ -46,6 +46,18 @@ def test_supernet_ranking_bench_reports_a_consistent_rank_correlation(tmp_path):
     for a, b in zip(res["archs"], again["archs"], strict=True):
         assert a["arch"] == b["arch"]
         assert a["inherited_acc"] == b["inherited_acc"] and a["standalone_acc"] == pytest.approx(b["standalone_acc"], abs=2e-3)
+
+    # the centre-crop supernet (kernel_transform=false) against the same stand-alone reference, reused from the
+    # first run's JSON: no stand-alone model is trained again, the reference figures are the first run's
+    plain = _bench(tmp_path, "bench.kernel_transform=false", f"bench.standalone_from={tmp_path / 'sr.json'}",
+                   name="plain.json")
+    assert plain["reused_from_journal"] == 0
+    kinds = [json.loads(x) for x in Path(plain["journal"]).read_text().splitlines()]
+    assert sum(k["kind"] == "standalone" and k.get("from") == str(tmp_path / "sr.json") for k in kinds) == 3
+    assert [r["standalone_accs"] for r in plain["archs"]] == [r["standalone_accs"] for r in res["archs"]]
+    assert Path(plain["journal"]) != journal  # another supernet: another journal
+    with pytest.raises(AssertionError, match="bench.standalone_from=.* has epochs=1; expected 2"):
+        _bench(tmp_path, "bench.epochs=2", f"bench.standalone_from={tmp_path / 'sr.json'}", name="bad.json")
 
 
 def test_bad_bench_values_are_refused(tmp_path):

@@ -81,6 +81,20 @@ def test_ofa_pretrained_runs_every_stage_on_a_published_supernet(tmp_path):
     assert all((run_dir / p).is_file() for p in pareto.onnx_path)
     assert all(OFAArchitectureFrom(a).r in range(128, 225, 4) for a in pareto.arch)
 
+    # without labelled images: every accuracy of the run is OFA's predictor's
+    blind = tmp_path / "blind"
+    with initialize_config_module(config_module="nas.conf", version_base="1.3"):
+        cfg = compose("config", overrides=[*(o for o in overrides if not o.startswith("run_dir=")),
+                                           f"run_dir={blind}", "predictor.accuracy_source=imported"])
+    summary = run_pipeline(cfg)
+    cand = pd.read_csv(blind / "candidates.csv")
+    archs = [OFAArchitectureFrom(s) for s in cand.arch]
+    assert np.allclose(cand.val_accuracy, imported.predict(archs), atol=1e-9)
+    assert np.allclose(cand.test_accuracy, cand.val_accuracy)
+    assert summary["stages"]["train"]["val_acc_largest"] == pytest.approx(
+        float(imported.predict([OFAArchitectureFrom("ks=" + ",".join(["7"] * 20) + ";e=" + ",".join(["6"] * 20)
+                                                     + ";d=4,4,4,4,4;r=224")])[0]))
+
 
 def OFAArchitectureFrom(text: str):  # noqa: N802 - reads like the constructor it stands for
     from search_spaces import OFAArchitecture
