@@ -78,9 +78,10 @@ class FolderSplits(DataSplits):
             raise ValueError(f"split {split!r} is invalid; expected one of {sorted(self.files)}")
         files = self.files[split][:n]
         key = (split, int(r), len(files))
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self.normalise(self._cache[key])
+        for k in list(self._cache):  # the same images at the same resolution, or more of them: no decoding
+            if k[:2] == key[:2] and k[2] >= key[2]:
+                self._cache.move_to_end(k)
+                return self.normalise(self._cache[k][: key[2]])
         x = read_images(files, int(r), self.channels, desc=f"{split} images at {r}px")
         self._cache[key] = x
         while sum(v.numel() for v in self._cache.values()) > CACHE_BYTES and len(self._cache) > 1:

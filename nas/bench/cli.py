@@ -25,6 +25,7 @@ BENCHES = {
     "inner_search": "nas.bench.inner_search",
     "scaling": "nas.bench.scaling",
     "workers": "nas.bench.workers",
+    "ofa_import": "nas.bench.ofa_import",
 }
 
 
@@ -51,7 +52,7 @@ def _app(cfg: DictConfig) -> None:
         print(f"hwnas-bench: error: {e}", file=sys.stderr)
         sys.exit(2)
     if name not in ("latency_fewshot", "latency_cpu_calibration", "supernet_overhead", "accuracy_predictor",
-                    "inner_search", "scaling", "search_supernet"):  # own tables
+                    "inner_search", "scaling", "search_supernet", "ofa_import"):  # own tables
         _print_table(result)
     print(f"result: {bcfg.out}")
 
