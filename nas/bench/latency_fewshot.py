@@ -21,7 +21,9 @@ Both read architectures as the pipeline's calibrate stage does (:func:`featurize
 :class:`SpaceFeaturizer`). ``meta_train: all`` meta-trains on every device of the data that is not a target, e.g.
 HELP's devices when a further latency set (its own CSV in ``data``) holds the targets.
 
-Beside them, ``ceiling`` is a diagnostic, not a method: per target device, the Spearman on the same query of
+``prior`` is the unadapted prior on the same query: the typical source device (geometric mean of the source
+latencies), its level set to the ridge's measurements; ``losses_to_ridge`` lists the devices where ours ranks
+below ridge. Beside them, ``ceiling`` is a diagnostic, not a method: per target device, the Spearman on the same query of
 models fitted to *every* pool arch (~36x the budget) on the same inputs (log source latencies + arch features):
 ridge and boosted trees. It shows how much of a device's ranking is predictable at all from these inputs
 (HELP's nb201 pixel2 and raspi4 stop near 0.83 and 0.96 even so).
