@@ -30,23 +30,9 @@ LAYOUTS = ("encoder", "tutorial")
 
 
 def _read(path: str | Path) -> dict[str, np.ndarray]:
-    import torch
+    from search_spaces.ofa_mbv3.published import read_state
 
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ValueError(f"accuracy predictor {str(path)!r} does not exist; expected OFA's accuracy predictor "
-                         "checkpoint (.pth)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - every failure means "not a plain weights file"
-        code = "weights_only" in str(e) or "Unsupported global" in str(e)
-        why = "it needs code to load, which is refused (weights_only=True)" if code \
-            else (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise ValueError(f"accuracy predictor {str(path)!r} cannot be read as weights: {why}") from None
-    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"accuracy predictor {str(path)!r} holds no state dict of tensors; expected OFA's "
-                         "AccuracyPredictor weights")
+    state = read_state(path, "accuracy predictor", "OFA's AccuracyPredictor weights (.pth)")
     return {k: v.detach().double().numpy() for k, v in state.items()}
 
 

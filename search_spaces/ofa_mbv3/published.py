@@ -65,24 +65,25 @@ def key_map() -> dict[str, str]:
     return m
 
 
-def read_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a published checkpoint (``{"state_dict": ...}`` or a bare state dict), read without
-    running code; one-line ``ValueError`` for anything else."""
+def read_state(path: str | Path, what: str = "checkpoint",
+               expected: str = "a published OFA supernet file (e.g. ofa_mbv3_d234_e346_k357_w1.0)"
+               ) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file (``{"state_dict": ...}`` or a bare state dict), read with
+    ``torch.load(weights_only=True)``: a file that needs code to load is refused, never executed. One-line
+    ``ValueError`` naming ``what`` and the file for anything else (also the accuracy predictor's reader)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ValueError(f"checkpoint {str(path)!r} does not exist; expected a published OFA supernet file "
-                         "(e.g. ofa_mbv3_d234_e346_k357_w1.0)")
+        raise ValueError(f"{what} {str(path)!r} does not exist; expected {expected}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises several kinds; all mean "not a plain weights file"
         why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "weights_only" in str(e) or "Unsupported global" in str(e):
             why = "it needs code to load, which is refused (weights_only=True)"
-        raise ValueError(f"checkpoint {str(path)!r} cannot be read as weights: {why[:200]}") from None
+        raise ValueError(f"{what} {str(path)!r} cannot be read as weights: {why[:200]}") from None
     state = obj.get("state_dict", obj) if isinstance(obj, Mapping) else None
     if not isinstance(state, Mapping) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"checkpoint {str(path)!r} holds no state dict of tensors; expected {{'state_dict': "
-                         "{name: tensor}} as OFA publishes it")
+        raise ValueError(f"{what} {str(path)!r} holds no state dict of tensors; expected {expected}")
     return dict(state)
 
 
