@@ -58,9 +58,28 @@ def load_digits(image_size: int = 32, val_frac: float = 0.15, test_frac: float =
     return DataSplits("digits", xs[0], y[tr], xs[1], y[va], xs[2], y[te], 10)
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """CIFAR-10's python batches are pickles by format: this reader resolves only what they hold (dicts, lists,
+    bytes and numpy arrays); any other global, e.g. a payload that would run a command, is refused unread."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("numpy.core.numeric", "_frombuffer"),
+               ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR-10 batch")
+        return super().find_class(module, name)
+
+
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with open(path, "rb") as f:
-        d = pickle.load(f, encoding="bytes")
+    try:
+        with open(path, "rb") as f:
+            d = _ArraysOnly(f, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, KeyError, AttributeError) as e:
+        raise ValueError(f"CIFAR-10 batch {str(path)!r} cannot be read ({e}); expected CIFAR-10's python "
+                         "batch format (a dict of data and labels)") from None
     x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
     y = np.asarray(d[b"labels"], dtype=np.int64)
     return x, y

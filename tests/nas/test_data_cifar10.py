@@ -108,3 +108,23 @@ def test_supernet_ranking_bench_runs_on_cifar10_batches(tmp_path, cifar_root):
     assert res["holdout_images"] == 100 + 200  # 10% of the 1,000 training images + 1,000 // 5 test images
     for r in res["archs"]:
         assert r["standalone_acc"] > 0.3 and r["inherited_acc"] > 0.2  # learnt, well above chance (0.1)
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_batch_that_would_run_code_is_refused_unread(tmp_path):
+    """CIFAR-10's batches are pickles: the reader resolves only arrays, lists and bytes, never other globals."""
+    write_cifar10(tmp_path)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    with open(batch, "wb") as f:
+        pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1], b"x": _RunsCode(tmp_path / "ran")}, f)
+    with pytest.raises(ValueError, match="data_batch_2' cannot be read .*pathlib.*is not allowed") as e:
+        load_cifar10(str(tmp_path / "cifar-10-batches-py"))
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "ran").exists()
