@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -105,6 +106,21 @@ def validate_bn_calibration(cfg: Any) -> None:
     if cfg.predictor.get("calib_batch") is not None:
         positive_int(cfg, "predictor.calib_batch")
     check_choice(cfg, "predictor.calib_mode", CALIB_MODES, default="exact")
+
+
+def imported_accuracy(cfg: Any) -> Any:  # predictors.ofa_accuracy.OFAAccuracyPredictor
+    """The accuracy predictor of ``predictor.accuracy_from``, read once per file version (the search evaluates
+    one subnet at a time: the checkpoint is not re-read for each)."""
+    path = Path(str(cfg.predictor.accuracy_from)).expanduser()
+    st = path.stat() if path.is_file() else None
+    return _read_accuracy_predictor(str(path), st.st_mtime_ns if st else 0, st.st_size if st else 0)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_accuracy_predictor(path: str, mtime_ns: int, size: int) -> Any:
+    from predictors.ofa_accuracy import OFAAccuracyPredictor
+
+    return OFAAccuracyPredictor.from_checkpoint(path)
 
 
 def bn_calibration(cfg: Any) -> dict[str, Any]:
@@ -243,9 +259,7 @@ def evaluate_archs(ctx: RunContext, supernet: Any, archs: Sequence[Any], splits:
     all). With ``predictor.accuracy_source=imported`` every split's accuracy is the imported accuracy predictor's
     (``predictor.accuracy_from``): a run on a published supernet without labelled images."""
     if ctx.cfg.predictor.get("accuracy_source", "measured") == "imported":  # no labelled images: OFA's predictor
-        from predictors.ofa_accuracy import OFAAccuracyPredictor
-
-        pred = OFAAccuracyPredictor.from_checkpoint(ctx.cfg.predictor.accuracy_from).predict(list(archs))
+        pred = imported_accuracy(ctx.cfg).predict(list(archs))
         return {s: [float(v) for v in pred] for s in splits}
     data, calib = ctx.data, bn_calibration(ctx.cfg)
     n_cal = int(calib["calib_images"] if n_cal is None else n_cal)

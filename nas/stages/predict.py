@@ -21,9 +21,14 @@ from omegaconf import OmegaConf
 from sklearn.model_selection import KFold
 
 from nas.rundir import RunContext, write_csv_atomic, write_json_atomic
-from nas.stages.common import check_choice, evaluate_archs, spearman, validate_bn_calibration
+from nas.stages.common import (
+    check_choice,
+    evaluate_archs,
+    imported_accuracy,
+    spearman,
+    validate_bn_calibration,
+)
 from predictors import ArchPredictor, featurize
-from predictors.ofa_accuracy import OFAAccuracyPredictor
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +53,6 @@ def validate(cfg: Any) -> None:
 def accuracy_file(ctx: RunContext) -> Path:
     """Where this run's accuracy model is saved (the search stage reads it from here)."""
     return ctx.path("predictors", "accuracy.npz" if ctx.cfg.predictor.get("accuracy_from") else "accuracy.pkl")
-
-
-def imported_accuracy(cfg: Any) -> OFAAccuracyPredictor:
-    return OFAAccuracyPredictor.from_checkpoint(cfg.predictor.accuracy_from)
 
 
 def _cv_scores(make, X: np.ndarray, y: np.ndarray, seed: int) -> dict[str, float]:  # noqa: ANN001

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from nas.distributed import DistContext
 from nas.rundir import RunContext, write_json_atomic
-from nas.stages.common import bn_calibration, evaluate_archs, positive_int, validate_bn_calibration
+from nas.stages.common import evaluate_archs, positive_int, validate_bn_calibration
 from nas.training import TrainConfig, save_atomic, subnet_accuracy, train_supernet
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def run(ctx: RunContext) -> dict:
     accs = {  # train_supernet evaluates the largest subnet (same BN recalibration) after its last epoch
         "largest": last["val_acc_largest"] if "val_acc_largest" in last
         else subnet_accuracy(ctx.space, supernet, ctx.space.largest(), ctx.data, "val", n_cal),
-        "smallest": subnet_accuracy(ctx.space, supernet, ctx.space.smallest(), ctx.data, "val", **bn_calibration(ctx.cfg)),
+        "smallest": subnet_accuracy(ctx.space, supernet, ctx.space.smallest(), ctx.data, "val", n_cal),
     }
     write_json_atomic(ctx.path("train_history.json"), result["history"])
     log.info("supernet val accuracy after BN recalibration: largest %.3f, smallest %.3f", accs["largest"], accs["smallest"])
