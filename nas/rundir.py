@@ -19,14 +19,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from latency_luts import files
+
 log = logging.getLogger(__name__)
-
-
-def _tmp_beside(path: Path) -> Path:
-    """A temporary name beside ``path`` that no other process or thread uses (workers share run directories)."""
-    import threading
-
-    return path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
 
 
 def file_stem(text: str) -> str:
@@ -63,18 +58,13 @@ def owner_gone(owner: str) -> bool | None:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON to a temporary file beside ``path``, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_beside(path)
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    files.write_json_atomic(path, obj)
 
 
 def write_csv_atomic(path: Path, df: Any) -> None:
     """Write a DataFrame as CSV to a temporary file beside ``path``, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_beside(path)
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with files.atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
 
 
 def build(node: Any, drop: tuple[str, ...] = ("name",), **overrides: Any) -> Any:
