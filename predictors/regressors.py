@@ -86,6 +86,20 @@ class EnsembleRegressor(BaseEstimator, RegressorMixin):
         self.seed = seed
         self.calibrate_std = calibrate_std
         self.candidates = candidates
+        self.check_params()
+
+    def check_params(self) -> None:
+        """One-line errors for invalid settings (at construction, so a bad config fails before any stage runs)."""
+        if self.kind != "auto" and self.kind not in KINDS:
+            make_base(self.kind)  # the one-line error naming the kind
+        if self.kind == "auto":
+            if not len(self.candidates):
+                raise ValueError("kind='auto' with no candidates; expected a list of kinds")
+            for k in self.candidates:
+                if k not in KINDS:
+                    raise ValueError(f"candidates has {k!r}; expected kinds from {list(KINDS)}")
+        if not isinstance(self.n_members, int | np.integer) or isinstance(self.n_members, bool) or self.n_members < 1:
+            raise ValueError(f"n_members={self.n_members!r} is invalid; expected an integer >= 1")
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Predictors pickled before ``calibrate_std``/``candidates``/``kind_`` existed load as they predicted."""
@@ -103,14 +117,7 @@ class EnsembleRegressor(BaseEstimator, RegressorMixin):
             raise ValueError(f"{len(y)} training points are too few; expected at least 3")
         if not np.all(np.isfinite(y)) or (self.log_target and np.any(y <= 0)):
             raise ValueError("targets contain NaN/inf (or non-positive values with log_target); expected finite values")
-        if int(self.n_members) < 1:
-            raise ValueError(f"n_members={self.n_members} is invalid; expected >= 1")
-        kinds = list(self.candidates) if self.kind == "auto" else [self.kind]
-        if not kinds:
-            raise ValueError("kind='auto' with no candidates; expected a list of kinds")
-        for k in kinds:
-            if k not in KINDS:
-                make_base(k)  # the one-line error naming the kind
+        self.check_params()
 
     def _fit_members(self, kind: str, X: np.ndarray, t: np.ndarray) -> list[Any]:
         rng = np.random.default_rng(self.seed)
@@ -247,6 +254,18 @@ def _linear_weights(model: Any) -> tuple[np.ndarray, float]:
     scale = scaler.scale_ if scaler.with_std else np.ones_like(ridge.coef_)
     w = ridge.coef_ / scale
     return w, float(ridge.intercept_ - mean @ w)
+
+
+FEATURES = ("onehot", "cost", "onehot+cost", "surrogate")
+
+
+def check_features(space: Any, kind: str) -> None:
+    """One-line error for a feature kind ``space`` cannot give (``predictor.features``)."""
+    if kind not in FEATURES:
+        raise ValueError(f"predictor.features={kind!r} is invalid; expected one of {list(FEATURES)}")
+    if "cost" in kind and not np.asarray(space.cost_features([space.sample(np.random.default_rng(0))])).shape[1]:
+        raise ValueError(f"predictor.features={kind!r} is invalid: space {space.name!r} has no cost features; "
+                         "expected onehot or surrogate")
 
 
 def featurize(space: Any, archs: list[Any], kind: str = "onehot+cost") -> np.ndarray:

@@ -114,6 +114,7 @@ def validate(cfg: DictConfig) -> None:
         raise ValueError(f"calibrate.budget={c.budget!r} is invalid; expected an integer >= 2")
     if c.selection not in SELECTIONS:
         raise ValueError(f"calibrate.selection={c.selection!r} is invalid; expected one of {list(SELECTIONS)}")
+    latency_predictor(cfg)  # dry-built: a bad setting fails here
     paths = _sources(cfg)
     kw = _space_kwargs(cfg)
     space = create_search_space(cfg.search_space.name, **kw)  # the setting with all its resolutions
@@ -133,6 +134,14 @@ def _predictor_settings(cfg: DictConfig) -> dict[str, Any]:
     return settings
 
 
+def latency_predictor(cfg: DictConfig) -> Any:
+    """The unfitted few-shot latency predictor of ``calibrate.predictor`` (``meta_fit`` on source devices, then
+    ``fit(archs, latencies)`` on the target): what the search's latency column uses on a calibrated device."""
+    from predictors.build import instantiate_node
+
+    return instantiate_node(_predictor_settings(cfg), "calibrate.predictor")
+
+
 def _fingerprint(cfg: DictConfig, paths: list[Path]) -> str:
     blob = {"files": [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in paths],
             "devices": OmegaConf.to_container(cfg.calibrate, resolve=True).get("devices"),
@@ -143,8 +152,6 @@ def _fingerprint(cfg: DictConfig, paths: list[Path]) -> str:
 
 def _meta_trained(ctx: RunContext, paths: list[Path]) -> tuple[Any, str]:
     """The meta-trained predictor: loaded from a .pkl source, from this run's cache, or meta-fitted now."""
-    from hydra.utils import instantiate
-
     from predictors.arch_features import SpaceFeaturizer
     from predictors.fewshot import FewShotLatencyPredictor
     from search_spaces import create_search_space
@@ -161,7 +168,7 @@ def _meta_trained(ctx: RunContext, paths: list[Path]) -> tuple[Any, str]:
         return FewShotLatencyPredictor.load(cache), "cached"
     table = _source_table(paths, cfg, create_search_space(space.name, **kw))
     log.info("meta-training the few-shot latency predictor on %d archs x %d source devices", *table.shape)
-    model = instantiate(_predictor_settings(cfg)).meta_fit(table, featurizer=SpaceFeaturizer(space.name, **kw))
+    model = latency_predictor(cfg).meta_fit(table, featurizer=SpaceFeaturizer(space.name, **kw))
     model.save(cache)
     write_json_atomic(stamp, {"fingerprint": key, "source": [str(p) for p in paths],
                               "source_devices": model.source_devices_, "n_archs": len(table)})

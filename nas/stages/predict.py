@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from sklearn.base import clone
 from sklearn.model_selection import KFold
 
 from nas.rundir import RunContext, write_csv_atomic, write_json_atomic
@@ -28,17 +28,19 @@ from nas.stages.common import (
     spearman,
     validate_bn_calibration,
 )
-from predictors import ArchPredictor, featurize
+from predictors import featurize
+from predictors.build import build_predictor
 
 log = logging.getLogger(__name__)
 
 
 def validate(cfg: Any) -> None:
+    from nas.rundir import build_space
+
     validate_bn_calibration(cfg)
-    for key in ("predictor.latency", "predictor.accuracy"):
-        if OmegaConf.select(cfg, f"{key}._target_") is None:
-            raise ValueError(f"{key} has no _target_; expected a predictor config like "
-                             "{_target_: predictors.EnsembleRegressor, kind: ridge}")
+    space = build_space(cfg.search_space, n_classes=10, in_channels=3)
+    for name in ("latency", "accuracy"):  # dry-built: a bad kind, parameter or feature kind fails here
+        build_predictor(OmegaConf.select(cfg, f"predictor.{name}"), space, cfg.predictor.features, f"predictor.{name}")
     if cfg.predictor.get("accuracy_from"):
         if cfg.search_space.name != "ofa_mbv3":
             raise ValueError(f"predictor.accuracy_from={cfg.predictor.accuracy_from!r} is OFA's MobileNetV3 accuracy "
@@ -80,21 +82,22 @@ def run(ctx: RunContext) -> dict:
     X = featurize(ctx.space, archs, cfg.predictor.features)
     y_lat = meas.latency_ms.to_numpy(dtype=float)
     y_acc = np.asarray(acc, dtype=float)
+    feats = cfg.predictor.features
+    lat_model, acc_model = (build_predictor(cfg.predictor[n], ctx.space, feats, f"predictor.{n}")
+                            for n in ("latency", "accuracy"))
     metrics = {
-        "latency": _cv_scores(lambda: instantiate(cfg.predictor.latency), X, y_lat, int(cfg.seed)),
-        "accuracy": _cv_scores(lambda: instantiate(cfg.predictor.accuracy), X, y_acc, int(cfg.seed)),
+        "latency": _cv_scores(lambda: clone(lat_model.model), X, y_lat, int(cfg.seed)),
+        "accuracy": _cv_scores(lambda: clone(acc_model.model), X, y_acc, int(cfg.seed)),
         "n_train": len(archs),
     }
-    feats = cfg.predictor.features
-    ArchPredictor(instantiate(cfg.predictor.latency), ctx.space, feats).fit(archs, y_lat).save(
-        ctx.path("predictors", "latency.pkl"))
+    lat_model.fit(archs, y_lat).save(ctx.path("predictors", "latency.pkl"))
     if cfg.predictor.get("accuracy_from"):
         imported = imported_accuracy(cfg)
         metrics["accuracy_imported"] = {"file": str(cfg.predictor.accuracy_from),
                                         "spearman_vs_measured": spearman(imported.predict(archs), y_acc)}
         imported.save(accuracy_file(ctx))
     else:
-        ArchPredictor(instantiate(cfg.predictor.accuracy), ctx.space, feats).fit(archs, y_acc).save(accuracy_file(ctx))
+        acc_model.fit(archs, y_acc).save(accuracy_file(ctx))
     write_json_atomic(ctx.path("predictors", "metrics.json"), metrics)
     log.info("predictors fitted on %d subnets: latency CV Spearman %.3f (MAPE %.3f), accuracy CV Spearman %.3f; "
              "val accuracy %.3f..%.3f", len(archs), metrics["latency"]["cv_spearman"], metrics["latency"]["cv_mape"],

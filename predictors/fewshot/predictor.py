@@ -169,6 +169,7 @@ class FewShotLatencyPredictor:
         self.selection_transform = selection_transform
         self.views = views
         self.random_state = random_state
+        check_params(self)  # a bad setting fails at construction (the calibrate stage dry-builds from config)
 
     # ------------------------------------------------------------------ features
     def _check_params(self) -> None:
@@ -414,6 +415,10 @@ class FewShotLatencyPredictor:
         self.active_ = np.flatnonzero(w >= 1e-4 * w.max())
         self.weights_ = w[self.active_] / w[self.active_].sum()
         return self
+
+    def fit(self, archs: Sequence[Any], latencies: Any) -> FewShotLatencyPredictor:
+        """The face every model of a run shares: :meth:`adapt` (the meta-learned prior stays as it is)."""
+        return self.adapt(archs, latencies)
 
     def predict(self, archs: Sequence[Any], return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Predicted target latency (ms) of ``archs``; with ``return_std`` also the predictive std (ms).

@@ -38,9 +38,11 @@ def test_save_load_identical(xy, tmp_path):
 def test_errors(xy):
     X, y = xy
     with pytest.raises(ValueError, match="unknown regressor kind 'svm'"):
-        EnsembleRegressor(kind="svm").fit(X[:10], y[:10])
-    with pytest.raises(ValueError, match="unknown regressor kind 'svm'"):
-        EnsembleRegressor(kind="auto", candidates=("ridge", "svm")).fit(X[:10], y[:10])
+        EnsembleRegressor(kind="svm")  # at construction: a bad config fails before any stage runs
+    with pytest.raises(ValueError, match="candidates has 'svm'; expected kinds from"):
+        EnsembleRegressor(kind="auto", candidates=("ridge", "svm"))
+    with pytest.raises(ValueError, match="n_members=0 is invalid"):
+        EnsembleRegressor(n_members=0)
     with pytest.raises(ValueError, match="non-positive"):
         EnsembleRegressor(log_target=True).fit(X[:10], -y[:10])
     with pytest.raises(RuntimeError, match="not fitted"):
