@@ -1,10 +1,14 @@
 """The run: stages in order over one run directory; each stage reads earlier stages' artifacts from disk.
 
-Every stage is a module of ``nas.stages`` with ``validate(cfg)`` (one-line errors before anything is written),
-``run(ctx) -> record`` and ``reset(ctx)`` (removes what a forced rerun must not reuse), and optionally
-``shared(ctx)``: work several processes of one run directory may do at once (the search's evaluations over a
-shared study). ``run`` holds the stage's lock (``stages/<name>.lock``): when several processes share a run
-directory (search workers), each stage runs once and the others wait for its marker.
+Every stage is a :class:`nas.stages.base.Stage` (the table: :func:`nas.stages.stages`) with ``validate(cfg)``
+(one-line errors before anything is written), ``run(ctx) -> record``, ``reset(ctx)`` (removes what a forced
+rerun must not reuse), ``shared(ctx)`` (work several processes of one run directory may do at once: the
+search's evaluations over a shared study) and ``help(ctx)`` (work while another process holds the stage); the
+optional ones are no-ops by default. Before any stage runs, :func:`validate_config` builds (dry) the space,
+checks the data and the device, and validates every stage that will run and those whose artefacts it rebuilds
+objects from (the search's predictors). ``run`` holds the stage's lock (``stages/<name>.lock``): when several
+processes share a run directory (search workers), each stage runs once and the others wait for its marker
+(see ``nas.workers``).
 A finished stage leaves its marker ``stages/<name>.json`` (its record for summary.json, see
 ``nas.rundir.StageMarkers``); rerunning the same command skips finished stages unless listed in ``force``.
 A forced stage drops its marker and those of every later stage (their inputs change) before it starts, so a
@@ -17,22 +21,20 @@ import logging
 import platform
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from omegaconf import DictConfig
 
 from nas.data import check_data_source
 from nas.rundir import RunContext, build_space, write_json_atomic
-from nas.stages import calibrate, export, measure, predict, search, train
-from nas.stages.common import check_threads
+from nas.stages import STAGES, calibrate, stages
+from nas.stages.base import Stage
+from nas.stages.common import check_threads, validate_device
 from nas.training import apply_threads
 
 log = logging.getLogger(__name__)
-
-STAGE_MODULES: dict[str, ModuleType] = {"train": train, "measure": measure, "calibrate": calibrate,
-                                        "predict": predict, "search": search, "export": export}
-STAGES = tuple(STAGE_MODULES)
+# stages whose artefacts a stage rebuilds objects from config with: validated whenever that stage runs
+REBUILDS = {"search": ("predict", "calibrate")}
 
 
 def wanted_stages(cfg: DictConfig) -> list[str]:
@@ -41,9 +43,20 @@ def wanted_stages(cfg: DictConfig) -> list[str]:
     return [name for name in STAGES if name in wanted]
 
 
-def validate_config(cfg: DictConfig) -> None:
-    """Fail fast, with one line naming the bad value, before anything is written: the run's own keys, then
-    each stage that will run checks its own."""
+def validated_stages(cfg: DictConfig) -> list[str]:
+    """The stages whose config :func:`validate_config` checks, in order: those that run, and those whose
+    artefacts they read through objects built from config (the search scores with the predict stage's
+    predictors and the calibrate stage's, when enabled)."""
+    wanted = wanted_stages(cfg)
+    extra = {d for name in wanted for d in REBUILDS.get(name, ())}
+    extra -= set() if calibrate.enabled(cfg) else {"calibrate"}
+    return [name for name in STAGES if name in set(wanted) | extra]
+
+
+def validate_config(cfg: DictConfig, table: dict[str, Stage] | None = None) -> None:
+    """Fail fast, with one line naming the bad value, before anything is written: the run's own keys, the space
+    (built dry), the data, the device, then each stage of :func:`validated_stages` checks its own (the predict
+    and calibrate stages their predictors, the search its strategy, built dry)."""
     for key in ("stages", "force"):
         bad = [s for s in cfg[key] if s not in STAGES]
         if bad:
@@ -59,8 +72,10 @@ def validate_config(cfg: DictConfig) -> None:
     check_threads(cfg, "train.threads", zero=True)
     build_space(cfg.search_space, n_classes=10, in_channels=3)  # a bad space name or setting fails here, not mid-run
     check_data_source(cfg.data)  # missing files or a one-class folder fail here, not when a stage first reads them
-    for name in wanted_stages(cfg):
-        STAGE_MODULES[name].validate(cfg)
+    validate_device(cfg)  # every run records its device profile, and most stages time on it
+    table = stages() if table is None else table
+    for name in validated_stages(cfg):
+        table[name].validate(cfg)
 
 
 def _versions() -> dict[str, str]:
@@ -81,7 +96,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _drop_forced(ctx: RunContext, order: list[str]) -> None:
+def _drop_forced(ctx: RunContext, order: list[str], table: dict[str, Stage]) -> None:
     """Before anything runs: a forced stage loses its marker (and what its ``reset`` names), and so does
     every later stage, whose inputs the forced one rewrites."""
     forced = [n for n in order if n in ctx.cfg.force]
@@ -89,10 +104,9 @@ def _drop_forced(ctx: RunContext, order: list[str]) -> None:
         return
     first = order.index(forced[0])
     for name in order[first:]:
-        mod = STAGE_MODULES[name]
         dropped = ctx.markers.drop(name)
         if name in ctx.cfg.force:
-            mod.reset(ctx)
+            table[name].reset(ctx)
         if dropped:
             why = "forced" if name in ctx.cfg.force else f"after forced stage {forced[0]}"
             log.info("stage %s: finished marker removed (%s); it will run again", name, why)
@@ -100,17 +114,18 @@ def _drop_forced(ctx: RunContext, order: list[str]) -> None:
 
 def run_pipeline(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     """Run the configured stages; returns the summary dict also written to ``summary.json``."""
-    validate_config(cfg)
+    table = stages()  # this run's stage objects
+    validate_config(cfg, table)
     run_dir = Path(run_dir or cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ctx = RunContext(cfg, run_dir)
     order = wanted_stages(cfg)
     if _torchrun_world() > 1:
-        worker = _join_torchrun(ctx, order)
+        worker = _join_torchrun(ctx, order, table)
         if worker is not None:
             return worker
     else:
-        _drop_forced(ctx, order)
+        _drop_forced(ctx, order, table)
 
     summary: dict[str, Any] = {
         "run_dir": str(run_dir),
@@ -125,19 +140,17 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str
             ctx.records[name] = ctx.markers.read(name)
             log.info("stage %s: already finished in %s, skipping (force=[%s] reruns it)", name, run_dir, name)
         else:
-            mod = STAGE_MODULES[name]
+            stage = table[name]
             threads = apply_threads(cfg.threads)  # auto: chosen again per stage, the load may have changed
             log.info("stage %s: starting", name)
             t0 = time.perf_counter()
-            if hasattr(mod, "shared"):
-                mod.shared(ctx)
-            helper = getattr(mod, "help", None)
-            with ctx.markers.lock(name, (lambda h=helper: h(ctx)) if helper else None):
+            stage.shared(ctx)
+            with ctx.markers.lock(name, lambda s=stage: s.help(ctx)):
                 if ctx.markers.done(name):
                     ctx.records[name] = ctx.markers.read(name)
                     log.info("stage %s: finished by another process of %s", name, run_dir)
                 else:
-                    record = mod.run(ctx)
+                    record = stage.run(ctx)
                     record["seconds"] = round(time.perf_counter() - t0, 2)
                     record.setdefault("torch_threads", threads)
                     ctx.markers.write(name, record)
@@ -154,7 +167,7 @@ def _torchrun_world() -> int:
     return env_world_size()
 
 
-def _join_torchrun(ctx: RunContext, order: list[str]) -> dict[str, Any] | None:
+def _join_torchrun(ctx: RunContext, order: list[str], table: dict[str, Stage]) -> dict[str, Any] | None:
     """Under torchrun: join the process group; ranks > 0 only help train and return their (empty) record.
 
     Rank 0 drops forced markers, decides whether the train stage runs (its run directory holds the markers and
@@ -168,14 +181,14 @@ def _join_torchrun(ctx: RunContext, order: list[str]) -> dict[str, Any] | None:
     cuda = dev.startswith("cuda") or (dev == "auto" and torch.cuda.is_available())
     ctx.dist = init_from_env("cuda" if cuda else "cpu")
     if ctx.dist.is_main:
-        _drop_forced(ctx, order)
+        _drop_forced(ctx, order, table)
     will_train = "train" in order and not ctx.markers.done("train")
     will_train, main_dir = broadcast_object((will_train, str(ctx.run_dir)), ctx.dist)
     if ctx.dist.is_main:
         log.info("torchrun job of %d processes; rank 0 writes %s", ctx.dist.world, ctx.run_dir)
         return None
     if will_train:
-        train.run(ctx)
+        table["train"].run(ctx)
     return {"run_dir": main_dir, "rank": ctx.dist.rank, "stages": {}}
 
 

@@ -196,7 +196,6 @@ class RunContext:
     run_dir: Path
     records: dict[str, Any] = field(default_factory=dict)
     dist: Any = None  # nas.distributed.DistContext of a torchrun job; None = one process
-    scratch: dict[str, Any] = field(default_factory=dict)  # objects a stage's shared part hands to its run
 
     @classmethod
     def open(cls, run_dir: str | os.PathLike) -> RunContext:

@@ -12,8 +12,9 @@ objectives:
   is checked against whole-network timing of ``lut_check`` other subnets stratified by MACs (Spearman, share
   within +-10%, the two timing passes' agreement), reported in the JSON.
 
-Every evaluation is one small JSON file per arch under the cache directory, keyed by the checkpoint and the
-evaluation settings: strategies share evaluations, and a rerun (or a run interrupted and started again) repeats
+Every evaluation is one small JSON file per arch in a keyed folder of the cache directory
+(:class:`nas.workers.KeyedFiles`, the product's cache of evaluations; the folder is named after the checkpoint
+and the evaluation settings): strategies and worker processes share evaluations, and a rerun (or a run interrupted and started again) repeats
 none. Every strategy runs ``bench.seeds`` times with ``bench.budget`` evaluations through
 ``nas.search.run_budget``, built by ``nas.search.build_strategy``: "ours" is the pipeline's default strategy
 node (``conf/search/closed_loop.yaml``) unchanged, the peers are the classes ``hwnas search=optuna|random``
@@ -45,7 +46,8 @@ from nas.bench.config import as_dict, bench_config, digest, limit_threads, load_
 from nas.bench.search_nb201 import peer_config
 from nas.bench.supernet_ranking import sample_subnets
 from nas.pareto import hv_history, hypervolume, normalize, pareto_mask
-from nas.rundir import RunContext, file_stem, write_csv_atomic, write_json_atomic
+from nas.rundir import RunContext, write_csv_atomic, write_json_atomic
+from nas.workers import KeyedFiles
 
 log = logging.getLogger(__name__)
 STRATEGIES = ("ours", "random", "optuna_nsga2", "optuna_tpe", "optuna_gp", "pymoo_nsga2")
@@ -99,9 +101,8 @@ class SupernetObjective:
         self.space = self.ctx.space
         key = {**self.ctx.checkpoint_key(), "run_dir": str(run_dir.resolve()), "val_images": c["val_images"],
                "calib_images": c["calib_images"]}
-        self.dir = Path(c["cache_dir"]) / "evaluations" / digest(key)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.dir / "key.json", key)
+        self.files = KeyedFiles(Path(c["cache_dir"]) / "evaluations" / digest(key), key)  # shared by the workers
+        self.dir = self.files.dir
         self.acc: dict[str, float] = {}
         self.reload()
         self._supernet = None
@@ -109,10 +110,8 @@ class SupernetObjective:
 
     def reload(self) -> None:
         """Every evaluation on disk (this process's and other workers')."""
-        for p in self.dir.glob("*.json"):
-            if p.name != "key.json":
-                row = json.loads(p.read_text())
-                self.acc[row["arch"]] = float(row["val_accuracy"])
+        for row in self.files.rows():
+            self.acc[row["arch"]] = float(row["val_accuracy"])
 
     # ------------------------------------------------------------------ latency
     def _latency_model(self) -> tuple[Any, dict[str, Any]]:
@@ -171,16 +170,16 @@ class SupernetObjective:
         for a, k in zip(archs, keys, strict=True):
             if k in self.acc:
                 continue
-            path = self.dir / f"{file_stem(k)}.json"
-            if path.is_file():  # evaluated meanwhile by another worker
-                self.acc[k] = float(json.loads(path.read_text())["val_accuracy"])
+            row = self.files.read_json(k)
+            if row is not None:  # evaluated meanwhile by another worker
+                self.acc[k] = float(row["val_accuracy"])
                 continue
             if self._supernet is None:
                 self._supernet = self.ctx.load_supernet()
             acc = evaluate_archs(self.ctx, self._supernet, [a], ("val",), progress=False,
                                  n_cal=self.c["calib_images"], n_eval=self.c["val_images"])["val"][0]
             self.acc[k] = float(acc)
-            write_json_atomic(path, {"arch": k, "val_accuracy": float(acc)})
+            self.files.write_json(k, {"arch": k, "val_accuracy": float(acc)})
             if progress is not None:
                 progress(1)
         return np.array([self.acc[k] for k in keys])

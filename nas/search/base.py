@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from nas.workers import Budget
 from search_spaces.base import Architecture
 
 
@@ -26,8 +27,7 @@ class Strategy(ABC):
     Built from config by ``nas.search.problem.build_strategy``: ``from_problem(problem, **params)`` takes what
     the problem fixes (space, objective count, seed, candidates, models, storage) and the configured
     parameters. ``warm_start`` hands over evaluations made before the search (the pipeline's measure stage);
-    ``resumed_evaluations`` counts this strategy's evaluations recovered from a persistent store, which a
-    budget driver counts as done.
+    ``budget(total)`` is what a budget driver spends (worker coordination lives in ``nas.workers``).
     """
 
     label: str = "strategy"
@@ -47,27 +47,11 @@ class Strategy(ABC):
         """Evaluations made before the search; strategies whose proposals ignore data drop them."""
         return None
 
-    @property
-    def resumed_evaluations(self) -> int:
-        return 0
-
-    def budget_state(self) -> tuple[int, int] | None:
-        """For a strategy over a study several workers share: (evaluations completed study-wide, trials other
-        live workers are evaluating now). ``None`` (the default): the budget counts this process's evaluations
-        (see ``nas.search.loop.run_budget``)."""
-        return None
-
-    def within_budget(self, archs: list[Any], budget: int) -> list[Any]:
-        """Of the archs this worker is about to evaluate, those a shared ``budget`` still has room for once
-        every live worker's asked trials are counted (the check after ``ask``; ``budget_state`` is the one
-        before). The default, for a strategy no other process shares: all of them."""
-        return archs
-
-    def wait_for_others(self) -> None:
-        """Called while the rest of a shared budget is in other workers' hands."""
-        import time
-
-        time.sleep(1.0)
+    def budget(self, total: int) -> Budget:
+        """The budget a driver (``nas.search.run_budget``) spends on this strategy: by default ``total``
+        evaluations of this process; a strategy over a store several workers share returns one counted
+        store-wide (``nas.workers.StudyBudget``), a resumed one counts what it recovered."""
+        return Budget(total)
 
     @property
     def inner_search_seconds(self) -> float:

@@ -27,15 +27,15 @@ def run_budget(
     """Ask/tell until ``budget`` distinct archs were evaluated (in order); repeats are answered from ``cache``.
 
     ``objective(archs)`` returns the objective rows ``F`` (minimised) or ``(F, G)`` with constraint rows
-    (``<= 0`` feasible). Evaluations a strategy recovered from its own store (``resumed_evaluations``, e.g. a
-    resumed Optuna study) count towards the budget. Proposals past the budget are told ``inf`` (not
+    (``<= 0`` feasible). The budget is the strategy's :meth:`~nas.search.Strategy.budget`: evaluations a
+    strategy recovered from its own store (a resumed Optuna study) count towards it. Proposals past the budget are told ``inf`` (not
     evaluated). Returns the archs evaluated by this call, in order, and their objective rows. Stops early
     when the strategy proposes only cached archs for ``max_stall`` rounds in a row (a converged population).
 
-    A strategy over a study that several workers share (its ``budget_state()`` is not ``None``, e.g.
-    :class:`~nas.search.OptunaSearch`) counts the budget study-wide: this worker asks only while the study's
-    completed plus other workers' running trials are short of ``budget``, waits while the rest is in flight
-    (a dead worker's trial comes back as a retry it may take), and returns once the study holds ``budget``.
+    A strategy over a study that several workers share (:class:`~nas.search.OptunaSearch`) counts the budget
+    study-wide (:class:`nas.workers.StudyBudget`): this worker asks only while the study's completed plus other
+    workers' running trials are short of ``budget``, waits while the rest is in flight (a dead worker's trial
+    comes back as a retry it may take), and returns once the study holds ``budget``.
     """
     if int(budget) < 1:
         raise ValueError(f"budget={budget} is invalid; expected an integer >= 1")
@@ -44,28 +44,21 @@ def run_budget(
     order: list[Architecture] = []
     rows: list[np.ndarray] = []
     stall = 0
-    done = int(strategy.resumed_evaluations)
+    plan = strategy.budget(int(budget))
     while stall < max_stall:
-        state = strategy.budget_state()
-        if state is not None:
-            complete, in_flight = state
-            if complete >= budget:
-                break
-            if complete + in_flight >= budget:
-                strategy.wait_for_others()
-                continue
-            room = budget - complete - in_flight
-        else:
-            room = budget - done - len(order)
-            if room <= 0:
-                break
+        room = plan.room(len(order))
+        if room is None:
+            break
+        if room == 0:
+            plan.wait()
+            continue
         archs = strategy.ask()
         new: list[Architecture] = []
         for a in archs:
             if a not in cache and a not in new and len(new) < room:
                 new.append(a)
-        if state is not None and new:
-            new = strategy.within_budget(new, budget)
+        if new:
+            new = plan.admit(new)
         if new:
             out = objective(new)
             F_new, G_new = out if isinstance(out, tuple) else (out, None)

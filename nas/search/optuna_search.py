@@ -14,9 +14,9 @@ its arch, then reads the study; if a completed trial has the arch it is answered
 with a lower number holds it, this one yields (is failed, marked ``yielded``). That filter is cheap but not
 airtight -- two workers that draw the same arch at the same moment can both miss each other -- so the objective
 must make the final call: the pipeline's journal claims each arch atomically before evaluating it
-(``nas.stages.search.RealEvaluations``) and answers ``nan`` for an arch another live worker holds, which this
-strategy tells as a failed, ``unevaluated`` trial. :meth:`budget_state` gives a budget
-driver the study-wide count (see ``nas.search.loop.run_budget``).
+(``nas.workers.EvaluationJournal``) and answers ``nan`` for an arch another live worker holds, which this
+strategy tells as a failed, ``unevaluated`` trial. :meth:`budget` gives a budget driver the study-wide count
+(``nas.workers.StudyBudget``; worker ids, heartbeats and dead workers' trials: ``nas.workers.StudyWorkers``).
 
 Storage URLs: anything ``optuna.storages.RDBStorage`` takes (``sqlite:///study.db`` for one machine,
 ``postgresql://user@host/db`` for a cluster; its driver: ``pip install 'hwnas[postgres]'``) and
@@ -32,17 +32,14 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
-import uuid
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from nas.rundir import owner_gone, this_process
 from nas.search.base import Strategy, check_space
+from nas.workers import StudyBudget, StudyWorkers
 from search_spaces.base import Architecture
 
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
@@ -84,20 +81,6 @@ def open_storage(url: str | None) -> Any:
                 continue
             reason = text.strip().splitlines()[0] if text.strip() else type(e).__name__
             raise ValueError(f"storage={url!r} cannot be opened: {reason}") from None
-
-
-def _heartbeat(ref: weakref.ReferenceType, stop: threading.Event, interval: float) -> None:
-    """Refresh the heartbeat of every trial the strategy is waiting on; ends with the strategy."""
-    while not stop.wait(interval):
-        strategy = ref()
-        if strategy is None:
-            return
-        for trial in list(strategy._pending.values()):
-            try:
-                trial.set_user_attr("heartbeat", time.time())
-            except Exception:  # told or failed meanwhile: nothing to keep alive
-                pass
-        del strategy
 
 
 def _constraints_of(trial: Any) -> list[float]:
@@ -184,27 +167,21 @@ class OptunaSearch(Strategy):
         self.rng = np.random.default_rng(int(seed))
         lo, hi = space.genome_bounds()
         self.dists = {f"g{k}": CategoricalDistribution(list(range(int(a), int(b) + 1))) for k, (a, b) in enumerate(zip(lo, hi))}
-        self.heartbeat_interval, self.grace_period = float(heartbeat_interval), float(grace_period)
-        self.worker = f"{this_process()}:{uuid.uuid4().hex[:8]}"
+        self.grace_period = float(grace_period)
         self._storage = open_storage(storage) or optuna.storages.InMemoryStorage()
         self.study = optuna.create_study(
             storage=self._storage, study_name=study_name, load_if_exists=True,
             directions=["minimize"] * self.n_objectives, sampler=make_sampler(sampler, int(seed), population_size, constrained=self.n_constraints > 0),
         )
+        self.workers = StudyWorkers(self.study, self._storage, grace_period, heartbeat_interval)
         self.cache_: dict[Architecture, np.ndarray] = {}
         self.violation_: dict[Architecture, np.ndarray] = {}
         self._pending: dict[Architecture, Any] = {}
         self._read_complete: set[int] = set()
-        self.retried = 0  # dead workers' trials this worker re-enqueued
         self.sampler_name = sampler
-        self._refresh()
+        self.workers.reap(self._others(self._refresh()))
         self._resumed = len(self.cache_)
-        self._reap()
-        self._stop = threading.Event()
-        self._beat = threading.Thread(target=_heartbeat, args=(weakref.ref(self), self._stop, self.heartbeat_interval),
-                                      daemon=True, name="optuna-heartbeat")
-        self._beat.start()
-        weakref.finalize(self, self._stop.set)
+        self.workers.start_heartbeat(self, lambda s: s._pending.values())
 
     def _refresh(self) -> list[Any]:
         """Read the study: completed trials' archs join the cache; returns the running trials."""
@@ -231,55 +208,18 @@ class OptunaSearch(Strategy):
         mine = {t.number for t in self._pending.values()}
         return [t for t in running if t.number not in mine]
 
-    def _dead(self, t: Any, now: float) -> bool:
-        owner = str(t.user_attrs.get("worker", ""))
-        if owner and owner.rpartition(":")[0] == this_process():
-            return owner != self.worker  # an earlier session of this very process: it is not evaluating
-        if owner and owner_gone(owner):
-            return True
-        beat = t.user_attrs.get("heartbeat")
-        last = float(beat) if beat is not None else (t.datetime_start.timestamp() if t.datetime_start else now)
-        return now - last > self.grace_period
+    @property
+    def retried(self) -> int:
+        """Dead workers' trials this worker re-enqueued."""
+        return self.workers.retried
 
-    def _reap(self, running: list[Any] | None = None) -> int:
-        """Fail the running trials of dead workers and enqueue each again (same parameters): another ask,
-        by any worker, evaluates it. Returns how many this call re-enqueued."""
-        import optuna
+    def budget(self, total: int) -> StudyBudget:
+        """The study's budget, spent by every worker of it together (see :class:`nas.workers.StudyBudget`)."""
+        def state() -> tuple[int, list[Any], dict[Any, int]]:
+            running = self._refresh()
+            return len(self.cache_), running, {a: t.number for a, t in self._pending.items()}
 
-        now, n = time.time(), 0
-        for t in self._others(self._refresh() if running is None else running):
-            if not self._dead(t, now):
-                continue
-            try:  # whoever fails it first re-enqueues it; a worker that loses the race gets an error here
-                self._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-            except Exception:
-                continue
-            if t.params and "arch" in t.user_attrs and not t.user_attrs.get("yielded"):
-                self.study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
-                n += 1
-                log.info("optuna: trial %d of dead worker %s failed and enqueued again (%s)", t.number,
-                         t.user_attrs.get("worker", "?"), t.user_attrs["arch"])
-        self.retried += n
-        return n
-
-    def budget_state(self) -> tuple[int, int]:
-        """(distinct archs completed in the study, trials other live workers are evaluating now); dead
-        workers' trials are reaped on the way."""
-        running = self._refresh()
-        self._reap(running)
-        now = time.time()
-        return len(self.cache_), sum(not self._dead(t, now) for t in self._others(running))
-
-    def within_budget(self, archs: list[Architecture], budget: int) -> list[Architecture]:
-        """Two workers that both saw room for one more evaluation have both asked a trial by now, and each
-        sees the other's: the live running trials that reached the study first (lower numbers) take the room
-        left, the rest are not evaluated (told ``unevaluated``), so the study never overshoots ``budget``."""
-        running = self._refresh()
-        mine = {t.number for t in self._pending.values()}
-        now = time.time()
-        live = sorted(t.number for t in running if t.number in mine or not self._dead(t, now))
-        first = set(live[:max(int(budget) - len(self.cache_), 0)])
-        return [a for a in archs if self._pending[a].number in first]
+        return StudyBudget(total, self.workers, state)
 
     @classmethod
     def from_problem(cls, problem: Any, **params: Any) -> OptunaSearch:
@@ -320,11 +260,10 @@ class OptunaSearch(Strategy):
             arch = self.space.from_genome(np.array([trial.params[f"g{k}"] for k in range(len(self.dists))]))
             key = self._key(arch)
             trial.set_user_attr("arch", key)
-            trial.set_user_attr("worker", self.worker)
-            trial.set_user_attr("heartbeat", time.time())
+            self.workers.mark(trial)
             running = self._refresh()  # after recording the arch: a worker holding it now is seen (see module doc)
             holder = [t for t in self._others(running)
-                      if t.number < trial.number and t.user_attrs.get("arch") == key and not self._dead(t, time.time())]
+                      if t.number < trial.number and t.user_attrs.get("arch") == key and not self.workers.dead(t, time.time())]
             if arch in self.cache_:
                 trial.set_user_attr("duplicate", True)
                 if self.n_constraints:

@@ -86,19 +86,82 @@ def test_benchmarks_are_a_leaf(graph):
 
 
 def test_pipeline_imports_its_stages_by_name():
-    src = (REPO / "nas" / "pipeline.py").read_text()
+    """The pipeline's table is nas.stages.stages(): one Stage object per stage, in order, built from imports
+    (no import by computed name)."""
+    src = (REPO / "nas" / "pipeline.py").read_text() + (REPO / "nas" / "stages" / "__init__.py").read_text()
     assert "import_module" not in src and "__import__" not in src
-    tree = ast.parse(src)
-    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "nas.stages"
-                for a in n.names}
     from nas.pipeline import STAGES
+    from nas.stages import stages
 
-    assert set(STAGES) <= imported
+    assert tuple(stages()) == STAGES == ("train", "measure", "calibrate", "predict", "search", "export")
 
 
-def test_every_stage_module_has_the_stage_contract():
-    from nas.pipeline import STAGE_MODULES
+def test_every_stage_has_the_stage_contract():
+    from nas.stages import stages
+    from nas.stages.base import Stage
 
-    for name, mod in STAGE_MODULES.items():
-        for fn in ("validate", "run", "reset"):
-            assert callable(getattr(mod, fn, None)), f"nas.stages.{name} lacks {fn}()"
+    table, again = stages(), stages()
+    for name, stage in table.items():
+        assert isinstance(stage, Stage), f"stage {name} is a {type(stage).__name__}, not a nas.stages.base.Stage"
+        assert stage.name == name
+        assert stage is not again[name], "stage objects are per pipeline run: state must not leak between runs"
+        assert stage.help.__func__ is Stage.help or name == "search"  # only the search helps a holder
+
+
+# ------------------------------------------------------------------------------------------ no type probes
+PROBE_FREE = ("nas/pipeline.py", "nas/stages", "nas/search")
+CONFIG_NAMES = {"cfg", "conf", "config", "node"}  # a config node's getattr(node, key, default) reads a key
+
+
+def _is_config(expr: ast.expr) -> bool:
+    """Whether an expression is a config node: a name of CONFIG_NAMES, or an attribute chain through one of
+    them or through ``.cfg`` (``ctx.cfg.search``, ``cfg.device``)."""
+    while isinstance(expr, ast.Attribute):
+        if expr.attr in CONFIG_NAMES:
+            return True
+        expr = expr.value
+    return isinstance(expr, ast.Name) and expr.id in CONFIG_NAMES
+
+
+def type_probes(source: str) -> list[tuple[int, str]]:
+    """(line, text) of each type probe: any ``hasattr(...)``, and ``getattr(obj, name, default)`` (asks whether
+    ``obj`` has an attribute) unless ``obj`` is a config node. ``getattr(obj, name)`` without a default is a
+    plain attribute read by name, not a probe."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+            continue
+        if node.func.id == "hasattr" or (
+                node.func.id == "getattr" and len(node.args) + len(node.keywords) >= 3 and not _is_config(node.args[0])):
+            out.append((node.lineno, ast.unparse(node)))
+    return out
+
+
+def test_the_probe_rule_tells_probes_from_config_reads():
+    found = type_probes("hasattr(m, 'fit')\ngetattr(mod, 'help', None)\ngetattr(cfg.search, 'seed', 0)\n"
+                        "getattr(ctx.cfg, 'device', None)\ngetattr(space, key)\ngetattr(node, 'x', 1)\n")
+    assert [line for line, _ in found] == [1, 2]
+
+
+def _probe_free_files() -> list[Path]:
+    out = []
+    for entry in PROBE_FREE:
+        path = REPO / entry
+        out.extend(sorted(path.rglob("*.py")) if path.is_dir() else [path])
+    return out
+
+
+# probes in files their owners are reworking now (issue 28: one model face; calibrate's saved-predictor check);
+# each entry is removed with the probe, and a new probe anywhere fails the test
+KNOWN_PROBES = {
+    "nas/stages/calibrate.py": 3,
+    "nas/search/closed_loop.py": 3,
+}
+
+
+@pytest.mark.parametrize("path", _probe_free_files(), ids=lambda p: str(p.relative_to(REPO)))
+def test_no_type_probes_in_the_pipeline_stages_and_strategies(path: Path):
+    rel = str(path.relative_to(REPO))
+    found = type_probes(path.read_text())
+    assert len(found) <= KNOWN_PROBES.get(rel, 0), f"{rel}: type probes {found}; declare the method on the " \
+        "contract (a no-op default) instead of asking whether an object has it"

@@ -160,7 +160,7 @@ def test_three_objectives_and_another_devices_predictor(trained: Path, tmp_path:
 @pytest.mark.slow
 def test_killed_optuna_search_repeats_no_evaluation_and_same_seed_repeats_itself(
         trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import nas.stages.search as stage
+    import nas.stages.search_evaluations as stage
 
     run_dir = copy_run(trained, tmp_path / "opt")
     real_eval = stage.evaluate_archs
@@ -347,7 +347,7 @@ def test_an_arch_claimed_by_a_live_worker_is_not_evaluated_and_a_dead_workers_cl
     import subprocess
     import sys
 
-    from nas.stages.search import RealEvaluations
+    from nas.stages.search_evaluations import RealEvaluations
 
     run_dir = copy_run(trained, tmp_path / "claims")
     ctx = RunContext(cfg=compose_cfg(run_dir), run_dir=run_dir)
