@@ -193,10 +193,8 @@ def make_problem(obj: SupernetObjective, seed: int, name: str) -> Any:
     """The problem every strategy sees: the run's space, no finite candidate list, the latency column's model
     the LUT estimate itself (exact: it is the objective), the error column learned by the strategy."""
     from nas.search import SearchProblem
-    from nas.search.surrogates import FixedModel
 
-    lat = FixedModel(lambda archs: (obj.latency_ms(list(archs)), np.zeros(len(archs))), "LUT + residual latency")
-    return SearchProblem(space=obj.space, n_objectives=2, seed=seed, models=[None, lat], accuracy_column=0,
+    return SearchProblem(space=obj.space, n_objectives=2, seed=seed, models=[None, obj.latency], accuracy_column=0,
                          storage=None, study_name=f"search_supernet-{name}-{seed}")
 
 
@@ -245,38 +243,33 @@ def _run_job(name: str, seed: int) -> dict[str, Any]:
     return _one_run(name, seed, _STATE["obj"], _STATE["c"])
 
 
-def run(cfg: Any) -> dict[str, Any]:
-    c = _config(cfg)
-    limit_threads(c["threads"])
-    t_start, load_start = time.perf_counter(), load_average()
-    run_dir, train_command = _trained_run(c)
-    obj = SupernetObjective(c, run_dir)
-    space = obj.space
-    # what a journalled run depends on: the strategies' settings, the evaluations and the latency objective
-    latency = hashlib.sha256(b"".join(Path(obj.lut_check[k]).read_bytes() for k in ("lut", "timings"))).hexdigest()
-    fingerprint = digest({k: c[k] for k in ("budget", "batch_size", "pop_size", "ours")}
-                          | {"evaluations": obj.dir.name, "latency": latency[:16]})
-    journal = Path(f"{c['out']}.jobs.jsonl")
-    done: dict[tuple[str, int], dict[str, Any]] = {}
-    if journal.is_file():
-        for line in journal.read_text().splitlines():
-            rec = json.loads(line)
-            if rec.get("fingerprint") == fingerprint:
-                done[rec["strategy"], rec["seed"]] = rec["run"]
-    jobs = [(n, s) for s in range(c["seeds"]) for n in c["strategies"]]  # seed-major: an interrupted run holds
-    # whole seeds of every strategy, and a rerun with fewer bench.seeds reuses them
-    todo = [j for j in jobs if j not in done]
-    journal.parent.mkdir(parents=True, exist_ok=True)
+class JobJournal:
+    """Finished (strategy, seed) runs in ``<out>.jobs.jsonl``, reused while their ``fingerprint`` holds: the
+    strategies' settings, the evaluations and the latency objective."""
 
-    randoms = space.sample_many(c["n_random"], np.random.default_rng(c["seed"])) if c["n_random"] else []
-    n_cached = len(obj.acc)
+    def __init__(self, c: dict[str, Any], obj: SupernetObjective) -> None:
+        latency = hashlib.sha256(b"".join(Path(obj.lut_check[k]).read_bytes() for k in ("lut", "timings"))).hexdigest()
+        self.fingerprint = digest({k: c[k] for k in ("budget", "batch_size", "pop_size", "ours")}
+                                  | {"evaluations": obj.dir.name, "latency": latency[:16]})
+        self.path = Path(f"{c['out']}.jobs.jsonl")
+        self.done: dict[tuple[str, int], dict[str, Any]] = {}
+        if self.path.is_file():
+            for line in self.path.read_text().splitlines():
+                rec = json.loads(line)
+                if rec.get("fingerprint") == self.fingerprint:
+                    self.done[rec["strategy"], rec["seed"]] = rec["run"]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
 
-    def record(job: tuple[str, int], out: dict[str, Any]) -> None:
-        done[job] = out
-        with open(journal, "a") as f:
-            f.write(json.dumps({"fingerprint": fingerprint, "strategy": job[0], "seed": job[1], "run": out}) + "\n")
+    def record(self, job: tuple[str, int], out: dict[str, Any]) -> None:
+        self.done[job] = out
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"fingerprint": self.fingerprint, "strategy": job[0], "seed": job[1], "run": out}) + "\n")
 
-    new_randoms = [a for a in randoms if a.to_string() not in obj.acc]
+
+def _evaluate(c: dict[str, Any], obj: SupernetObjective, run_dir: Path, new_randoms: list[Any],
+              todo: list[tuple[str, int]], jobs: JobJournal) -> None:
+    """Evaluate the new random reference subnets and run every job not journalled yet, in this process or in
+    ``bench.workers`` processes sharing the evaluation cache."""
     bars = (tqdm(total=len(new_randoms), desc="search_supernet: random reference subnets", unit="subnet"),
             tqdm(total=len(todo) * c["budget"], desc="search_supernet: strategies", unit="eval"))
     if c["workers"] == 1:
@@ -284,7 +277,7 @@ def run(cfg: Any) -> dict[str, Any]:
         for job in todo:
             bars[1].set_postfix_str(f"{job[0]} seed {job[1]}")
             n0 = bars[1].n
-            record(job, _one_run(*job, obj, c, bars[1].update))
+            jobs.record(job, _one_run(*job, obj, c, bars[1].update))
             bars[1].update(c["budget"] - (bars[1].n - n0))
     elif new_randoms or todo:
         import multiprocessing as mp
@@ -297,12 +290,28 @@ def run(cfg: Any) -> dict[str, Any]:
                 bars[0].update(fut.result())
             futures = {pool.submit(_run_job, *job): job for job in todo}
             for fut in as_completed(futures):
-                record(futures[fut], fut.result())
+                jobs.record(futures[fut], fut.result())
                 bars[1].update(c["budget"])
         obj.reload()
     for bar in bars:
         bar.close()
 
+
+def run(cfg: Any) -> dict[str, Any]:
+    c = _config(cfg)
+    limit_threads(c["threads"])
+    t_start, load_start = time.perf_counter(), load_average()
+    run_dir, train_command = _trained_run(c)
+    obj = SupernetObjective(c, run_dir)
+    space = obj.space
+    journal = JobJournal(c, obj)
+    done = journal.done
+    jobs = [(n, s) for s in range(c["seeds"]) for n in c["strategies"]]  # seed-major: an interrupted run holds
+    # whole seeds of every strategy, and a rerun with fewer bench.seeds reuses them
+    todo = [j for j in jobs if j not in done]
+    randoms = space.sample_many(c["n_random"], np.random.default_rng(c["seed"])) if c["n_random"] else []
+    n_cached = len(obj.acc)
+    _evaluate(c, obj, run_dir, [a for a in randoms if a.to_string() not in obj.acc], todo, journal)
     rand_csv = Path(c["out"]).with_name(f"{Path(c['out']).stem}_random_evaluations.csv")
     if randoms:  # for bench=accuracy_predictor bench.evaluations=<this file> bench.run_dir=<run_dir>
         import pandas as pd
@@ -330,8 +339,20 @@ def run(cfg: Any) -> dict[str, Any]:
         "random_evaluations_csv": str(rand_csv) if randoms else None,
         "front_members_from_random": len({a.to_string() for a in randoms}.intersection(np.array(union)[mask])),
         "strategies": {}, "runs_reused": len(jobs) - len(todo), "evaluated_this_invocation": len(obj.acc) - n_cached,
-        "fingerprint": fingerprint,
+        "fingerprint": journal.fingerprint,
     }
+    _score_strategies(result, done, F_of, ref, c)
+    result["seconds"] = round(time.perf_counter() - t_start, 1)
+    result["load_before"], result["load_after"] = load_start, load_average()
+    result["config"] = {k: v for k, v in c.items() if k != "ours"}
+    write_json_atomic(Path(c["out"]), result)
+    _print(result)
+    return result
+
+
+def _score_strategies(result: dict[str, Any], done: dict[tuple[str, int], dict[str, Any]], F_of: dict[str, np.ndarray],
+                      ref: dict[str, Any], c: dict[str, Any]) -> None:
+    """Per strategy: median HV ratios at the checkpoints and evaluations to 98%; ours against the best peer."""
     for name in c["strategies"]:
         per = [_score(done[name, s], F_of, ref, c) for s in range(c["seeds"])]
         result["strategies"][name] = {
@@ -358,12 +379,6 @@ def run(cfg: Any) -> dict[str, Any]:
         result["ours_vs_best_peer_final_hv"] = {
             "best_peer": peer, "its_median_hv_ratio": final[peer], "at_evaluations": c["checkpoints"][-1],
             "ours_evals_to_reach_it": evals, "ours_evals_to_reach_it_median": float(np.median(evals))}
-    result["seconds"] = round(time.perf_counter() - t_start, 1)
-    result["load_before"], result["load_after"] = load_start, load_average()
-    result["config"] = {k: v for k, v in c.items() if k != "ours"}
-    write_json_atomic(Path(c["out"]), result)
-    _print(result)
-    return result
 
 
 def _print(result: dict[str, Any]) -> None:

@@ -179,6 +179,42 @@ def test_bad_config_values_fail_before_anything_is_written(tmp_path):
         assert not run_dir.exists()
 
 
+@pytest.mark.parametrize("overrides, fragment", [
+    # the search rebuilds the predict stage's predictors from predictor.*: checked when only the search runs
+    (("stages=[search]", "predictor.accuracy.kind=forest"), "unknown regressor kind 'forest'"),
+    (("stages=[search]", "predictor.features=foo"), "predictor.features='foo' is invalid"),
+    (("stages=[search]", "search.strategy.batch_size=0"), "batch_size=0 is invalid"),  # the strategy, built dry
+    (("stages=[train]", "device.rounds=0"), "device.rounds=0 is invalid"),  # every run records its device
+])
+def test_everything_a_run_builds_is_validated_before_any_stage(tmp_path, overrides, fragment):
+    """An earlier run's directory: a bad value of any object the run would build (space, data, device,
+    predictors, strategy) is one line before any stage runs, and the directory is left as it was."""
+    run_dir = tmp_path / "earlier"
+    for rel, text in (("stages/train.json", "{}"), ("summary.json", '{"n_pareto": 3}'), ("pareto.csv", "arch\na\n")):
+        (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / rel).write_text(text)
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match=fragment) as e:
+        run_pipeline(compose_cfg(run_dir, *overrides))
+    assert "\n" not in str(e.value)
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_a_bad_predictor_value_stops_the_command_before_training(tmp_path):
+    """The issue's case: ``hwnas experiment=smoke predictor.accuracy.kind=forest`` trained for 31 s before it
+    failed; now it exits 2 with one line, nothing written but Hydra's own files."""
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "bad"
+    done = subprocess.run([sys.executable, "-m", "nas.cli", f"hydra.run.dir={run_dir}", "experiment=smoke",
+                           "predictor.accuracy.kind=forest"], capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert done.returncode == 2 and len(lines) == 1 and "'forest'" in lines[0], done.stderr[-2000:]
+    written = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()) if run_dir.exists() else []
+    assert all(p.startswith(".hydra") or p == "cli.log" for p in written), written  # no checkpoint, no marker
+
+
 @pytest.mark.slow
 def test_remote_device_round_trip_through_a_kit(run, tmp_path):
     """device=remote: hwnas writes a kit and stops; the agent times it; the rerun uses those timings."""
