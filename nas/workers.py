@@ -288,6 +288,12 @@ class StudyWorkers:
         threading.Thread(target=beat, daemon=True, name="optuna-heartbeat").start()
         weakref.finalize(owner, stop.set)
 
+    @staticmethod
+    def pid_of(trial: Any) -> int | None:
+        """The pid of the worker that asked ``trial`` (``host:pid:session``), None when it has none."""
+        pid = str(trial.user_attrs.get("worker", "")).split(":")[1:2]
+        return int(pid[0]) if pid and pid[0].isdigit() else None
+
     def mark(self, trial: Any) -> None:
         trial.set_user_attr("worker", self.worker)
         trial.set_user_attr("heartbeat", time.time())

@@ -1,7 +1,8 @@
 """bench=workers: several ``hwnas`` worker processes on one Optuna study, one of them killed on request.
 
-The workers are the product's own command, started N times on one run directory whose train, measure and
-predict stages finished (a base run of ``bench.base_overrides``, made once and copied)::
+The workers are the product's own command (how they share the run directory and the study: ``nas.workers``),
+started N times on one run directory whose train, measure and predict stages finished (a base run of
+``bench.base_overrides``, made once and copied)::
 
     hwnas hydra.run.dir=R search=optuna search.storage=URL search.study_name=NAME search.budget=N*T
 
@@ -33,6 +34,7 @@ from tqdm.auto import tqdm
 
 from nas.bench.config import as_dict, bench_config, load_average, run_hwnas, seed_run_dir
 from nas.rundir import write_json_atomic
+from nas.workers import StudyWorkers
 
 log = logging.getLogger(__name__)
 STORAGES = ("sqlite", "journal", "postgresql")
@@ -98,7 +100,7 @@ def _progress(study: Any, pid: int) -> tuple[int, bool]:
     for t in study.get_trials(deepcopy=False, states=(TS.COMPLETE, TS.RUNNING)):
         if t.state == TS.COMPLETE and not t.user_attrs.get("duplicate"):
             done.add(t.user_attrs.get("arch"))
-        elif t.state == TS.RUNNING and str(t.user_attrs.get("worker", "")).split(":")[1:2] == [str(pid)]:
+        elif t.state == TS.RUNNING and StudyWorkers.pid_of(t) == pid:
             busy = True
     return len(done), busy
 

@@ -15,6 +15,10 @@ A real evaluation (subnet accuracy after BN recalibration, on val and test) is j
 none of them. All candidates (the measure stage's subnets plus the search's) are finally exported and timed
 together in one interleaved measurement, so their latencies compare; the front is taken over the feasible
 ones. Writes candidates.csv, pareto.csv, pareto.png, hv_history.png and the hypervolume of the measured front.
+
+Where the parts live: the models and the problem in ``search_models``, the real evaluations (over the workers'
+evaluation journal, ``nas.workers``) in ``search_evaluations``, the candidates and the front in
+``search_front``; this module sets the search up and drives it (:class:`SearchStage`).
 """
 
 from __future__ import annotations
@@ -194,4 +198,4 @@ class SearchStage(Stage):
             info["optuna_retried_trials"] = int(setup.plan.retried)
         return {"strategy": label, "strategy_class": strategy_class(strategy), "objectives": list(setup.obj.names),
                 "constraints": dict(setup.obj.constraints), "search_seconds": round(setup.seconds, 2),
-                **front, **info}
+                **front, **info, **setup.models.record()}
