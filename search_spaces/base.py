@@ -1,9 +1,10 @@
 """The contracts every space implements (see DESIGN.md, "Core types and contracts").
 
-:class:`SearchSpace` is what the search and the predictors call (sampling, variation, strings, features,
-the integer genome of NSGA-II and Optuna); :class:`WeightSharingSpace` adds what training, measurement and
-export call on a supernet space (supernet build and extraction, extremes, costs, input shape, LUT block keys,
-progressive-shrinking phases). Callers rely on these declarations, never on ``hasattr`` probes.
+:class:`SearchSpace` is what the search and the predictors call (sampling, strings, features, the integer
+genome through which every strategy varies architectures); :class:`WeightSharingSpace` adds what training,
+measurement and export call on a supernet space (supernet build, its ``forward(x, arch)`` (:class:`Supernet`)
+and extraction, extremes, costs, input shape, LUT block keys, progressive-shrinking phases). Callers rely on
+these declarations, never on ``hasattr`` probes; :mod:`search_spaces.testing` checks an implementation keeps them.
 """
 
 from __future__ import annotations
@@ -27,6 +28,19 @@ class Architecture(Protocol):
 
 
 A = TypeVar("A", bound=Architecture)
+A_in = TypeVar("A_in", bound=Architecture, contravariant=True)
+
+
+@runtime_checkable
+class Supernet(Protocol[A_in]):
+    """What :meth:`WeightSharingSpace.build_supernet` returns: a torch module whose ``forward(x, arch)`` runs
+    the subnet ``arch`` on the batch ``x`` (shape :meth:`WeightSharingSpace.input_shape`) and returns its logits
+    ``(batch, n_classes)``, as training calls it (``supernet(x, arch)``). In eval mode its output equals that of
+    ``space.extract(supernet, arch)`` on the same ``x`` (the contract suite checks it)."""
+
+    def __call__(self, x: Any, arch: A_in) -> Any: ...
+
+    def forward(self, x: Any, arch: A_in) -> Any: ...
 
 
 class SearchSpace(ABC, Generic[A]):
@@ -38,14 +52,6 @@ class SearchSpace(ABC, Generic[A]):
     @abstractmethod
     def sample(self, rng: np.random.Generator) -> A:
         """One architecture drawn uniformly from the space."""
-
-    @abstractmethod
-    def mutate(self, arch: A, rng: np.random.Generator, prob: float = 0.1) -> A:
-        """A copy of ``arch`` with each choice resampled with probability ``prob``."""
-
-    @abstractmethod
-    def crossover(self, a: A, b: A, rng: np.random.Generator) -> A:
-        """Uniform crossover of two architectures."""
 
     @abstractmethod
     def parse(self, text: str) -> A:
@@ -116,12 +122,14 @@ class SearchSpace(ABC, Generic[A]):
 class WeightSharingSpace(SearchSpace[A]):
     """A space whose architectures are subnets of one trainable supernet (OFA-MobileNetV3, FBNet)."""
 
-    @abstractmethod
-    def build_supernet(self) -> Any:
-        """A fresh supernet (torch module) holding every subnet's weights."""
+    n_classes: int  # logits of every subnet, the width of the supernet's output (supernet_overhead's labels)
 
     @abstractmethod
-    def extract(self, supernet: Any, arch: A) -> Any:
+    def build_supernet(self) -> Supernet[A]:
+        """A fresh supernet (torch module) holding every subnet's weights; ``supernet(x, arch)`` runs ``arch``."""
+
+    @abstractmethod
+    def extract(self, supernet: Supernet[A], arch: A) -> Any:
         """A plain static module with ``arch``'s weights copied out of ``supernet`` (no active state left)."""
 
     @abstractmethod

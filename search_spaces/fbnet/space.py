@@ -100,13 +100,6 @@ class FBNetSpace(WeightSharingSpace[FBNetArchitecture]):
         """The fewest-MAC subnet open in ``phase`` (the sandwich's lower slice)."""
         return self._cheapest(self._phase_ops(phase))
 
-    def mutate(self, arch: FBNetArchitecture, rng: np.random.Generator, prob: float = 0.1) -> FBNetArchitecture:
-        ops = [OPS[int(rng.integers(len(OPS)))] if rng.random() < prob else o for o in arch.ops]
-        return FBNetArchitecture(tuple(ops))
-
-    def crossover(self, a: FBNetArchitecture, b: FBNetArchitecture, rng: np.random.Generator) -> FBNetArchitecture:
-        return FBNetArchitecture(tuple(x if rng.random() < 0.5 else y for x, y in zip(a.ops, b.ops)))
-
     def parse(self, text: str) -> FBNetArchitecture:
         return FBNetArchitecture.from_string(text)
 

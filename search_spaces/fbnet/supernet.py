@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from search_spaces.fbnet.arch import N_LAYERS, STAGE_CHANNELS, STAGE_LAYERS, STEM_CHANNELS, FBNetArchitecture
+from search_spaces.fbnet.arch import STAGE_CHANNELS, STAGE_LAYERS, STEM_CHANNELS, FBNetArchitecture
 from search_spaces.fbnet.dynamic import DynamicFBNetLayer
 from search_spaces.fbnet.structure import check_dataset
 
@@ -30,7 +30,7 @@ class Head(nn.Module):
 
 
 class FBNetSupernet(nn.Module):
-    """Weight-sharing supernet. ``forward(x, arch)`` runs the subnet ``arch`` (default: the largest, all k5_e6)."""
+    """Weight-sharing supernet. ``forward(x, arch)`` runs the subnet ``arch`` (see ``search_spaces.base.Supernet``)."""
 
     def __init__(self, n_classes: int = 100, in_channels: int = 3, dataset: str = "cifar100",
                  dropout: float = 0.1) -> None:
@@ -62,9 +62,8 @@ class FBNetSupernet(nn.Module):
             if layer.residual:
                 nn.init.zeros_(layer.project_bn.weight)
 
-    def forward(self, x: torch.Tensor, arch: FBNetArchitecture | None = None) -> torch.Tensor:
-        ops = arch.ops if arch is not None else ("k5_e6",) * N_LAYERS
+    def forward(self, x: torch.Tensor, arch: FBNetArchitecture) -> torch.Tensor:
         x = self.stem(x)
-        for layer, op in zip(self.layers, ops):
+        for layer, op in zip(self.layers, arch.ops, strict=True):
             x = layer(x, op)
         return self.classifier(self.head(x))

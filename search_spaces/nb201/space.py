@@ -102,20 +102,6 @@ class NB201Space(SearchSpace[NB201Architecture]):
     def sample(self, rng: np.random.Generator) -> NB201Architecture:
         return NB201Architecture.from_index(rng.integers(0, len(OPS), N_EDGES))
 
-    def mutate(self, arch: NB201Architecture, rng: np.random.Generator, prob: float = 0.1) -> NB201Architecture:
-        """Resample each edge with probability ``prob``; at least one edge changes to a different op."""
-        g = self.to_genome(arch)
-        flip = rng.random(N_EDGES) < prob
-        if not flip.any():
-            flip[rng.integers(N_EDGES)] = True
-        for k in np.flatnonzero(flip):
-            g[k] = (g[k] + rng.integers(1, len(OPS))) % len(OPS)
-        return self.from_genome(g)
-
-    def crossover(self, a: NB201Architecture, b: NB201Architecture, rng: np.random.Generator) -> NB201Architecture:
-        take = rng.random(N_EDGES) < 0.5
-        return NB201Architecture(tuple(x if t else y for x, y, t in zip(a.ops, b.ops, take, strict=True)))
-
     def parse(self, text: str) -> NB201Architecture:
         return NB201Architecture.from_string(text)
 

@@ -104,28 +104,6 @@ class OFAMobileNetV3Space(WeightSharingSpace[OFAArchitecture]):
         return OFAArchitecture((min(ks),) * N_LAYERS, (min(es),) * N_LAYERS, (min(ds),) * N_STAGES,
                                min(self.resolutions)).canonical()
 
-    def mutate(self, arch: OFAArchitecture, rng: np.random.Generator, prob: float = 0.1) -> OFAArchitecture:
-        ks, e, d = list(arch.ks), list(arch.e), list(arch.d)
-        for i in range(N_LAYERS):
-            if rng.random() < prob:
-                ks[i] = int(rng.choice(KERNEL_CHOICES))
-            if rng.random() < prob:
-                e[i] = int(rng.choice(EXPAND_CHOICES))
-        for s in range(N_STAGES):
-            if rng.random() < prob:
-                d[s] = int(rng.choice(DEPTH_CHOICES))
-        r = int(rng.choice(self.resolutions)) if rng.random() < prob else arch.r
-        return OFAArchitecture(tuple(ks), tuple(e), tuple(d), r).canonical()
-
-    def crossover(self, a: OFAArchitecture, b: OFAArchitecture, rng: np.random.Generator) -> OFAArchitecture:
-        pick = lambda x, y: x if rng.random() < 0.5 else y  # noqa: E731
-        return OFAArchitecture(
-            tuple(pick(x, y) for x, y in zip(a.ks, b.ks)),
-            tuple(pick(x, y) for x, y in zip(a.e, b.e)),
-            tuple(pick(x, y) for x, y in zip(a.d, b.d)),
-            pick(a.r, b.r),
-        ).canonical()
-
     def parse(self, text: str) -> OFAArchitecture:
         arch = OFAArchitecture.from_string(text)
         if arch.r not in self.resolutions:

@@ -56,7 +56,7 @@ class Head(nn.Module):
 
 
 class OFAMobileNetV3Supernet(nn.Module):
-    """Weight-sharing supernet. ``forward(x, arch)`` runs the subnet ``arch`` (default: the largest).
+    """Weight-sharing supernet. ``forward(x, arch)`` runs the subnet ``arch`` (see ``search_spaces.base.Supernet``).
 
     ``width_mult`` scales every width as OFA does (1.0 and 1.2 are the published supernets);
     ``kernel_transform`` adds OFA's learned kernel-transformation matrices (identity at initialisation).
@@ -136,9 +136,7 @@ class OFAMobileNetV3Supernet(nn.Module):
             state_dict = state
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
-    def forward(self, x: torch.Tensor, arch: OFAArchitecture | None = None) -> torch.Tensor:
-        if arch is None:
-            arch = OFAArchitecture.largest(x.shape[-1])
+    def forward(self, x: torch.Tensor, arch: OFAArchitecture) -> torch.Tensor:
         x = self.first_block(self.stem(x))
         for s, stage in enumerate(self.stages):
             for i in range(arch.d[s]):
