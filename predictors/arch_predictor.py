@@ -9,8 +9,6 @@ with the space's features; the few-shot :class:`predictors.fewshot.FewShotLatenc
 from __future__ import annotations
 
 import os
-import pickle
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import clone
 
+from predictors import saved
 from predictors.regressors import featurize
 
 
@@ -27,7 +26,7 @@ class ArchPredictor:
     Args:
         model: an unfitted sklearn-style regressor (``fit(X, y)``, ``predict(X, return_std=...)``); a clone is
             fitted, so the same configured model can serve several predictors.
-        space: the search space the architectures belong to (pickled with the predictor).
+        space: the search space the architectures belong to (saved with the predictor).
         features: ``onehot``, ``cost`` or ``onehot+cost`` (see :func:`predictors.featurize`).
     """
 
@@ -50,40 +49,22 @@ class ArchPredictor:
         return self.model_.predict(self._X(archs), return_std=return_std)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Atomic write (temp file beside ``path``, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=".pkl")
-        with os.fdopen(fd, "wb") as fh:
-            pickle.dump(self, fh)
-        os.replace(tmp, path)
-        return path
+        """Atomic write in the data-only saved-predictor format (:mod:`predictors.saved`)."""
+        return saved.save(self, path)
 
     @staticmethod
     def load(path: str | os.PathLike) -> ArchPredictor:
-        with open(path, "rb") as fh:
-            obj = pickle.load(fh)  # noqa: S301 - the user's own run artefact
-        if not isinstance(obj, ArchPredictor):
-            raise ValueError(f"{os.fspath(path)} holds a {type(obj).__name__}; expected an ArchPredictor "
-                             "(rerun the run's predict stage with force=[predict] if it predates it)")
-        return obj
+        """Read a file written by :meth:`save`; any other file (a pickle included) is one ``ValueError`` line."""
+        return saved.read(path, ArchPredictor)
 
 
 def load_predictor(path: str | os.PathLike) -> Any:
-    """A saved predictor of a run (``predictors/latency_fewshot.pkl``, ``latency.pkl`` or ``accuracy.pkl``),
-    whatever its kind: every one answers ``predict(archs, return_std=...)``."""
-    from predictors.fewshot import FewShotLatencyPredictor
+    """A saved predictor of a run (``predictors/latency_fewshot.skops``, ``latency.skops``, ``accuracy.skops`` or
+    an imported ``accuracy.npz``), whatever its kind: every one answers ``predict(archs, return_std=...)``. Nothing
+    is unpickled; a file of another kind, an old pickle or one naming a type off the allow-list is one line."""
+    from predictors.fewshot import FewShotLatencyPredictor, SourceRidgeBaseline
     from predictors.ofa_accuracy import OFAAccuracyPredictor
 
-    if Path(path).suffix == ".npz":  # data-only formats: never unpickled
+    if Path(path).suffix == ".npz":  # OFA's imported accuracy predictor: arrays only
         return OFAAccuracyPredictor.load(path)
-    unreadable = (ValueError, pickle.UnpicklingError, EOFError, AttributeError, ModuleNotFoundError)
-    try:
-        return FewShotLatencyPredictor.load(path)
-    except unreadable:
-        pass
-    try:
-        return ArchPredictor.load(path)
-    except unreadable:
-        raise ValueError(f"{os.fspath(path)} is not a saved predictor; expected predictors/latency_fewshot.pkl, "
-                         "latency.pkl or accuracy.pkl of a run") from None
+    return saved.read(path, (ArchPredictor, FewShotLatencyPredictor, SourceRidgeBaseline))

@@ -10,7 +10,6 @@ bootstrap spread alone is usually too narrow on tens of points.
 
 from __future__ import annotations
 
-import pickle
 import warnings
 from pathlib import Path
 from typing import Any
@@ -102,7 +101,8 @@ class EnsembleRegressor(BaseEstimator, RegressorMixin):
             raise ValueError(f"n_members={self.n_members!r} is invalid; expected an integer >= 1")
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Predictors pickled before ``calibrate_std``/``candidates``/``kind_`` existed load as they predicted."""
+        """Old pickled predictors (read only by ``hwnas-convert-predictor``) from before ``calibrate_std``/
+        ``candidates``/``kind_`` existed convert as they predicted."""
         state.setdefault("calibrate_std", False)
         state.setdefault("candidates", ("ridge", "extra_trees", "boost", "gp"))
         if "members_" in state:
@@ -181,21 +181,17 @@ class EnsembleRegressor(BaseEstimator, RegressorMixin):
 
     # --- persistence -----------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            pickle.dump(self, f)
-        tmp.replace(path)
-        return path
+        """Atomic write in the data-only saved-predictor format (:mod:`predictors.saved`)."""
+        from predictors import saved
+
+        return saved.save(self, path)
 
     @staticmethod
     def load(path: str | Path) -> EnsembleRegressor:
-        with open(path, "rb") as f:
-            obj = pickle.load(f)
-        if not isinstance(obj, EnsembleRegressor):
-            raise ValueError(f"{path} holds a {type(obj).__name__}; expected an EnsembleRegressor")
-        return obj
+        """Read a file written by :meth:`save`; any other file (a pickle included) is one ``ValueError`` line."""
+        from predictors import saved
+
+        return saved.read(path, EnsembleRegressor)
 
 
 class StackedMembers:

@@ -16,9 +16,9 @@ import pandas as pd
 
 from predictors.fewshot.common import (
     check_source_table,
-    load_pickle,
+    load_state,
     rows_of,
-    save_pickle,
+    save_state,
     validate_budget,
     validate_measurements,
 )
@@ -76,8 +76,8 @@ class SourceRidgeBaseline:
         return mean
 
     def save(self, path: str | os.PathLike) -> None:
-        save_pickle(self, path)
+        save_state(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SourceRidgeBaseline:
-        return load_pickle(cls, path)
+        return load_state(cls, path)

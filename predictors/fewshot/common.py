@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -109,29 +107,15 @@ def validate_measurements(archs: Sequence[Any], latencies: Any) -> np.ndarray:
     return y
 
 
-def save_pickle(obj: Any, path: str | os.PathLike) -> None:
-    """Write ``obj`` atomically (temp file in the same folder, then rename)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".pkl")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            pickle.dump({"format": FORMAT_VERSION, "class": type(obj).__name__, "state": obj.__dict__}, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+def save_state(obj: Any, path: str | os.PathLike) -> None:
+    """Write a fitted few-shot predictor atomically in the data-only saved-predictor format (no pickle)."""
+    from predictors import saved
+
+    saved.save(obj, path, layout=FORMAT_VERSION)
 
 
-def load_pickle(cls: type, path: str | os.PathLike) -> Any:
-    with open(path, "rb") as fh:
-        blob = pickle.load(fh)
-    if not isinstance(blob, dict) or blob.get("class") != cls.__name__:
-        raise ValueError(f"file {os.fspath(path)!r} does not hold a saved {cls.__name__}")
-    if blob.get("format") != FORMAT_VERSION:
-        raise ValueError(f"file {os.fspath(path)!r} has format {blob.get('format')!r}; expected {FORMAT_VERSION}")
-    obj = cls.__new__(cls)
-    obj.__dict__.update(blob["state"])
-    return obj
+def load_state(cls: type, path: str | os.PathLike) -> Any:
+    """Read a ``cls`` written by :func:`save_state`; any other file (an old pickle included) is one line."""
+    from predictors import saved
+
+    return saved.read(path, cls, layout=FORMAT_VERSION)

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -57,19 +57,17 @@ from predictors.fewshot import blr as _blr
 from predictors.fewshot.blocks import norm_blocks, table_blocks
 from predictors.fewshot.common import (
     arch_key,
-    check_source_table,
-    load_pickle,
-    save_pickle,
+    load_state,
+    save_state,
     validate_budget,
     validate_measurements,
 )
 from predictors.fewshot.impute import OutsideTable
-from predictors.fewshot.meta import check_params, device_family, rowwise_spearman, simulated_tasks
+from predictors.fewshot.meta import check_params, device_family
+from predictors.fewshot.metafit import choose, simulate_tasks, source_inputs
 from predictors.fewshot.views import VIEWS, view_keys
 
 __all__ = ["FewShotLatencyPredictor", "device_family"]
-
-FEATURE_BLOCKS = ("enc", "phys")
 
 
 class FewShotLatencyPredictor:
@@ -203,93 +201,16 @@ class FewShotLatencyPredictor:
         widens ``return_std``. Without ``arch_features`` it computes them for the table too.
         """
         self._check_params()
-        if featurizer is not None and not callable(featurizer):
-            raise ValueError(f"featurizer {featurizer!r} is not callable; expected archs -> features")
-        if arch_features is None and featurizer is not None:
-            keys = [arch_key(a) for a in source_table.index]
-            arch_features = featurizer(keys)
-            arch_features = ({k: pd.DataFrame(np.asarray(v), index=keys) for k, v in arch_features.items()}
-                             if isinstance(arch_features, Mapping) else pd.DataFrame(np.asarray(arch_features), index=keys))
-        if isinstance(arch_features, Mapping):
-            unknown = sorted(set(arch_features) - set(FEATURE_BLOCKS))
-            if unknown:
-                raise ValueError(f"arch_features block {unknown[0]!r} is unknown; expected keys {list(FEATURE_BLOCKS)}")
-            feats = {}
-            for name, x in arch_features.items():
-                table, feats[name] = check_source_table(source_table, x)
-            table = check_source_table(source_table)[0]
-        else:
-            table, enc = check_source_table(source_table, arch_features)
-            feats = {} if enc is None else {"enc": enc}
-        if table.shape[1] < 2:
-            raise ValueError(f"meta_fit needs >= 2 source devices for leave-one-out, got {list(table.columns)}")
-        n = len(table)
-        if n < self.meta_budget + 10:
-            raise ValueError(f"source_table has {n} archs; expected at least {self.meta_budget + 10}")
+        table, feats = source_inputs(source_table, arch_features, featurizer, self.meta_budget)
         lat = table.to_numpy()
         raw, stats = {}, {}
         for t in self.transforms:
             raw[t], stats[t] = table_blocks(lat, feats, t, self.feature_alpha)
         configs = self._configs(list(feats))
         rng = np.random.default_rng(self.random_state)
-        n_pool = min(self.meta_pool, n // 2)
-        n_query = min(self.meta_query, n - n_pool)
-        tasks = simulated_tasks(lat, self.meta_tasks, n_pool, n_query, self.task_trim, rng)
-        family = [device_family(d) if self.leave_out == "family" else d for d in table.columns]
-        held = [[i for i, f in enumerate(family) if f == family[j]] for j in range(lat.shape[1])]
-        if any(len(h) == lat.shape[1] for h in held):
-            raise ValueError(f"meta_fit needs source devices of >= 2 families for leave_out='family', got {family}")
-        loo = [{t: norm_blocks(raw[t], drop=held[j]) for t in self.transforms} for j in range(lat.shape[1])]
+        tasks = simulate_tasks(self, table, raw, rng)
         self._set_configs(configs)
-        n_keep = min(64, len(configs))
-
-        n_dev = lat.shape[1]
-        task_dev = np.array([tk[0] for tk in tasks])
-
-        def per_device(per_task: np.ndarray) -> np.ndarray:
-            return np.stack([per_task[task_dev == j].mean(0) for j in range(n_dev)])
-
-        def evaluate(rule: str, geometry: tuple[str, tuple[float, ...], float] | None):
-            spear = np.zeros((len(tasks), len(configs)))
-            kept = []
-            for k, (j, pool, query) in enumerate(tasks):
-                if geometry is None:
-                    picks = rng.choice(len(pool), size=self.meta_budget, replace=False)
-                else:
-                    picks = _blr.pick(loo[j][geometry[0]], geometry[1], rule, pool, self.meta_budget, rng)
-                tr = pool[picks]
-                preds, ev = self._all_configs(loo[j], tr, lat[tr, j], query)
-                spear[k] = rowwise_spearman(preds, lat[query, j])
-                top = np.argsort(-ev)[:n_keep]
-                kept.append((top, ev[top], preds[top], lat[query, j]))
-            return per_device(spear), kept
-
-        first = evaluate("random", None)
-        allowed = [i for i, c in enumerate(configs) if self.selection_transform in ("any", c[0])] or list(range(len(configs)))
-        geometry = configs[allowed[int(np.argmax(first[0].mean(0)[allowed]))]]
-        table_scores: dict[tuple[str, float], np.ndarray] = {}  # per-device BMA Spearman
-        per_rule = {}
-        for rule in self.selections:
-            dev_scores, kept = first if rule == "random" else evaluate(rule, geometry)
-            per_rule[rule] = dev_scores.mean(0)
-            # "choose": one model average per candidate strength; "average": one, mixing them all
-            mixes = [[k] for k in self.prior_strengths] if self.prior_mix == "choose" else [list(self.prior_strengths)]
-            for mix in mixes:
-                bma = np.zeros(len(kept))
-                for k, (top, ev, preds, y_q) in enumerate(kept):
-                    others = np.setdiff1d(np.arange(n_dev), held[task_dev[k]])  # prior learned without j's family
-                    w = _blr.mixture_weights(ev, dev_scores[np.ix_(others, top)].mean(0), mix,
-                                             self.prior_mix == "evidence")
-                    bma[k] = rowwise_spearman((w @ preds)[None], y_q)[0]
-                table_scores[(rule, float(mix[0]) if len(mix) == 1 else None)] = per_device(bma[:, None])[:, 0]
-        (rule, best_kappa) = max(table_scores, key=lambda key: table_scores[key].mean())
-        kappa = best_kappa  # None with prior_mix="average": no strength to choose
-        if best_kappa is not None:  # one-standard-error rule: the weakest prior within 1 SE (paired over devices)
-            for k in sorted(self.prior_strengths):
-                diff = table_scores[(rule, float(k))] - table_scores[(rule, best_kappa)]
-                if diff.mean() >= -diff.std(ddof=1) / np.sqrt(n_dev):
-                    kappa = float(k)
-                    break
+        rule, kappa, per_rule, table_scores, geometry = choose(self, tasks, configs, rng)
         self.selection_ = rule
         self.prior_strength_ = kappa
         self.meta_scores_ = per_rule[rule]
@@ -456,11 +377,11 @@ class FewShotLatencyPredictor:
 
     def save(self, path: str | os.PathLike) -> None:
         """Persist the fitted predictor (atomic write); :meth:`load` restores identical predictions."""
-        save_pickle(self, path)
+        save_state(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> FewShotLatencyPredictor:
-        return load_pickle(cls, path)
+        return load_state(cls, path)
 
     def _require(self, attr: str) -> None:
         if not hasattr(self, attr):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
+from sklearn.exceptions import NotFittedError
 
 from predictors import EnsembleRegressor, featurize
 from search_spaces import create_search_space
@@ -45,7 +46,7 @@ def test_errors(xy):
         EnsembleRegressor(n_members=0)
     with pytest.raises(ValueError, match="non-positive"):
         EnsembleRegressor(log_target=True).fit(X[:10], -y[:10])
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         EnsembleRegressor().predict(X)
 
 
@@ -79,8 +80,10 @@ def test_calibrated_std_covers_about_80_percent_of_new_points():
     assert small.kind_ == "ridge" and small.std_scale_ == 1.0 and small.cv_spearman_ == {}
 
 
-def test_predictor_pickled_before_calibration_loads_and_predicts_the_same(xy, tmp_path):
+def test_predictor_pickled_before_calibration_converts_and_predicts_the_same(xy, tmp_path):
     import pickle
+
+    from predictors.convert import convert
 
     X, y = xy
     m = EnsembleRegressor(kind="ridge", n_members=3).fit(X[:30], y[:30])
@@ -89,6 +92,8 @@ def test_predictor_pickled_before_calibration_loads_and_predicts_the_same(xy, tm
     old = EnsembleRegressor.__new__(EnsembleRegressor)
     old.__dict__.update(state)
     (tmp_path / "old.pkl").write_bytes(pickle.dumps(old))
-    back = EnsembleRegressor.load(tmp_path / "old.pkl")
+    with pytest.raises(ValueError, match="hwnas-convert-predictor --trusted"):
+        EnsembleRegressor.load(tmp_path / "old.pkl")
+    back = EnsembleRegressor.load(convert(tmp_path / "old.pkl", tmp_path / "new.skops"))
     assert np.array_equal(back.predict(X, return_std=True)[1], m.predict(X, return_std=True)[1])
     assert back.get_params()["calibrate_std"] is False
