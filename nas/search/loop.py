@@ -28,9 +28,10 @@ def run_budget(
 
     ``objective(archs)`` returns the objective rows ``F`` (minimised) or ``(F, G)`` with constraint rows
     (``<= 0`` feasible). The budget is the strategy's :meth:`~nas.search.Strategy.budget`: evaluations a
-    strategy recovered from its own store (a resumed Optuna study) count towards it. Proposals past the budget are told ``inf`` (not
-    evaluated). Returns the archs evaluated by this call, in order, and their objective rows. Stops early
-    when the strategy proposes only cached archs for ``max_stall`` rounds in a row (a converged population).
+    strategy recovered from its own store (a resumed Optuna study) count towards it. Proposals past the
+    budget are told ``inf`` (not evaluated). Returns the archs evaluated by this call, in order, and their
+    objective rows. Stops early when the strategy proposes only cached archs for ``max_stall`` rounds in a row
+    (a converged population).
 
     A strategy over a study that several workers share (:class:`~nas.search.OptunaSearch`) counts the budget
     study-wide (:class:`nas.workers.StudyBudget`): this worker asks only while the study's completed plus other

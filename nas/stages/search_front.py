@@ -38,7 +38,8 @@ def candidates(ctx: RunContext, models: Any, seen: Sequence[Any], picks: Sequenc
         "latency_p10_ms": [m.p10_ms for m in ms], "latency_p90_ms": [m.p90_ms for m in ms],
         "latency_cv": [m.cv for m in ms],
         "predicted_accuracy": pred_acc, "predicted_accuracy_std": acc_std,
-        "val_accuracy": [acc[a.to_string()][0] for a in archs], "test_accuracy": [acc[a.to_string()][1] for a in archs],
+        "val_accuracy": [acc[a.to_string()][0] for a in archs],
+        "test_accuracy": [acc[a.to_string()][1] for a in archs],
         "params": [space.params(a) for a in archs], "macs": [space.macs(a) for a in archs],
         "resolution": [space.resolution(a) for a in archs],
     })

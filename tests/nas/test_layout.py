@@ -131,8 +131,8 @@ def type_probes(source: str) -> list[tuple[int, str]]:
     for node in ast.walk(ast.parse(source)):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
             continue
-        if node.func.id == "hasattr" or (
-                node.func.id == "getattr" and len(node.args) + len(node.keywords) >= 3 and not _is_config(node.args[0])):
+        with_default = node.func.id == "getattr" and len(node.args) + len(node.keywords) >= 3
+        if node.func.id == "hasattr" or (with_default and not _is_config(node.args[0])):
             out.append((node.lineno, ast.unparse(node)))
     return out
 
