@@ -64,7 +64,7 @@ class Objectives:
                 raise ValueError(f"search.latency_predictors has key {key!r}; expected a plain device name")
             if not Path(str(path)).is_file():
                 raise ValueError(f"search.latency_predictors.{key}={path!r} is not a file; expected a saved "
-                                 "predictor (.pkl of a calibrate or predict stage)")
+                                 "predictor (.skops of a calibrate or predict stage)")
 
     @classmethod
     def from_config(cls, search_cfg: Any) -> Objectives:
@@ -80,7 +80,7 @@ class Objectives:
         if not isinstance(cons, dict):
             raise ValueError(f"search.constraints={cons!r} is invalid; expected a mapping like {{latency_ms: 5}}")
         if not isinstance(preds, dict):
-            raise ValueError(f"search.latency_predictors={preds!r} is invalid; expected a mapping name -> .pkl path")
+            raise ValueError(f"search.latency_predictors={preds!r} is invalid; expected a mapping name -> .skops path")
         return cls(tuple(names), {str(k): v for k, v in cons.items() if v is not None},
                    {str(k): str(v) for k, v in preds.items()})
 

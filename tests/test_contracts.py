@@ -171,7 +171,7 @@ def test_predictor_of_every_kind_passes_the_predictor_contract(kind: str, ofa: S
 
     model = EnsembleRegressor(kind=kind, n_members=4, log_target=True, calibrate_std=kind == "auto")
     predictor, held_out = contract.check_predictor(ArchPredictor(model, ofa), ofa)
-    contract.check_save_and_load(predictor, load_predictor(predictor.save(tmp_path / f"{kind}.pkl")), held_out)
+    contract.check_save_and_load(predictor, load_predictor(predictor.save(tmp_path / f"{kind}.skops")), held_out)
 
 
 class TestShippedPredictorCaseOnRidge(contract.PredictorContract):
@@ -185,7 +185,7 @@ class TestShippedPredictorCaseOnRidge(contract.PredictorContract):
     def save_and_load(self, predictor: Any, path: Path) -> Any:
         from predictors import load_predictor
 
-        return load_predictor(predictor.save(path / "ridge.pkl"))
+        return load_predictor(predictor.save(path / "ridge.skops"))
 
 
 @pytest.mark.parametrize("make", ["gp", "bayes_linear"])
@@ -214,7 +214,7 @@ def test_run_predictors_share_the_architecture_face(ofa: SearchSpace, tmp_path: 
     p = ArchPredictor(EnsembleRegressor(kind="ridge", n_members=3, log_target=True), ofa).fit(archs[:30], y[:30])
     mean, std = p.predict(archs[30:], return_std=True)
     np.testing.assert_array_equal(p.predict([a.to_string() for a in archs[30:]]), mean)
-    back = load_predictor(p.save(tmp_path / "latency.pkl"))
+    back = load_predictor(p.save(tmp_path / "latency.skops"))
     assert isinstance(back, ArchPredictor)
     np.testing.assert_array_equal(back.predict(archs[30:], return_std=True)[1], std)
     (tmp_path / "junk.pkl").write_bytes(b"not a pickle")

@@ -8,7 +8,7 @@ predictors, the configured strategy, warm-started with the measure stage's subne
 * ``scoring``: ``candidates`` random distinct architectures scored with mean and std of every objective, as
   the strategy asks its models (``strategy.predict``: the closed loop's error GP and the run's latency
   predictor), features computed afresh each repeat; and the predict stage's own predictors
-  (``predictors/accuracy.pkl`` and ``latency.pkl``, what the one-pass and Optuna strategies read);
+  (``predictors/accuracy.skops`` and ``latency.skops``, what the one-pass and Optuna strategies read);
 * ``round``: one whole inner search of the strategy at the run's settings (refit, predictor-driven NSGA-II,
   screening, batch acquisition), timed by the strategy itself (``inner_search_seconds``, ``predictor_evaluations``).
 

@@ -7,8 +7,8 @@ the source table (by default with the predictor's selection rule: half by greedy
 random, or the rule meta-training picked when given several), measures them on the device (locally in one
 fresh process, or through a kit and ``hwnas-measure`` CSV with ``device=remote``), adapts, and writes
 
-* ``predictors/latency_fewshot.pkl`` - the calibrated predictor; the search stage uses it for latency,
-* ``predictors/latency_fewshot_meta.pkl`` - the meta-trained predictor (reused on reruns with the same source),
+* ``predictors/latency_fewshot.skops`` - the calibrated predictor; the search stage uses it for latency,
+* ``predictors/latency_fewshot_meta.skops`` - the meta-trained predictor (reused on reruns with the same source),
 * ``predictors/calibration.json`` / ``calibration.csv`` - chosen archs, measured vs predicted, and the
   held-out score on the measure stage's subnets (random archs of the space, absent from the source table).
 """
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 SELECTIONS = ("meta", "random", "kmeans", "variance", "mixed")
 SETTING_KEYS = ("setting", "dataset", "input_size")  # what makes the same arch string a different network
+SAVED = (".skops", ".pkl")  # a saved predictor (.pkl: an older version's pickle, refused with how to convert it)
 
 
 def enabled(cfg: DictConfig) -> bool:
@@ -43,15 +44,15 @@ def _sources(cfg: DictConfig) -> list[Path]:
     paths = [src] if isinstance(src, str) else list(src or [])
     if not paths:
         raise ValueError("calibrate.source is empty; expected interchange CSVs of source devices or a saved "
-                         "predictor .pkl (calibrate.source=[PATH,...])")
+                         "predictor .skops (calibrate.source=[PATH,...])")
     out = [Path(p) for p in paths]
     for p in out:
         if not p.is_file():
             raise ValueError(f"calibrate.source file {str(p)!r} does not exist")
-    pkl = [p for p in out if p.suffix == ".pkl"]
+    pkl = [p for p in out if p.suffix in SAVED]
     if pkl and len(out) > 1:
         raise ValueError(f"calibrate.source mixes a saved predictor {str(pkl[0])!r} with other files; expected "
-                         "one .pkl or only CSVs")
+                         "one saved predictor or only CSVs")
     return out
 
 
@@ -74,7 +75,7 @@ def _check_predictor(model: Any, path: Path, name: str, kw: dict[str, Any]) -> N
     feat = getattr(model, "featurizer_", None)
     if feat is None or not hasattr(feat, "describe"):
         raise ValueError(f"calibrate.source {str(path)!r} was meta-trained without a SpaceFeaturizer; expected a "
-                         "predictor saved by the calibrate stage (predictors/latency_fewshot_meta.pkl)")
+                         "predictor saved by the calibrate stage (predictors/latency_fewshot_meta.skops)")
     got = feat.describe()
     if got.get("name") != name or any(got.get(k) != kw.get(k) for k in SETTING_KEYS):
         raise ValueError(f"calibrate.source {str(path)!r} was meta-trained for {_describe(got['name'], got)}; this "
@@ -118,7 +119,7 @@ def validate(cfg: DictConfig) -> None:
     paths = _sources(cfg)
     kw = _space_kwargs(cfg)
     space = create_search_space(cfg.search_space.name, **kw)  # the setting with all its resolutions
-    if paths[0].suffix == ".pkl":
+    if paths[0].suffix in SAVED:
         from predictors.fewshot import FewShotLatencyPredictor
 
         _check_predictor(FewShotLatencyPredictor.load(paths[0]), paths[0], space.name, kw)
@@ -151,18 +152,18 @@ def _fingerprint(cfg: DictConfig, paths: list[Path]) -> str:
 
 
 def _meta_trained(ctx: RunContext, paths: list[Path]) -> tuple[Any, str]:
-    """The meta-trained predictor: loaded from a .pkl source, from this run's cache, or meta-fitted now."""
+    """The meta-trained predictor: loaded from a saved-predictor source, from this run's cache, or meta-fitted now."""
     from predictors.arch_features import SpaceFeaturizer
     from predictors.fewshot import FewShotLatencyPredictor
     from search_spaces import create_search_space
 
     cfg, space = ctx.cfg, ctx.space
     kw = _space_kwargs(cfg, space)
-    if paths[0].suffix == ".pkl":
+    if paths[0].suffix in SAVED:
         model = FewShotLatencyPredictor.load(paths[0])
         _check_predictor(model, paths[0], space.name, kw)
         return model, "loaded"
-    cache, stamp = ctx.path("predictors", "latency_fewshot_meta.pkl"), ctx.path("predictors", "latency_fewshot_meta.json")
+    cache, stamp = ctx.path("predictors", "latency_fewshot_meta.skops"), ctx.path("predictors", "latency_fewshot_meta.json")
     key = _fingerprint(cfg, paths)
     if cache.is_file() and stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == key:
         return FewShotLatencyPredictor.load(cache), "cached"
@@ -249,7 +250,7 @@ def run(ctx: RunContext) -> dict:
         rows.append(pd.DataFrame({"arch": held, "role": "heldout", "latency_ms": y_h, "predicted_ms": pred,
                                   "predicted_std_ms": std, "in_source_table": [a in model.index_ for a in held],
                                   "measure_stage_latency_ms": y_m}))
-    model.save(ctx.path("predictors", "latency_fewshot.pkl"))
+    model.save(ctx.path("predictors", "latency_fewshot.skops"))
     write_csv_atomic(ctx.path("predictors", "calibration.csv"), pd.concat(rows, ignore_index=True))
     write_json_atomic(ctx.path("predictors", "calibration.json"), report)
     held = report.get("heldout")

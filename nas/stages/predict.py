@@ -1,6 +1,6 @@
 """Stage 4 (DESIGN's "predict"): accuracy of the measured subnets on validation data, then fit both predictors.
 
-Writes evaluations.csv (arch, val_accuracy), predictors/latency.pkl, predictors/accuracy.pkl and
+Writes evaluations.csv (arch, val_accuracy), predictors/latency.skops, predictors/accuracy.skops and
 predictors/metrics.json (cross-validated Spearman and MAPE of each predictor).
 
 With ``predictor.accuracy_from=FILE`` (Once-for-All's published accuracy predictor, experiment=ofa_pretrained)
@@ -54,7 +54,7 @@ def validate(cfg: Any) -> None:
 
 def accuracy_file(ctx: RunContext) -> Path:
     """Where this run's accuracy model is saved (the search stage reads it from here)."""
-    return ctx.path("predictors", "accuracy.npz" if ctx.cfg.predictor.get("accuracy_from") else "accuracy.pkl")
+    return ctx.path("predictors", "accuracy.npz" if ctx.cfg.predictor.get("accuracy_from") else "accuracy.skops")
 
 
 def _cv_scores(make, X: np.ndarray, y: np.ndarray, seed: int) -> dict[str, float]:  # noqa: ANN001
@@ -90,7 +90,7 @@ def run(ctx: RunContext) -> dict:
         "accuracy": _cv_scores(lambda: clone(acc_model.model), X, y_acc, int(cfg.seed)),
         "n_train": len(archs),
     }
-    lat_model.fit(archs, y_lat).save(ctx.path("predictors", "latency.pkl"))
+    lat_model.fit(archs, y_lat).save(ctx.path("predictors", "latency.skops"))
     if cfg.predictor.get("accuracy_from"):
         imported = imported_accuracy(cfg)
         metrics["accuracy_imported"] = {"file": str(cfg.predictor.accuracy_from),

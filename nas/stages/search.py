@@ -3,8 +3,8 @@
 The strategy is the ``strategy`` node of ``conf/search/<name>.yaml``, built by ``nas.search.build_strategy``
 for this run's :class:`~nas.search.SearchProblem`: the space, the objectives of ``search.objectives``
 (minimised: ``1 - accuracy``, costs as they are), the run's models of each column (the predict stage's
-accuracy predictor; latency from the calibrate stage's few-shot predictor ``predictors/latency_fewshot.pkl``
-when the run has one, else the predict stage's regressor ``predictors/latency.pkl``; exact params/MACs;
+accuracy predictor; latency from the calibrate stage's few-shot predictor ``predictors/latency_fewshot.skops``
+when the run has one, else the predict stage's regressor ``predictors/latency.skops``; exact params/MACs;
 other devices' saved predictors) and ``search.constraints``. The stage only drives it: the measure stage's
 evaluated subnets are handed over (``warm_start``), then :func:`nas.search.run_budget` asks, evaluates what
 is new for real and tells, ``search.budget`` real evaluations in all (see conf/search/*.yaml for what each

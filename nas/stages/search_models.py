@@ -39,9 +39,9 @@ class Models:
     def __init__(self, ctx: RunContext, obj: Objectives) -> None:
         self.ctx, self.obj, self.space = ctx, obj, ctx.space
         self.acc = load_predictor(accuracy_file(ctx))  # the predict stage's
-        fewshot_path = ctx.path("predictors", "latency_fewshot.pkl")
+        fewshot_path = ctx.path("predictors", "latency_fewshot.skops")
         self.fewshot = fewshot_path.is_file()
-        self.lat = load_predictor(fewshot_path if self.fewshot else ctx.path("predictors", "latency.pkl"))
+        self.lat = load_predictor(fewshot_path if self.fewshot else ctx.path("predictors", "latency.skops"))
         self.other = {k: load_predictor(p) for k, p in obj.latency_predictors.items()}
 
     def predict(self, name: str, archs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:

@@ -75,7 +75,7 @@ def test_mismatched_sources_fail_before_anything_is_written(help_ofa, shared_dat
     # a saved meta-trained predictor carries its space and setting
     from predictors.arch_features import SpaceFeaturizer
 
-    pkl = tmp_path / "meta.pkl"
+    pkl = tmp_path / "meta.skops"
     table = latency_matrix(load_latency_table([src])).iloc[:200]
     FewShotLatencyPredictor(impute="ridge", meta_tasks=1, meta_pool=80, meta_query=80, selections=("random",),
                             prior_strengths=(0.0,), proj_scales=(0.0, 1.0), phys_scales=(0.0,), enc_scales=(0.0,)
@@ -103,7 +103,7 @@ def test_remote_device_calibrates_from_a_kit_and_predicts_unseen_archs(help_ofa,
     untrained_supernet(compose_cfg(tmp_path, *over), tmp_path)
     with pytest.raises(NeedsMeasurement, match="8 subnets need timing on my_device"):
         run_pipeline(compose_cfg(tmp_path, *over))
-    assert not (tmp_path / "predictors" / "latency_fewshot.pkl").exists()
+    assert not (tmp_path / "predictors" / "latency_fewshot.skops").exists()
     manifest = json.loads((tmp_path / "kits" / "calibrate" / "manifest.json").read_text())
     chosen = [m["arch"] for m in manifest["models"]]
     assert len(chosen) == 8 and set(chosen) <= set(target.index)
@@ -115,7 +115,7 @@ def test_remote_device_calibrates_from_a_kit_and_predicts_unseen_archs(help_ofa,
     assert rec["budget"] == 8 and rec["meta_training"] == "cached" and rec["n_source_devices"] == 9
     report = json.loads((tmp_path / "predictors" / "calibration.json").read_text())
     assert report["chosen"] == chosen and report["chosen_latency_ms"] == pytest.approx(list(target[chosen]))
-    model = FewShotLatencyPredictor.load(tmp_path / "predictors" / "latency_fewshot.pkl")
+    model = FewShotLatencyPredictor.load(tmp_path / "predictors" / "latency_fewshot.skops")
     rest = [a for a in target.index if a not in set(chosen)]
     assert spearmanr(model.predict(rest), target[rest])[0] > 0.95
     # any arch of the space: random samples no source device measured
@@ -150,6 +150,6 @@ def test_local_calibration_is_scored_on_the_measure_stage_and_drives_the_search(
     rec = summary["stages"]["search"]
     assert rec["latency_predictor"] == "fewshot (calibrate stage)"
     cand = pd.read_csv(tmp_path / "candidates.csv")
-    model = FewShotLatencyPredictor.load(tmp_path / "predictors" / "latency_fewshot.pkl")
+    model = FewShotLatencyPredictor.load(tmp_path / "predictors" / "latency_fewshot.skops")
     assert np.array_equal(model.predict(list(cand.arch)), cand.predicted_latency_ms.to_numpy())
     assert rec["latency_predictor_spearman"] > 0.5, rec

@@ -43,7 +43,7 @@ def run(tmp_path_factory):
 def test_artifacts_exist_and_parse(run):
     run_dir, summary = run
     for name in ("checkpoints/supernet.pt", "measurements.csv", "evaluations.csv", "candidates.csv", "pareto.csv",
-                 "pareto.png", "summary.json", "predictors/latency.pkl", "predictors/accuracy.pkl"):
+                 "pareto.png", "summary.json", "predictors/latency.skops", "predictors/accuracy.skops"):
         assert (run_dir / name).is_file(), name
     s = json.loads((run_dir / "summary.json").read_text())
     assert set(s["seconds_per_stage"]) == set(STAGES) - {"calibrate"}  # calibrate is off by default

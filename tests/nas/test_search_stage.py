@@ -144,8 +144,8 @@ def test_closed_loop_with_latency_constraint(trained: Path, tmp_path: Path) -> N
 @pytest.mark.slow
 def test_three_objectives_and_another_devices_predictor(trained: Path, tmp_path: Path) -> None:
     run_dir = copy_run(trained, tmp_path / "mo")
-    twin = tmp_path / "twin_latency.pkl"
-    shutil.copy(run_dir / "predictors" / "latency.pkl", twin)
+    twin = tmp_path / "twin_latency.skops"
+    shutil.copy(run_dir / "predictors" / "latency.skops", twin)
     rec = search(run_dir, "search.objectives=[accuracy,latency_ms,params,latency_ms_twin]",
                  f"+search.latency_predictors.twin={twin}", "search.budget=3")
     cand = pd.read_csv(run_dir / "candidates.csv")

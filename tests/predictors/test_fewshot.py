@@ -87,17 +87,17 @@ def test_uncertainty_and_save_load_round_trip(slice_, fitted, tmp_path: Path) ->
     assert np.allclose(mean, ours.predict(query))
     # measured archs are predicted more confidently than the average query arch
     assert ours.predict(picked, return_std=True)[1].mean() < std.mean()
-    ours.save(tmp_path / "ours.pkl")
-    again = FewShotLatencyPredictor.load(tmp_path / "ours.pkl")
+    ours.save(tmp_path / "ours.skops")
+    again = FewShotLatencyPredictor.load(tmp_path / "ours.skops")
     assert np.array_equal(again.predict(query), mean)
     assert np.array_equal(again.predict(query, return_std=True)[1], std)
     base.adapt(picked, y[[archs.index(a) for a in picked]])
-    base.save(tmp_path / "base.pkl")
-    b2 = SourceRidgeBaseline.load(tmp_path / "base.pkl")
+    base.save(tmp_path / "base.skops")
+    b2 = SourceRidgeBaseline.load(tmp_path / "base.skops")
     assert np.array_equal(b2.predict(query), base.predict(query))
     assert (b2.predict(query, return_std=True)[1] > 0).all()
     with pytest.raises(ValueError, match="does not hold a saved FewShotLatencyPredictor"):
-        FewShotLatencyPredictor.load(tmp_path / "base.pkl")
+        FewShotLatencyPredictor.load(tmp_path / "base.skops")
 
 
 def test_errors(slice_, fitted) -> None:
@@ -253,8 +253,8 @@ def test_archs_absent_from_the_source_table_are_predicted(slice_, fitted_without
     finally:
         model.outside_.impute_cov_ = saved_cov
     assert (std >= narrow - 1e-12).all() and (std > narrow).mean() > 0.9
-    model.save(tmp_path / "m.pkl")
-    again = FewShotLatencyPredictor.load(tmp_path / "m.pkl")
+    model.save(tmp_path / "m.skops")
+    again = FewShotLatencyPredictor.load(tmp_path / "m.skops")
     got_mean, got_std = again.predict(unseen, return_std=True)
     assert np.array_equal(got_mean, mean) and np.array_equal(got_std, std)
     assert again.select(unseen, 5, np.random.default_rng(3)) == model.select(unseen, 5, np.random.default_rng(3))
