@@ -3,7 +3,8 @@
     hwnas-measure KIT_DIR --device pixel7_cpu --out pixel7.csv [--threads 1 --rounds 20 --warmup 5]
 
 Writes the interchange format (space, arch, device, latency_ms, + spread and device profile), which
-``hwnas measure.from_csv=pixel7.csv`` then uses instead of timing locally.
+``hwnas device=remote device.name=pixel7 device.csv=[pixel7.csv]`` then uses instead of timing locally. It times
+with the protocol of every device (:class:`latency_luts.device.OnnxRuntimeDevice`, in this process).
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from latency_luts.device.ort import OnnxRuntimeDevice
 from latency_luts.kit import read_manifest, write_interchange_csv
-from latency_luts.measure import OrtSettings, describe_load, measure_onnx_models
-from latency_luts.profile import local_ort_profile
+from latency_luts.measure import describe_load
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,13 +44,13 @@ def main(argv: list[str] | None = None) -> int:
         if len(batches) != 1:
             raise ValueError(f"kit mixes batch sizes {sorted(batches)}; expected one")
         batch = batches.pop()
-        settings = OrtSettings(threads=args.threads, graph_optimization=args.graph_optimization)
-        ms = measure_onnx_models(
-            [kit / m["file"] for m in models], settings, warmup=args.warmup, rounds=args.rounds, batch=batch,
-            cv_threshold=args.cv_threshold, max_extra_rounds=args.max_extra_rounds, seed=args.seed,
-            names=[m["arch"] for m in models], progress=not args.quiet,
-        )
-        profile = local_ort_profile(args.threads, batch, "fp32", args.device).as_dict()
+        device = OnnxRuntimeDevice(name=args.device, threads=args.threads, batch=batch, warmup=args.warmup,
+                                   rounds=args.rounds, cv_threshold=args.cv_threshold,
+                                   max_extra_rounds=args.max_extra_rounds, graph_optimization=args.graph_optimization)
+        device.validate()
+        ms = device.measure_here([kit / m["file"] for m in models], [m["arch"] for m in models], seed=args.seed,
+                                 progress=not args.quiet)
+        profile = device.profile()
         profile.pop("device")
         rows = [{"space": man["space"], "arch": m.name, "device": args.device, **{k: v for k, v in m.as_dict().items()
                  if k != "name"}} for m in ms]

@@ -10,12 +10,12 @@ manifest.json::
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from latency_luts.files import write_csv_atomic, write_json_atomic
 
 KIT_FORMAT = "hwnas-measurement-kit"
 KIT_VERSION = 1
@@ -29,12 +29,9 @@ def write_manifest(kit_dir: str | Path, space: str, models: Sequence[dict[str, A
     for m in models:
         if not (kit_dir / m["file"]).is_file():
             raise ValueError(f"kit model file {m['file']!r} is missing from {kit_dir}")
-    path = kit_dir / "manifest.json"
-    tmp = path.with_name("manifest.json.tmp")
-    tmp.write_text(json.dumps({"format": KIT_FORMAT, "version": KIT_VERSION, "space": space, "models": list(models)},
-                              indent=1))
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(kit_dir / "manifest.json",
+                             {"format": KIT_FORMAT, "version": KIT_VERSION, "space": space, "models": list(models)},
+                             indent=1)
 
 
 def read_manifest(kit_dir: str | Path) -> dict[str, Any]:
@@ -59,14 +56,5 @@ def read_manifest(kit_dir: str | Path) -> dict[str, Any]:
 
 def write_interchange_csv(path: str | Path, rows: Sequence[dict[str, Any]], extra: dict[str, Any]) -> Path:
     """Rows in the interchange format (+ spread and device profile columns), written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     cols = list(CSV_COLUMNS) + [k for k in extra if k not in CSV_COLUMNS]
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        for r in rows:
-            w.writerow({**extra, **r})
-    os.replace(tmp, path)
-    return path
+    return write_csv_atomic(path, [{**extra, **r} for r in rows], cols)

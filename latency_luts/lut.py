@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from latency_luts.files import write_json_atomic
 
 SCHEMA = "hwnas-latency-lut"
 VERSION = 1
@@ -55,13 +56,9 @@ class LatencyLUT:
         return out
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"schema": SCHEMA, "version": VERSION, "space": self.space, "device": self.device,
-                                   "const_ms": self.const_ms, "meta": self.meta, "entries": self.entries}, indent=1))
-        os.replace(tmp, path)
-        return path
+        return write_json_atomic(path, {"schema": SCHEMA, "version": VERSION, "space": self.space,
+                                        "device": self.device, "const_ms": self.const_ms, "meta": self.meta,
+                                        "entries": self.entries}, indent=1, default=None)
 
     @classmethod
     def load(cls, path: str | Path, space: str | None = None) -> LatencyLUT:

@@ -1,4 +1,5 @@
-"""On-device latency measurement with onnxruntime (the only code here that touches a device).
+"""The latency measurement protocol (:func:`time_interleaved`, the same for every engine) and its onnxruntime
+harness (:func:`measure_onnx_models`, what the kit agent runs). Devices (:mod:`latency_luts.device`) time through it.
 
 Protocol (designed for noisy shared CPUs): every model is loaded into one process, warmed up, then timed in
 interleaved rounds — each round runs every model once in a fresh random order — so drift hits all models
@@ -12,9 +13,10 @@ Needs only onnxruntime and numpy, so it runs on devices without torch.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -147,6 +149,47 @@ def describe_load(ms: Sequence[Measurement], threads: int, rerun: str = "hwnas .
             f"machine is idle ({rerun})")
 
 
+def time_interleaved(
+    runs: Sequence[Callable[[], object]],
+    names: Sequence[str],
+    rng: np.random.Generator,
+    warmup: int = 5,
+    rounds: int = 20,
+    cv_threshold: float = 0.05,
+    max_extra_rounds: int = 40,
+    progress: bool = True,
+) -> list[Measurement]:
+    """The protocol, for any engine: ``runs[i]()`` runs model i once on its fixed input. Every model is warmed
+    up, then timed in interleaved rounds (each round runs every model once in a fresh random order); models
+    whose CV exceeds ``cv_threshold`` get ``max_extra_rounds`` more; one Measurement each (minimum, spread,
+    load flags)."""
+    if not runs:
+        raise ValueError("no models given to measure; expected at least one")
+    if warmup < 0 or rounds < 1:
+        raise ValueError(f"warmup={warmup}, rounds={rounds} are invalid; expected warmup >= 0 and rounds >= 1")
+    for run in runs:
+        for _ in range(warmup):
+            run()
+    times: list[list[float]] = [[] for _ in runs]
+    meter = LoadMeter()
+
+    def run_rounds(idx: list[int], n: int, desc: str) -> None:
+        for _ in _progress(range(n), desc, progress):
+            for i in rng.permutation(idx):
+                t0 = time.perf_counter_ns()
+                runs[i]()
+                times[i].append((time.perf_counter_ns() - t0) / 1e6)
+
+    run_rounds(list(range(len(runs))), rounds, f"measure {len(runs)} models")
+    noisy = [i for i, t in enumerate(times) if np.std(t) / np.mean(t) > cv_threshold]
+    if noisy and max_extra_rounds > 0:
+        log.info("%d of %d models have CV > %.2f: %d more rounds for them", len(noisy), len(runs),
+                 cv_threshold, max_extra_rounds)
+        run_rounds(noisy, max_extra_rounds, f"re-measure {len(noisy)} noisy models")
+    other, drift = meter.other_cpus(), _pass_drift(times, rounds)
+    return [_stats(n, np.asarray(t), warmup, other, drift) for n, t in zip(names, times)]
+
+
 def measure_onnx_models(
     paths: Sequence[str | Path],
     settings: OrtSettings | None = None,
@@ -159,7 +202,8 @@ def measure_onnx_models(
     names: Sequence[str] | None = None,
     progress: bool = True,
 ) -> list[Measurement]:
-    """Time every ONNX model in ``paths`` with the interleaved-rounds protocol; one Measurement each."""
+    """Time every ONNX model in ``paths`` in this process with the interleaved-rounds protocol
+    (:func:`time_interleaved`); one Measurement each. Only onnxruntime and numpy: the kit agent's path."""
     if not paths:
         raise ValueError("no ONNX models given to measure; expected at least one path")
     if warmup < 0 or rounds < 1:
@@ -169,24 +213,6 @@ def measure_onnx_models(
     rng = np.random.default_rng(seed)
     sessions = [make_session(p, settings) for p in paths]
     feeds = [_input_feed(s, batch, rng) for s in sessions]
-    for s, f in zip(sessions, feeds):
-        for _ in range(warmup):
-            s.run(None, f)
-    times: list[list[float]] = [[] for _ in sessions]
-    meter = LoadMeter()
-
-    def run_rounds(idx: list[int], n: int, desc: str) -> None:
-        for _ in _progress(range(n), desc, progress):
-            for i in rng.permutation(idx):
-                t0 = time.perf_counter_ns()
-                sessions[i].run(None, feeds[i])
-                times[i].append((time.perf_counter_ns() - t0) / 1e6)
-
-    run_rounds(list(range(len(sessions))), rounds, f"measure {len(sessions)} models")
-    noisy = [i for i, t in enumerate(times) if np.std(t) / np.mean(t) > cv_threshold]
-    if noisy and max_extra_rounds > 0:
-        log.info("%d of %d models have CV > %.2f: %d more rounds for them", len(noisy), len(sessions),
-                 cv_threshold, max_extra_rounds)
-        run_rounds(noisy, max_extra_rounds, f"re-measure {len(noisy)} noisy models")
-    other, drift = meter.other_cpus(), _pass_drift(times, rounds)
-    return [_stats(n, np.asarray(t), warmup, other, drift) for n, t in zip(names, times)]
+    runs = [functools.partial(s.run, None, f) for s, f in zip(sessions, feeds)]
+    return time_interleaved(runs, names, rng, warmup=warmup, rounds=rounds, cv_threshold=cv_threshold,
+                            max_extra_rounds=max_extra_rounds, progress=progress)

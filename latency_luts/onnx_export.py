@@ -1,4 +1,4 @@
-"""Export of static torch modules to single-file ONNX, written atomically.
+"""Export of static torch modules to single-file ONNX, written atomically (:mod:`latency_luts.files`).
 
 Two exporters: ``legacy`` (TorchScript-based, < 1 s a model: used for mass measurement) and ``dynamo``
 (torch.export-based, the maintained path, 5-8 s a model, needs onnxscript: used for final deliverables).
@@ -9,12 +9,13 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from latency_luts.files import atomic_path
 
 EXPORTERS = ("legacy", "dynamo")
 _CHATTY_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch._dynamo")
@@ -39,11 +40,10 @@ def export_onnx(
     if exporter not in EXPORTERS:
         raise ValueError(f"unknown ONNX exporter {exporter!r}; expected one of {list(EXPORTERS)}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # process-unique: concurrent writers never collide
     model = model.eval()
     x = torch.randn(*input_shape)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    # a temporary name unique to this process and call: concurrent writers never collide
+    with atomic_path(path) as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         if exporter == "legacy":
             dyn = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
@@ -63,5 +63,4 @@ def export_onnx(
             prog = torch.onnx.export(model, (x,), input_names=["input"], output_names=["logits"],
                                      opset_version=opset, dynamic_shapes=dyn, dynamo=True, verbose=False)
             prog.save(str(tmp), external_data=False)
-    os.replace(tmp, path)
     return path

@@ -7,11 +7,12 @@ becomes a deployment choice.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+from latency_luts.files import atomic_path, temp_beside
 
 
 def quantize_qdq(fp32_path: str | Path, out_path: str | Path, calibration: np.ndarray, batch: int = 1) -> Path:
@@ -37,16 +38,12 @@ def quantize_qdq(fp32_path: str | Path, out_path: str | Path, calibration: np.nd
             return None if x is None else {input_name: x}
 
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    pre = out_path.with_name(out_path.stem + ".pre.onnx")
-    tmp = out_path.with_name(out_path.name + ".tmp")
+    pre = temp_beside(out_path, ".pre.onnx")  # unique to this process and call: concurrent writers never collide
     try:
-        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-        os.replace(tmp, out_path)
+        with atomic_path(out_path) as tmp:
+            quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+            quantize_static(str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
     finally:
-        for p in (pre, tmp):
-            if p.exists():
-                p.unlink()
+        pre.unlink(missing_ok=True)
     return out_path

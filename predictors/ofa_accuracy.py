@@ -141,11 +141,9 @@ class OFAAccuracyPredictor:
     # --- data-only storage -------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write an ``.npz`` of arrays only (no pickle), atomically (temp file beside ``path``, then rename)."""
-        import os
-        import tempfile
+        from latency_luts.files import atomic_path
 
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, np.ndarray] = {"format": np.array("hwnas.ofa_accuracy.v1"), "layout": np.array(self.layout),
                                          "resolutions": np.asarray(self.resolutions), "base": np.array(self.base)}
         for i, (W, b) in enumerate(self.weights):
@@ -154,10 +152,8 @@ class OFAAccuracyPredictor:
                 arrays[f"b{i}"] = b
         if hasattr(self, "scale_"):
             arrays["affine"] = np.array([self.scale_, self.offset_])
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=".npz")
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object: savez adds no suffix
             np.savez(fh, **arrays)
-        os.replace(tmp, path)
         return path
 
     @classmethod

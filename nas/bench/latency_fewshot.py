@@ -37,9 +37,6 @@ meta-trained on the meta-train split: fbnet's 12 meta-train families would take 
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from typing import Any
 
 import numpy as np
@@ -47,6 +44,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 from tqdm import tqdm
 
+from latency_luts.files import write_json_atomic
 from latency_luts.interchange import latency_matrix, load_latency_table
 from nas.bench.config import as_dict, bench_config
 from predictors.arch_features import SpaceFeaturizer
@@ -205,17 +203,7 @@ def _ceiling_summary(devices: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def _write_json(obj: dict[str, Any], path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_json_atomic(path, obj, default=None)
 
 
 def run(cfg: Any) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from latency_luts.files import write_json_atomic
 from nas.bench.config import limit_threads
 from nas.pareto import hv_history, hypervolume, normalize, pareto_mask
 
@@ -217,12 +217,7 @@ def _job(dev: str, name: str, seed: int, progress: Callable[[int], None] | None 
 
 
 def _write_atomic(path: str, obj: dict[str, Any]) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+    write_json_atomic(path, obj, default=None)
 
 
 # settings that change no single run's result (which runs, how many processes, where results go)

@@ -162,7 +162,7 @@ def test_bench_end_to_end_protocol_all(shared_data: Path, tmp_path: Path) -> Non
     res = run({"data": [str(csv)], "space": "nb201", "meta_train": ["1080ti_1", "silver_4114", "pixel3", "samsung_a50"],
                "meta_test": ["fpga"], "budget": 20, "protocol": "all", "seeds": 2, "out": str(out)})
     saved = json.loads(out.read_text())
-    assert saved["devices"] == res["devices"] and not list(out.parent.glob(".tmp_*"))
+    assert saved["devices"] == res["devices"] and not list(out.parent.glob("*.tmp"))
     summary = {"devices", "mean_spearman", "mean_spearman_worst_meta_seed"}
     assert set(saved) == {"space", "budget", "protocol", "meta_seeds", "meta_fits", "predictor", "baseline", "prior",
                           "losses_to_ridge", "n_losses_to_ridge", *summary}
