@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 
 from nas.search import SearchProblem, Strategy, run_budget
-from nas.search.surrogates import FixedModel
 from predictors.testing import PredictorContract, check_predictor, check_save_and_load
 from search_spaces.base import SearchSpace, WeightSharingSpace
 from search_spaces.testing import SearchSpaceContract, WeightSharingSpaceContract, sample_archs
@@ -49,15 +48,32 @@ def macs_bound(space: WeightSharingSpace) -> float:
     return float(np.median(_macs(space, sample_archs(space, 50, 9))))
 
 
+class ClosedForm:
+    """A model of the problem on the face every model shares whose value is computed, not learned: ``fit``
+    leaves it as it is, ``predict(archs, return_std)`` is ``fn(archs)`` with a constant std."""
+
+    def __init__(self, fn: Callable[[list[Any]], np.ndarray], std: float = 0.0) -> None:
+        self.fn = fn
+        self.std = float(std)
+
+    def fit(self, archs: list[Any], y: Any) -> ClosedForm:
+        return self
+
+    def predict(self, archs: list[Any], return_std: bool = False) -> Any:
+        mean = np.asarray(self.fn(list(archs)), dtype=np.float64)
+        return (mean, np.full(len(mean), self.std)) if return_std else mean
+
+
 def contract_problem(space: WeightSharingSpace, seed: int, n_constraints: int = 0,
                      storage: str | None = None) -> SearchProblem:
-    """Two minimised objectives with closed-form costs of the space, an error that falls with size and MACs,
-    each with a model of the problem; with ``n_constraints=1``, MACs at most :func:`macs_bound`."""
+    """Two minimised objectives with closed-form costs of the space, an error that falls with size and MACs
+    (millions), each with a model of the problem (the accuracy column's predicts accuracy); with
+    ``n_constraints=1``, MACs at most :func:`macs_bound`."""
     bound = macs_bound(space)
     return SearchProblem(
         space=space, n_objectives=2, seed=seed, n_constraints=n_constraints,
-        models=[FixedModel(lambda archs: (error_of(space, archs), np.full(len(archs), 0.01))),
-                FixedModel(lambda archs: (_macs(space, archs), np.zeros(len(archs))))],
+        models=[ClosedForm(lambda archs: 1.0 - error_of(space, archs), std=0.01),
+                ClosedForm(lambda archs: _macs(space, archs))],
         constraint_model=(lambda archs, F: (F[:, 1:2] - bound) / bound) if n_constraints else None,
         storage=storage, study_name="contract" if storage else None)
 

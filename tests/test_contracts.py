@@ -154,7 +154,7 @@ def test_optuna_strategy_resumes_its_study_and_counts_it_in_the_budget(ofa: Sear
 
 def test_bad_strategy_config_is_one_line(ofa: SearchSpace) -> None:
     for node, text in (({"_target_": "nas.search.NoSuchSearch"}, "cannot be built"),
-                       ({"_target_": "nas.search.surrogates.GPSurrogate"}, "not a search strategy"),
+                       ({"_target_": "predictors.GPPredictor"}, "not a search strategy"),
                        ({**_node("closed_loop"), "batch_size": 0}, "batch_size=0"),
                        ({}, "has no _target_")):
         with pytest.raises(ValueError, match=text) as e:
@@ -188,20 +188,18 @@ class TestShippedPredictorCaseOnRidge(contract.PredictorContract):
         return load_predictor(predictor.save(path / "ridge.skops"))
 
 
-@pytest.mark.parametrize("make", ["gp", "bayes_linear"])
-def test_surrogates_fit_predict_with_std(make: str, ofa: SearchSpace) -> None:
-    from nas.search.surrogates import BayesLinearSurrogate, GPSurrogate
+@pytest.mark.parametrize("make", ["gp", "bayes_linear", "exact"])
+def test_search_models_pass_the_predictor_contract(make: str, ofa: SearchSpace) -> None:
+    """The search's own models (the closed loop's GP, the Bayesian-linear latency model, exact costs) on the
+    same face and checks as every predictor."""
+    from predictors import BayesLinearPredictor, ExactCost, GPPredictor, SpaceFeatures
 
-    archs = _archs(ofa, 40, 6)
-    X = ofa.surrogate_features(archs)
-    y = np.array([ofa.macs(a) / 1e6 for a in archs])
-    s = GPSurrogate(kernel="exponential", scale="median", log_target=True) if make == "gp" else BayesLinearSurrogate()
-    s.fit(archs[:30], X[:30], y[:30])
-    mean, std = s.predict(archs[30:], X[30:])
-    assert mean.shape == std.shape == (10,) and (std > 0).all()
-    from scipy.stats import spearmanr
-
-    assert spearmanr(mean, y[30:]).statistic > 0.6
+    feats = SpaceFeatures("surrogate", ofa)
+    model = {"gp": lambda: GPPredictor(feats, kernel="exponential", scale="median", log_target=True),
+             "bayes_linear": lambda: BayesLinearPredictor(feats),
+             "exact": lambda: ExactCost(ofa, "macs")}[make]()
+    mean, std = contract.check_predictor(model, ofa, learns=make != "exact")[0].predict(_archs(ofa, 5, 8), True)
+    assert (std > 0).all() if make != "exact" else (std == 0).all()
 
 
 def test_run_predictors_share_the_architecture_face(ofa: SearchSpace, tmp_path: Path) -> None:
