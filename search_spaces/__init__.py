@@ -1,6 +1,6 @@
 """Search spaces: architecture types, the registry, supernets and static subnet extraction."""
 
-from search_spaces.base import Architecture, SearchSpace, WeightSharingSpace
+from search_spaces.base import Architecture, SearchSpace, Supernet, WeightSharingSpace
 from search_spaces.fbnet.space import FBNetSpace
 from search_spaces.nb201.space import NB201Space
 from search_spaces.ofa_mbv3.arch import OFAArchitecture
@@ -14,6 +14,7 @@ __all__ = [
     "OFAArchitecture",
     "OFAMobileNetV3Space",
     "SearchSpace",
+    "Supernet",
     "WeightSharingSpace",
     "available_search_spaces",
     "create_search_space",
