@@ -65,6 +65,12 @@ class Objectives:
             if not Path(str(path)).is_file():
                 raise ValueError(f"search.latency_predictors.{key}={path!r} is not a file; expected a saved "
                                  "predictor (.skops of a calibrate or predict stage)")
+            from predictors.arch_predictor import load_predictor
+
+            try:
+                load_predictor(path)  # read now (data only, never unpickled): a bad file stops the run here
+            except ValueError as e:
+                raise ValueError(f"search.latency_predictors.{key}: {e}") from None
 
     @classmethod
     def from_config(cls, search_cfg: Any) -> Objectives:

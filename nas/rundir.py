@@ -56,6 +56,26 @@ def owner_gone(owner: str) -> bool | None:
     return False
 
 
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint the train stage wrote (``{"model": state dict, ...}``), read with ``torch.load(weights_only=
+    True)``: tensors and plain containers only. A file that needs code to load is refused in one line
+    (``ValueError``), its code never run; so is any other unreadable file."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises several kinds; all mean "not a plain checkpoint"
+        text = str(e).strip()
+        why = ("it needs code to load, which is refused (weights_only=True)"
+               if "weights_only" in text or "Unsupported global" in text else (text.splitlines() or [""])[0][:200])
+        raise ValueError(f"checkpoint {str(path)!r} cannot be read as weights: {why}; expected a checkpoint "
+                         "written by the train stage (force=[train] retrains it)") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise ValueError(f"checkpoint {str(path)!r} holds no 'model' state dict; expected a checkpoint written "
+                         "by the train stage (force=[train] retrains it)")
+    return state
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON to a temporary file beside ``path``, then rename: readers never see half a file."""
     files.write_json_atomic(path, obj)
@@ -241,12 +261,10 @@ class RunContext:
         return StageMarkers(self.run_dir)
 
     def load_supernet(self):  # noqa: ANN201 - torch.nn.Module
-        import torch
-
         if not self.checkpoint.exists():
             raise FileNotFoundError(f"no supernet checkpoint at {self.checkpoint}; run the train stage first")
         net = self.space.build_supernet()
-        net.load_state_dict(torch.load(self.checkpoint, map_location="cpu", weights_only=True)["model"])
+        net.load_state_dict(read_checkpoint(self.checkpoint)["model"])
         return net.eval()
 
     def device_profile(self) -> dict[str, Any]:

@@ -188,7 +188,9 @@ def _resume(run: _Run) -> tuple[int, int, tuple]:
     continue from; without one every rank starts from rank 0's initial weights."""
     state = None
     if run.dist.is_main and run.checkpoint is not None and run.checkpoint.exists():
-        state = torch.load(run.checkpoint, map_location="cpu", weights_only=True)
+        from nas.rundir import read_checkpoint
+
+        state = read_checkpoint(run.checkpoint)
     state = broadcast_object(state, run.dist)
     if state is None:
         broadcast_module(run.supernet, run.dist)
