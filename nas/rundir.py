@@ -267,11 +267,16 @@ class RunContext:
         net.load_state_dict(read_checkpoint(self.checkpoint)["model"])
         return net.eval()
 
-    def device_profile(self) -> dict[str, Any]:
-        from latency_luts.profile import local_ort_profile
+    @cached_property
+    def device(self):  # noqa: ANN201 - latency_luts.device.Device
+        """The run's device, built from ``cfg.device``'s ``_target_``: every stage prepares and times through it."""
+        from latency_luts.device import build_device
 
-        d = self.cfg.device
-        return local_ort_profile(d.threads, d.batch, d.precision, d.name).as_dict()
+        return build_device(self.cfg.device)
+
+    def device_profile(self) -> dict[str, Any]:
+        """Where and how the run's latencies are measured (:meth:`latency_luts.device.Device.profile`)."""
+        return self.device.profile()
 
     def path(self, *parts: str) -> Path:
         return self.run_dir.joinpath(*parts)

@@ -97,9 +97,41 @@ class ExportSchema:
 
 
 @dataclass
+class OnnxRuntimeDeviceSchema:
+    """``conf/device/local_cpu.yaml`` and the like (latency_luts.device.OnnxRuntimeDevice): keys and types;
+    the device's ``validate()`` checks ranges and choices."""
+
+    _target_: str = "latency_luts.device.OnnxRuntimeDevice"
+    name: str = "local_cpu"
+    threads: int = 1
+    graph_optimization: str = "all"
+    execution_mode: str = "sequential"
+    spinning: bool = False
+    batch: int = 1
+    precision: str = "fp32"
+    warmup: int = 5
+    rounds: int = 20
+    cv_threshold: float = 0.05
+    max_extra_rounds: int = 40
+
+
+@dataclass
+class RemoteDeviceSchema(OnnxRuntimeDeviceSchema):
+    """``conf/device/remote.yaml`` (latency_luts.device.RemoteDevice): onnxruntime timed elsewhere from kits."""
+
+    _target_: str = "latency_luts.device.RemoteDevice"
+    name: str = "my_device"
+    csv: list[str] = field(default_factory=list)
+
+
+DEVICE_SCHEMAS = {"onnxruntime_schema": OnnxRuntimeDeviceSchema, "remote_schema": RemoteDeviceSchema}
+
+
+@dataclass
 class HwnasSchema:
-    """The whole run config. Groups whose options differ in their keys (search space, data, device,
-    predictor) are checked by what they build (``_target_``) and by the stages' ``validate``."""
+    """The whole run config. Groups whose options differ in their keys (search space, data, predictor) are
+    checked by what they build (``_target_``) and by the stages' ``validate``; each device option names its
+    schema (:data:`DEVICE_SCHEMAS`) in its defaults list."""
 
     seed: int = 0
     worker: int = 0  # this process's index among workers sharing one run directory (a multirun sweeps it)
@@ -122,4 +154,7 @@ def register() -> None:
     """Store the schema as ``hwnas_schema`` (conf/config.yaml lists it first in its defaults)."""
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(name="hwnas_schema", node=HwnasSchema)
+    cs = ConfigStore.instance()
+    cs.store(name="hwnas_schema", node=HwnasSchema)
+    for name, node in DEVICE_SCHEMAS.items():  # the device options' schemas (their defaults lists name them)
+        cs.store(group="device", name=name, node=node)

@@ -12,10 +12,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from latency_luts.build import measure_in_fresh_process
-from latency_luts.measure import Measurement, OrtSettings
-from latency_luts.onnx_export import export_onnx
-from latency_luts.quantize import quantize_qdq
+from latency_luts.device import NeedsMeasurement  # noqa: F401 - re-exported: the CLI and tests catch it here
+from latency_luts.measure import Measurement
 from nas.rundir import RunContext, file_stem
 from nas.training import evaluate, fold_batchnorm, recalibrate_bn
 
@@ -53,30 +51,26 @@ def check_choice(cfg: Any, key: str, choices: Sequence[str], default: Any = None
 
 
 def validate_device(cfg: Any) -> None:
-    """device.* as every stage that times or exports subnets reads it."""
-    for key in ("device.rounds", "device.threads", "device.batch"):
-        positive_int(cfg, key)
-    positive_int(cfg, "device.warmup", lo=0)
-    check_choice(cfg, "device.runtime", ("onnxruntime", "remote"), default="onnxruntime")
-    check_choice(cfg, "device.precision", ("fp32", "int8"))
+    """The run's device built dry from ``cfg.device`` (its ``_target_`` class and keys) and validated, before any
+    stage runs; a device that reads timings made elsewhere has every file read and checked too."""
+    from latency_luts.device import build_device
+
+    device = build_device(cfg.device)
+    device.validate()
     check_choice(cfg, "measure.exporter", ("legacy", "dynamo"))
-    if cfg.device.get("runtime", "onnxruntime") == "remote":
-        validate_device_csv(cfg)
+    if device.measurement_files():
+        validate_device_csv(cfg, device.measurement_files(), device.name)
 
 
-def validate_device_csv(cfg: Any) -> None:
-    """Every ``device.csv`` file read and checked before any stage runs (not when the measure stage first needs
-    it, after training): interchange columns, finite positive latencies, no conflicting duplicates, rows of the
-    run's device, and only architectures of the run's space and setting."""
+def validate_device_csv(cfg: Any, csvs: Sequence[str], device: str) -> None:
+    """Every timing file of the device (``device.csv``) read and checked before any stage runs (not when the
+    measure stage first needs it, after training): interchange columns, finite positive latencies, no
+    conflicting duplicates, rows of the run's device, and only architectures of the run's space and setting."""
     import pandas as pd
 
     from latency_luts.interchange import load_latency_table, select_rows
     from nas.rundir import build_space
 
-    dev = cfg.device
-    csvs = [str(p) for p in (dev.get("csv") or [])]
-    if not csvs:
-        return
     space = build_space(cfg.search_space, n_classes=10, in_channels=3)
     tables = []
     for path in csvs:  # one file at a time, so an error names its file
@@ -91,7 +85,7 @@ def validate_device_csv(cfg: Any) -> None:
                 space.parse(arch)
             except ValueError as e:
                 raise ValueError(f"device.csv file {path!r}: {e}") from None
-    select_rows(pd.concat(tables, ignore_index=True), space.name, [str(dev.name)])  # the device's; no repeated pair
+    select_rows(pd.concat(tables, ignore_index=True), space.name, [str(device)])  # the device's; no repeated pair
 
 
 def calibration_batch(ctx: RunContext, arch: Any, n: int = 64) -> np.ndarray:
@@ -131,124 +125,92 @@ def bn_calibration(cfg: Any) -> dict[str, Any]:
             "calib_mode": str(p.get("calib_mode", "exact"))}
 
 
-class NeedsMeasurement(Exception):
-    """A remote device must time a kit before the pipeline can go on (the stage is left unfinished)."""
-
-
-def _remote_measurements(ctx: RunContext, supernet: Any, archs: Sequence[Any], stage: str) -> list[Measurement]:
-    """Latencies from CSVs measured by ``hwnas-measure``; missing archs -> write a kit and stop."""
-    from latency_luts.interchange import load_latency_table
-    from latency_luts.kit import write_manifest
-
-    dev = ctx.cfg.device
-    known: dict[Any, dict] = {}
-    csvs = list(dev.get("csv") or [])
-    if csvs:
-        table = load_latency_table(csvs, space=ctx.space.name, devices=[dev.name])
-        for row in table.to_dict("records"):
-            known[ctx.space.parse(row["arch"])] = row
-    missing = [a for a in archs if a not in known]
-    if missing:
-        kit = ctx.path("kits", stage)
-        models = []
-        for i, arch in enumerate(tqdm(missing, desc=f"write measurement kit ({stage})", unit="subnet", leave=False)):
-            shape = ctx.space.input_shape(arch, dev.batch)
-            export_onnx(ctx.space.extract(supernet, arch).eval(), shape, kit / f"{i:04d}.onnx",
-                        exporter=ctx.cfg.measure.exporter)
-            models.append({"file": f"{i:04d}.onnx", "arch": arch.to_string(), "input_shape": list(shape)})
-        write_manifest(kit, ctx.space.name, models)
-        raise NeedsMeasurement(
-            f"{len(missing)} subnets need timing on {dev.name}: copy {kit} to the device, run "
-            f"'hwnas-measure {kit.name} --device {dev.name} --out {stage}.csv', then rerun this command with "
-            f"device.csv=[...,{stage}.csv]"
-        )
-    out = []
-    for arch in archs:
-        r = known[arch]
-        get = lambda k, r=r: float(r.get(k, r["latency_ms"]))  # noqa: E731
-        out.append(Measurement(arch.to_string(), float(r["latency_ms"]), get("median_ms"), get("p10_ms"),
-                               get("p90_ms"), float(r.get("cv", 0.0)), int(r.get("runs", 0)), int(r.get("warmup", 0)),
-                               float(r.get("other_cpus", float("nan"))), float(r.get("drift", 1.0)),
-                               str(r.get("load", "ok"))))
-    return out
+def recalibrated_subnet(ctx: RunContext, supernet: Any, arch: Any) -> torch.nn.Module:
+    """The extracted subnet with BatchNorm recalibrated as the accuracy evaluation does it
+    (``predictor.calib_*``), in eval mode: what the run delivers. Recalibrated channels-last (depthwise convs
+    run 2-3x faster on CPU) on one thread: a channels-last pass's statistics move with the thread count (about
+    1e-4 on the logits), so one thread makes every stage's copy of a subnet, the timed file and the export
+    stage's parity reference, the same to the bit. Returned in the default memory format for export."""
+    r, calib = ctx.space.resolution(arch), bn_calibration(ctx.cfg)
+    sub = ctx.space.extract(supernet, arch).to(memory_format=torch.channels_last)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        recalibrate_bn(sub, ctx.data.at("train", r, calib["calib_images"]), r, calib["calib_batch"],
+                       calib["calib_mode"])
+    finally:
+        torch.set_num_threads(threads)
+    return sub.to(memory_format=torch.contiguous_format).eval()
 
 
 class TimingFiles:
-    """The ONNX files a run timed, kept in ``timing_onnx/`` and keyed by arch: the search stage's joint
-    re-timing of all candidates reuses the measure stage's files instead of exporting them again.
+    """The files a run timed, kept in ``timing_onnx/`` and keyed by arch. Each is what the run's device prepares
+    as the deliverable (:meth:`latency_luts.device.Device.prepare`: BatchNorm recalibrated as for the accuracy
+    evaluation, exported by ``measure.exporter``, int8-quantised for ``device.precision=int8``), so the file
+    timed is the file the export stage delivers, byte for byte. The search stage's joint re-timing of all
+    candidates reuses the measure stage's files instead of preparing them again.
 
-    The files belong to one supernet checkpoint and one export setting (exporter, precision, batch); when any
-    of them changes, the folder is emptied and refilled. Each file is written under a process-unique temporary
-    name and renamed, so concurrent writers never see or leave half a file.
+    The files belong to one supernet checkpoint and one preparation setting (engine, exporter, precision, batch,
+    BatchNorm recalibration); when any of them changes, the folder is emptied and refilled. Each file is written
+    under a unique temporary name and renamed, so concurrent writers never see or leave half a file.
     """
 
     def __init__(self, ctx: RunContext) -> None:
         import json
 
-        dev = ctx.cfg.device
-        self.ctx, self.dir = ctx, ctx.path("timing_onnx")
-        self.key = {**ctx.checkpoint_key(), "exporter": str(ctx.cfg.measure.exporter),
-                    "precision": str(dev.precision), "batch": int(dev.batch)}
-        key_path = self.dir / "key.json"
-        if self.dir.is_dir() and not (key_path.is_file() and json.loads(key_path.read_text()) == self.key):
-            stale = list(self.dir.glob("*.onnx"))
-            for p in stale:
-                p.unlink(missing_ok=True)
-            if stale:
-                log.info("timing files: the supernet or export setting changed; removed %d old files from %s",
-                         len(stale), self.dir)
-        if not key_path.is_file():
-            from nas.rundir import write_json_atomic
+        from nas.rundir import write_json_atomic
 
-            write_json_atomic(key_path, self.key)
+        dev = ctx.device
+        self.ctx, self.dir = ctx, ctx.path("timing_onnx")
+        self.key = {**ctx.checkpoint_key(), "deliverable": True, "engine": dev.engine,
+                    "exporter": str(ctx.cfg.measure.exporter), "precision": str(dev.precision),
+                    "batch": int(dev.batch), "bn_calibration": bn_calibration(ctx.cfg)}
+        key_path = self.dir / "key.json"
+        if key_path.is_file() and json.loads(key_path.read_text()) == self.key:
+            return
+        stale = list(self.dir.glob("*.onnx")) if self.dir.is_dir() else []
+        for p in stale:
+            p.unlink(missing_ok=True)
+        if stale:
+            log.info("timing files: the supernet or preparation setting changed; removed %d old files from %s",
+                     len(stale), self.dir)
+        write_json_atomic(key_path, self.key)
 
     def path(self, arch: Any) -> Path:
         return self.dir / f"{file_stem(arch.to_string())}.onnx"
 
     def get(self, supernet: Any, arch: Any) -> Path:
-        """The arch's timed ONNX file, exported (and quantised for int8) unless this run already has it."""
-        import os
-
+        """The arch's timed file, prepared by the run's device unless this run already has it."""
         path = self.path(arch)
         if path.is_file():
             return path
-        ctx, dev = self.ctx, self.ctx.cfg.device
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.part.onnx")
-        sub = ctx.space.extract(supernet, arch).eval()
-        export_onnx(sub, ctx.space.input_shape(arch, dev.batch), tmp, exporter=ctx.cfg.measure.exporter)
-        if dev.precision == "int8":
-            q = tmp.with_name(tmp.stem + ".int8.onnx")
-            quantize_qdq(tmp, q, calibration_batch(ctx, arch), dev.batch)
-            os.replace(q, tmp)
-        os.replace(tmp, path)
-        return path
+        ctx, dev = self.ctx, self.ctx.device
+        sub = recalibrated_subnet(ctx, supernet, arch)
+        fallback = "legacy" if bool(ctx.cfg.export.get("fallback_to_legacy", True)) else None
+        return dev.prepare(sub, ctx.space.input_shape(arch, dev.batch), path,
+                           exporter=str(ctx.cfg.measure.exporter), fallback=fallback,
+                           calibration=calibration_batch(ctx, arch) if dev.precision == "int8" else None)
 
 
-def measure_archs(ctx: RunContext, supernet: Any, archs: Sequence[Any], desc: str = "export for timing",
+def measure_archs(ctx: RunContext, supernet: Any, archs: Sequence[Any], desc: str = "prepare for timing",
                   stage: str = "measure") -> list[Measurement]:
-    """Export each subnet to ONNX (fast exporter; files this run already timed are reused, see
-    :class:`TimingFiles`) and time them all together on the configured device.
+    """Prepare each subnet's deliverable on the run's device (files this run already prepared are reused, see
+    :class:`TimingFiles`) and time them all together in one pass of the device's protocol.
 
-    ``device.runtime=remote``: latencies come from ``device.csv`` files written by ``hwnas-measure``.
+    A device that times elsewhere (``device=remote``) reads its ``device.csv`` files instead; subnets they lack
+    go out as a kit in ``kits/<stage>/`` and the run stops with :class:`NeedsMeasurement`.
     """
-    dev = ctx.cfg.device
-    if dev.runtime == "remote":
-        return _remote_measurements(ctx, supernet, archs, stage)
-    if dev.runtime != "onnxruntime":
-        raise ValueError(f"device.runtime={dev.runtime!r} is invalid; expected 'onnxruntime' or 'remote'")
+    from latency_luts.device import KitRequest
+
+    dev = ctx.device
     files = TimingFiles(ctx)
     todo = sum(not files.path(a).is_file() for a in archs)
     if todo < len(archs):
-        log.info("%s: %d of %d subnets already exported in %s", stage, len(archs) - todo, len(archs), files.dir)
+        log.info("%s: %d of %d subnets already prepared in %s", stage, len(archs) - todo, len(archs), files.dir)
     paths = [files.get(supernet, a) for a in tqdm(archs, desc=desc, unit="subnet", leave=False)]
-    settings = OrtSettings(dev.threads, dev.graph_optimization, dev.execution_mode, dev.spinning)
-    # all models of the batch in one fresh process, interleaved rounds (see latency_luts.measure)
-    rows = measure_in_fresh_process(
-        [str(p) for p in paths], [a.to_string() for a in archs], warmup=dev.warmup, rounds=dev.rounds,
-        seed=int(ctx.cfg.seed), settings=settings, batch=dev.batch, cv_threshold=dev.cv_threshold,
-        max_extra_rounds=dev.max_extra_rounds, progress=True,
-    )
-    return [Measurement(**r) for r in rows]
+    kit = KitRequest(ctx.path("kits", stage), ctx.space.name, [ctx.space.input_shape(a, dev.batch) for a in archs],
+                     key=ctx.space.parse)
+    return dev.measure(paths, [a.to_string() for a in archs], seed=int(ctx.cfg.seed), progress=True, kit=kit)
 
 
 def evaluate_archs(ctx: RunContext, supernet: Any, archs: Sequence[Any], splits: Sequence[str] = ("val",),

@@ -1,81 +1,100 @@
-"""Stage 6: every Pareto subnet -> standalone module -> single-file ONNX (onnx/), parity-checked and timed."""
+"""Stage 6: every Pareto subnet's deliverable -> onnx/: the very file the run timed for pareto.csv's
+``latency_ms`` (byte-identical, its sha256 recorded), parity-checked against torch on test images."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from latency_luts.measure import OrtSettings, measure_onnx_models
-from latency_luts.quantize import quantize_qdq
-from nas.export import export_subnet, int8_agreement
+from latency_luts.files import atomic_path
 from nas.rundir import RunContext, write_csv_atomic
-from nas.stages.common import bn_calibration, calibration_batch, check_choice, positive_int, validate_device
-from nas.training import recalibrate_bn
+from nas.stages.common import TimingFiles, check_choice, positive_int, recalibrated_subnet, validate_device
 
 log = logging.getLogger(__name__)
 
 
 def validate(cfg: Any) -> None:
     check_choice(cfg, "export.exporter", ("legacy", "dynamo"))
+    if cfg.export.exporter != cfg.measure.exporter:
+        raise ValueError(f"export.exporter={cfg.export.exporter!r} differs from measure.exporter="
+                         f"{cfg.measure.exporter!r}; the delivered files are the timed files, so expected one exporter "
+                         f"(measure.exporter={cfg.export.exporter} times and delivers {cfg.export.exporter} files)")
     positive_int(cfg, "export.parity_batch")
     validate_device(cfg)
-
 
 
 def reset(ctx: RunContext) -> None:
     """Nothing to remove before a forced rerun: the stage rewrites onnx/ and pareto.csv's export columns whole (atomically)."""
 
 
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _deliver_copy(src: Path, dst: Path) -> Path:
+    """``src`` copied to ``dst`` atomically, checked byte for byte (sha256)."""
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+    if sha256(src) != sha256(dst):
+        raise RuntimeError(f"{dst} differs from the timed file {src} after copying; expected identical bytes")
+    return dst
+
+
+def _deliver(ctx: RunContext, files: TimingFiles, supernet: Any, i: int, arch_string: str) -> dict[str, Any]:
+    """One Pareto subnet: its timed file (and, for int8, the fp32 file it was quantised from) into onnx/,
+    checked against the torch subnet with the same BatchNorm recalibration."""
+    cfg, space, dev = ctx.cfg, ctx.space, ctx.device
+    arch = space.parse(arch_string)
+    timed = files.path(arch)
+    if not timed.is_file():
+        raise FileNotFoundError(f"the timed file of Pareto subnet {arch_string} is missing from {files.dir}; "
+                                "expected the search stage's timing files (rerun with force=[search])")
+    r, sub = space.resolution(arch), recalibrated_subnet(ctx, supernet, arch)
+    x = ctx.data.at("test", r, int(cfg.export.parity_batch)).contiguous()
+    out, stem = ctx.path("onnx"), f"pareto_{i:02d}_r{r}"
+    row: dict[str, Any] = {"exporter": str(cfg.measure.exporter)}
+    if dev.precision == "fp32":
+        path = _deliver_copy(timed, out / f"{stem}.onnx")
+        row["onnx_max_abs_diff"] = dev.check_parity(sub, path, x)
+    else:  # the timed (deployable) file is the int8 one; its fp32 source is delivered beside it
+        fp32 = _deliver_copy(dev.fp32_companion(timed), out / f"{stem}.onnx")
+        path = _deliver_copy(timed, out / f"{stem}_{dev.precision}.onnx")
+        row["onnx_max_abs_diff"] = dev.check_parity(sub, fp32, x)  # fp32 file vs torch
+        row[f"{dev.precision}_top1_agreement"] = dev.agreement(sub, path, ctx.data.at("test", r).contiguous())
+        row["fp32_onnx_path"] = str(fp32.relative_to(ctx.run_dir))
+    row["onnx_path"] = str(path.relative_to(ctx.run_dir))
+    row["onnx_sha256"] = sha256(path)
+    return row
+
+
 def run(ctx: RunContext) -> dict:
-    cfg, space = ctx.cfg, ctx.space
+    cfg = ctx.cfg
     pareto = pd.read_csv(ctx.path("pareto.csv"))
-    supernet = ctx.load_supernet()
-    out_dir = ctx.path("onnx")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i, s in enumerate(tqdm(pareto.arch, desc="export Pareto subnets to ONNX", unit="subnet", leave=False)):
-        arch = space.parse(s)
-        sub = space.extract(supernet, arch)
-        r, calib = ctx.space.resolution(arch), bn_calibration(cfg)
-        recalibrate_bn(sub, ctx.data.at("train", r, calib["calib_images"]), r, calib["calib_batch"], calib["calib_mode"])
-        x = ctx.data.at("test", r, int(cfg.export.parity_batch)).contiguous()
-        path = out_dir / f"pareto_{i:02d}_r{ctx.space.resolution(arch)}.onnx"
-        row = export_subnet(sub.eval(), space.input_shape(arch, 1), path, x, cfg.export.exporter,
-                            bool(cfg.export.fallback_to_legacy))
-        if cfg.device.precision == "int8":  # the deployable file is the static-QDQ int8 model
-            q = quantize_qdq(path, path.with_name(path.stem + "_int8.onnx"), calibration_batch(ctx, arch))
-            xt = ctx.data.at("test", r).contiguous()
-            row["int8_top1_agreement"] = int8_agreement(sub, q, xt)
-            row["fp32_onnx_path"], row["onnx_path"] = row["onnx_path"], str(q)
-        rows.append(row)
+    files, supernet = TimingFiles(ctx), ctx.load_supernet()
+    rows = [_deliver(ctx, files, supernet, i, s)
+            for i, s in enumerate(tqdm(pareto.arch, desc="deliver Pareto subnets", unit="subnet", leave=False))]
     res = pd.DataFrame(rows)
-    dev = cfg.device
-    if dev.runtime == "remote":  # the exported files run on the remote device; its timings are in pareto.csv
-        ms = None
-    else:
-        ms = measure_onnx_models(
-            list(res.onnx_path), OrtSettings(dev.threads, dev.graph_optimization, dev.execution_mode, dev.spinning),
-            warmup=dev.warmup, rounds=dev.rounds, batch=dev.batch, cv_threshold=dev.cv_threshold,
-            max_extra_rounds=dev.max_extra_rounds, seed=int(cfg.seed),
-        )
-    pareto["onnx_path"] = [str(p.relative_to(ctx.run_dir)) if p.is_relative_to(ctx.run_dir) else str(p)
-                           for p in map(Path, res.onnx_path)]
-    pareto["exporter"] = res.exporter
-    pareto["onnx_max_abs_diff"] = res.onnx_max_abs_diff  # fp32 file vs torch
-    for extra in ("int8_top1_agreement", "fp32_onnx_path"):
-        if extra in res:
-            pareto[extra] = res[extra]
-    pareto["onnx_latency_ms"] = [m.latency_ms for m in ms] if ms else pareto["latency_ms"]
+    for col in ("onnx_path", "exporter", "onnx_max_abs_diff", "int8_top1_agreement", "fp32_onnx_path", "onnx_sha256"):
+        if col in res:
+            pareto[col] = res[col]
+    pareto["onnx_latency_ms"] = pareto["latency_ms"]  # the delivered file is the file timed for latency_ms
     write_csv_atomic(ctx.path("pareto.csv"), pareto)
     worst = float(res.onnx_max_abs_diff.max())
     bad = res[res.onnx_max_abs_diff > float(cfg.export.parity_atol)]
     if len(bad):
-        log.warning("%d exported subnets exceed the parity tolerance %.1e (worst %.2e)", len(bad),
+        log.warning("%d delivered subnets exceed the parity tolerance %.1e (worst %.2e)", len(bad),
                     cfg.export.parity_atol, worst)
-    log.info("exported %d subnets to %s; worst ONNX-vs-torch max abs diff %.2e", len(res), out_dir, worst)
+    log.info("delivered %d subnets to %s (the files timed for pareto.csv); worst ONNX-vs-torch max abs diff %.2e",
+             len(res), ctx.path("onnx"), worst)
     return {"n_exported": len(res), "worst_onnx_max_abs_diff": worst, "exporters": sorted(set(res.exporter)),
             "parity_ok": bool(len(bad) == 0)}

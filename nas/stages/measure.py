@@ -1,4 +1,5 @@
-"""Stage 2: sample subnets, export them to ONNX and time them on the device -> measurements.csv."""
+"""Stage 2: sample subnets, prepare each on the run's device (the file it would deliver) and time them together
+-> measurements.csv."""
 
 from __future__ import annotations
 
@@ -35,10 +36,10 @@ def run(ctx: RunContext) -> dict:
     archs = [space.largest(), space.smallest()]
     archs += [a for a in space.sample_many(n + 2, rng) if a not in archs][: n - 2]
     supernet = ctx.load_supernet()
-    ms = measure_archs(ctx, supernet, archs, desc="export sampled subnets")
+    ms = measure_archs(ctx, supernet, archs, desc="prepare sampled subnets")
     df = pd.DataFrame([m.as_dict() for m in ms]).rename(columns={"name": "arch"})
     df.insert(0, "space", space.name)
-    df.insert(2, "device", cfg.device.name)
+    df.insert(2, "device", ctx.device.name)
     for k, v in ctx.device_profile().items():
         if k not in df.columns:
             df[k] = v

@@ -48,7 +48,7 @@ def test_export_is_atomic_and_validates(tmp_path):
 @pytest.mark.parametrize("space_kw", [dict(name="ofa_mbv3", setting="small", n_classes=10, in_channels=1),
                                       dict(name="fbnet", dataset="cifar100", n_classes=10, in_channels=1)])
 def test_legacy_export_is_the_same_network_as_dynamo_export(tmp_path, space_kw):
-    """Why the deliverables default to the legacy exporter (export.exporter, README): on our subnets both
+    """Why the timed and delivered files default to the legacy exporter (measure.exporter, README): on our subnets both
     exporters write the same operators (up to constant folding, Flatten vs Reshape before the classifier and the
     TorchScript exporter's Identity nodes for FBNet's skips, which onnxruntime drops) and onnxruntime computes
     the same outputs from both files, at every batch size."""
@@ -58,7 +58,7 @@ def test_legacy_export_is_the_same_network_as_dynamo_export(tmp_path, space_kw):
     import onnx
     import onnxruntime as ort
 
-    from nas.export import export_subnet
+    from latency_luts.device import OnnxRuntimeDevice
     from search_spaces import create_search_space
 
     kw = dict(space_kw)
@@ -74,8 +74,9 @@ def test_legacy_export_is_the_same_network_as_dynamo_export(tmp_path, space_kw):
     ops, outs = {}, {}
     for exporter in ("legacy", "dynamo"):
         path = tmp_path / f"{exporter}.onnx"
-        res = export_subnet(sub, shape, path, x, exporter, False)
-        assert res["exporter"] == exporter and res["onnx_max_abs_diff"] <= 1e-4
+        device = OnnxRuntimeDevice()
+        device.prepare(sub, shape, path, exporter=exporter)
+        assert device.check_parity(sub, path, x) <= 1e-4
         ops[exporter] = Counter(n.op_type for n in onnx.load(str(path)).graph.node
                                 if n.op_type not in ("Constant", "Flatten", "Reshape", "Identity"))
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -120,14 +120,20 @@ def test_exported_onnx_matches_torch(run):
     pareto = pd.read_csv(run_dir / "pareto.csv")
     assert (pareto.onnx_max_abs_diff <= 1e-4).all()
     # independent re-check of one file: rebuild the subnet from the checkpoint and compare on real images
+    # (BatchNorm recalibrated on the first 512 training images, channels-last on one thread as the product does:
+    # the statistics of a channels-last pass move with the memory format and thread count by ~1e-4 on the logits)
     from nas.rundir import RunContext
     from nas.training import recalibrate_bn
 
     ctx = RunContext(compose_cfg(run_dir), run_dir)
     row = pareto.iloc[-1]
     arch = ctx.space.parse(row.arch)
-    sub = ctx.space.extract(ctx.load_supernet(), arch)
+    sub = ctx.space.extract(ctx.load_supernet(), arch).to(memory_format=torch.channels_last)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     recalibrate_bn(sub, ctx.data.x_train[:512], arch.r)
+    torch.set_num_threads(threads)
+    sub = sub.to(memory_format=torch.contiguous_format)
     x = resize(ctx.data.x_test[:16], arch.r).contiguous()
     with torch.no_grad():
         ref = sub.eval()(x).numpy()
@@ -135,6 +141,30 @@ def test_exported_onnx_matches_torch(run):
     out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
     assert np.abs(out - ref).max() <= 1e-4
     assert (out.argmax(1) == ref.argmax(1)).all()
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_the_file_timed_for_pareto_is_the_delivered_file(run):
+    """One protocol: each pareto.csv latency_ms was timed (in the search stage's joint pass) on exactly the
+    bytes delivered in onnx/, and nothing rewrote the timed file after that pass."""
+    from nas.rundir import file_stem
+
+    run_dir, _ = run
+    pareto, cand = pd.read_csv(run_dir / "pareto.csv"), pd.read_csv(run_dir / "candidates.csv")
+    timed_at = (run_dir / "stages" / "search.json").stat().st_mtime_ns
+    assert len(pareto) >= 1 and pareto.onnx_path.str.fullmatch(r"onnx/pareto_\d\d_r\d+\.onnx").all()
+    for row in pareto.itertuples():
+        timed, delivered = run_dir / "timing_onnx" / f"{file_stem(row.arch)}.onnx", run_dir / row.onnx_path
+        assert _sha256(timed) == _sha256(delivered) == row.onnx_sha256, row.arch
+        assert timed.stat().st_mtime_ns <= timed_at  # the file the pass timed, not one prepared afterwards
+    assert (pareto.onnx_latency_ms == pareto.latency_ms).all()
+    assert dict(zip(pareto.arch, pareto.latency_ms)) == dict(zip(cand.arch[cand.pareto], cand.latency_ms[cand.pareto]))
 
 
 @pytest.mark.slow
@@ -241,6 +271,11 @@ def test_int8_precision_measures_and_exports_qdq_models(run, tmp_path):
     pareto = pd.read_csv(tmp_path / "pareto.csv")
     assert pareto.onnx_path.str.endswith("_int8.onnx").all()
     assert (pareto.onnx_max_abs_diff <= 1e-4).all()  # the fp32 file still matches torch
+    from nas.rundir import file_stem
+
+    for row in pareto.itertuples():  # the int8 file delivered is the int8 file timed
+        assert _sha256(tmp_path / "timing_onnx" / f"{file_stem(row.arch)}.onnx") == _sha256(tmp_path / row.onnx_path)
+        assert _sha256(tmp_path / row.fp32_onnx_path) != _sha256(tmp_path / row.onnx_path)
     assert (pareto.int8_top1_agreement >= 0.8).all()
     assert all((tmp_path / p).is_file() for p in pareto.onnx_path)
 
