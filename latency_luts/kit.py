@@ -40,9 +40,13 @@ def read_manifest(kit_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"{kit_dir} has no manifest.json; expected a kit written by hwnas (measure.kit_dir=...)")
     try:
-        man = json.loads(path.read_text())
+        man = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); expected a kit manifest") from e
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not valid JSON (binary data, not UTF-8 text); expected a kit manifest") from None
+    if not isinstance(man, dict):
+        raise ValueError(f"{path} holds a JSON {type(man).__name__}; expected a kit manifest object")
     if man.get("format") != KIT_FORMAT or man.get("version") != KIT_VERSION:
         raise ValueError(f"{path} has format {man.get('format')!r} v{man.get('version')}; "
                          f"expected {KIT_FORMAT!r} v{KIT_VERSION}")
