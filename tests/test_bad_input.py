@@ -111,6 +111,9 @@ CATALOGUE: list[tuple[str, str, str]] = [
     ("published supernet: missing file", f"{OFA} train.import_from={{files}}/absent.pth", "does not exist"),
     ("accuracy predictor that runs code", f"{OFA} train.import_from={{files}}/ofa_w1.0.pth "
      "predictor.accuracy_from={files}/ofa_code.pth", "cannot be read as weights: it needs code to load"),
+    ("latency predictor of another device that is not one",
+     "+search.latency_predictors.pi={files}/ofa_code.pth search.objectives=[accuracy,latency_ms,latency_ms_pi]",
+     "ofa_code.pth is not a saved predictor"),
     ("ONNX file that fails to load (hwnas-measure)", "MEASURE {files}/broken_kit --device pi5 --out {run}/m.csv",
      "does not load in onnxruntime"),
 ]
