@@ -229,24 +229,7 @@ def run(cfg: Any) -> dict[str, Any]:
     prior_log = np.log(src.to_numpy()).mean(1)  # the unadapted prior: the typical source device
     arch_x = np.hstack([f.to_numpy() for f in features.values()])
     inputs = {"source": log_src, "arch": arch_x, "both": np.hstack([log_src, arch_x])}
-    ceiling: dict[str, dict[str, float]] = {}
-    splits = {}
-    for dev in test:
-        y_all = mat[dev].to_numpy()
-        have = np.flatnonzero(np.isfinite(y_all))
-        if protocol in ("help", "help_untrimmed"):
-            n_pool = HELP_POOL[space]
-            if len(have) < n_pool + HELP_QUERY:
-                raise ValueError(f"device {dev!r} has {len(have)} archs; protocol={protocol} needs {n_pool + HELP_QUERY}")
-            # help_untrimmed: the method picks from the whole pool (a new device has no percentile trim), the
-            # query stays HELP's so figures compare
-            pool = _trim(have[:n_pool], y_all) if protocol == "help" else have[:n_pool]
-            query_fixed = _trim(have[n_pool : n_pool + HELP_QUERY], y_all)
-        else:
-            pool, query_fixed = have, None
-        splits[dev] = (y_all, have, [archs[i] for i in pool], query_fixed)
-        if query_fixed is not None:
-            ceiling[dev] = _ceiling(inputs, y_all, pool, query_fixed)
+    splits, ceiling = _device_splits(space, protocol, mat, test, inputs)
     meta_seeds = int(cfg["meta_seeds"])
     bar = tqdm(total=len(test) * cfg["seeds"] * meta_seeds, desc=f"latency_fewshot {space}", leave=False)
     configs = []
@@ -282,20 +265,51 @@ def run(cfg: Any) -> dict[str, Any]:
     if ceiling:
         out["ceiling"] = _ceiling_summary(ceiling)
     _print_table(out)
+    _print_meta_fits(configs, ours, len(train))
+    if cfg["out"]:
+        _write_json(out, str(cfg["out"]))
+    return out
+
+
+def _device_splits(space: str, protocol: str, mat: pd.DataFrame, test: list[str], inputs: dict[str, np.ndarray]
+                   ) -> tuple[dict[str, tuple], dict[str, dict[str, float]]]:
+    """Per meta-test device: (latencies, rows that have one, pool archs, fixed query rows or None), and the
+    ceiling of each device with a fixed query (HELP's protocols)."""
+    archs = list(mat.index)
+    ceiling: dict[str, dict[str, float]] = {}
+    splits = {}
+    for dev in test:
+        y_all = mat[dev].to_numpy()
+        have = np.flatnonzero(np.isfinite(y_all))
+        if protocol in ("help", "help_untrimmed"):
+            n_pool = HELP_POOL[space]
+            if len(have) < n_pool + HELP_QUERY:
+                raise ValueError(f"device {dev!r} has {len(have)} archs; protocol={protocol} needs {n_pool + HELP_QUERY}")
+            # help_untrimmed: the method picks from the whole pool (a new device has no percentile trim), the
+            # query stays HELP's so figures compare
+            pool = _trim(have[:n_pool], y_all) if protocol == "help" else have[:n_pool]
+            query_fixed = _trim(have[n_pool : n_pool + HELP_QUERY], y_all)
+        else:
+            pool, query_fixed = have, None
+        splits[dev] = (y_all, have, [archs[i] for i in pool], query_fixed)
+        if query_fixed is not None:
+            ceiling[dev] = _ceiling(inputs, y_all, pool, query_fixed)
+    return splits, ceiling
+
+
+def _print_meta_fits(configs: list[dict[str, Any]], ours: Any, n_sources: int) -> None:
+    """What each meta-training seed chose, and the best meta-training score of each selection rule."""
     for c in configs:
         strength = "averaged" if c["prior_strength"] is None else f"{c['prior_strength']:g}"
         print(f"meta-seed {c['meta_seed']}: selection={c['selection']} prior_strength={strength} "
               f"geometry={c['geometry'][0]} {c['geometry'][1]} "
-              f"({len(ours.configs_)} configurations, {len(train)} source devices)")
+              f"({len(ours.configs_)} configurations, {n_sources} source devices)")
     rules = {}
     for key, score in ours.meta_table_.items():  # "rule/geometry=g/kappa=k" -> meta-training Spearman
         rule = key.split("/")[0]
         rules[rule] = max(rules.get(rule, -1.0), score)
     print("meta-training score of the best geometry and prior strength per selection rule: "
           + ", ".join(f"{r} {v:.4f}" for r, v in sorted(rules.items(), key=lambda kv: -kv[1])))
-    if cfg["out"]:
-        _write_json(out, str(cfg["out"]))
-    return out
 
 
 def _losses(out: dict[str, Any]) -> dict[str, Any]:

@@ -124,11 +124,9 @@ def sample_subnets(space, n: int, sampling: str, rng: np.random.Generator) -> li
     return [pool[int(rng.choice(b))] for b in np.array_split(order, n)]
 
 
-def run(cfg: Any) -> dict:
-    cfg = bench_config("supernet_ranking", cfg)
-    sampling = str(cfg.sampling)
-    if sampling not in ("uniform", "stratified"):
-        raise ValueError(f"bench.sampling={sampling!r} is invalid; expected 'uniform' or 'stratified'")
+def _check(cfg: Any) -> None:
+    if str(cfg.sampling) not in ("uniform", "stratified"):
+        raise ValueError(f"bench.sampling={cfg.sampling!r} is invalid; expected 'uniform' or 'stratified'")
     if cfg.space not in SPACES:
         raise ValueError(f"bench.space={cfg.space!r} is invalid; expected one of {sorted(SPACES)}")
     for key in ("n_archs", "epochs", "standalone_seeds"):
@@ -136,6 +134,94 @@ def run(cfg: Any) -> dict:
             raise ValueError(f"bench.{key}={cfg[key]} is invalid; expected a positive integer")
     if int(cfg.n_archs) < 3:
         raise ValueError(f"bench.n_archs={cfg.n_archs} is too small; expected >= 3 for a rank correlation")
+
+
+class _Journal:
+    """The scored models of one setting (``journal.jsonl`` in its cache folder), keyed (kind, subnet, seed):
+    a rerun reuses them instead of training again."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.done: dict[tuple, dict] = {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    rec = json.loads(line)
+                    self.done[rec["kind"], rec["subnet"], rec.get("seed")] = rec
+        self.reused = len(self.done)
+        if self.reused:
+            log.info("supernet_ranking: %d scored models journalled in %s are reused", self.reused, path)
+
+    def get(self, kind: str, subnet: str, seed: int | None = None) -> dict | None:
+        return self.done.get((kind, subnet, seed))
+
+    def record(self, rec: dict) -> dict:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        self.done[rec["kind"], rec["subnet"], rec.get("seed")] = rec
+        return rec
+
+
+def _score_archs(cfg: Any, space: Any, supernet: Any, archs: list[Any], data: Any, tcfg: TrainConfig,
+                 journal: _Journal) -> tuple[list[dict], int]:
+    """Per arch: its inherited accuracy and NLL (extracted from ``supernet``) beside those of ``standalone_seeds``
+    stand-alone trainings (journalled ones reused); returns the rows and the hold-out size."""
+    x_cal, holdout = data.x_train[: int(cfg.calib_images)], _holdout(data)  # built once, scored many times
+    rows = []
+    for i, arch in enumerate(tqdm(archs, desc="inherited vs stand-alone", unit="subnet")):
+        name = arch.to_string()
+        inh = journal.get("inherited", name)
+        if inh is None:
+            acc, nll = _score(space, space.extract(supernet, arch), arch, x_cal, holdout)
+            inh = journal.record({"kind": "inherited", "subnet": name, "acc": acc, "nll": nll})
+        alone = []
+        for s in range(int(cfg.standalone_seeds)):
+            rec = journal.get("standalone", name, s)
+            if rec is None:
+                torch.manual_seed(10_000 + 97 * i + s)
+                fresh = space.extract(space.build_supernet(), arch)  # a freshly initialised static subnet
+                scfg = replace(tcfg, seed=1000 * s + i)
+                train_standalone(fresh, space.resolution(arch), data, scfg, desc=f"subnet {i + 1}")
+                acc, nll = _score(space, fresh, arch, x_cal, holdout)
+                rec = journal.record({"kind": "standalone", "subnet": name, "seed": s, "acc": acc, "nll": nll})
+            alone.append(rec)
+        accs, nlls = [r["acc"] for r in alone], [r["nll"] for r in alone]
+        rows.append({"arch": name, "params": int(space.params(arch)), "macs": int(space.macs(arch)),
+                     "inherited_acc": inh["acc"], "standalone_acc": float(np.mean(accs)),
+                     "standalone_accs": accs, "inherited_nll": inh["nll"],
+                     "standalone_nll": float(np.mean(nlls)), "standalone_nlls": nlls})
+    return rows, len(holdout[1])
+
+
+def _correlations(rows: list[dict]) -> dict[str, Any]:
+    """Rank agreement of inherited and stand-alone accuracy (and NLL), and of the closed-form costs with
+    stand-alone accuracy."""
+    inh = np.array([r["inherited_acc"] for r in rows])
+    alone = np.array([r["standalone_acc"] for r in rows])
+    return {
+        "spearman": float(spearmanr(inh, alone).statistic),
+        "kendall": float(kendalltau(inh, alone).statistic),
+        "spearman_nll": float(spearmanr([r["inherited_nll"] for r in rows], [r["standalone_nll"] for r in rows]).statistic),
+        "spearman_params_vs_standalone": float(spearmanr([r["params"] for r in rows], alone).statistic),
+        "spearman_macs_vs_standalone": float(spearmanr([r["macs"] for r in rows], alone).statistic),
+        "inherited_acc_mean": float(inh.mean()), "standalone_acc_mean": float(alone.mean()),
+        "standalone_acc_range": [float(alone.min()), float(alone.max())],
+    }
+
+
+def _seed_agreement(rows: list[dict], standalone_seeds: int) -> dict[str, float]:
+    """With >= 2 stand-alone seeds: how repeatable the reference itself is (seed 0 vs seed 1)."""
+    if standalone_seeds < 2:
+        return {}
+    acc = np.array([r["standalone_accs"] for r in rows])
+    nll = np.array([r["standalone_nlls"] for r in rows])
+    return {"standalone_seed_spearman": float(spearmanr(acc[:, 0], acc[:, 1]).statistic),
+            "standalone_seed_spearman_nll": float(spearmanr(nll[:, 0], nll[:, 1]).statistic)}
+
+
+def run(cfg: Any) -> dict:
+    cfg = bench_config("supernet_ranking", cfg)
+    _check(cfg)
     data = _load(cfg)
     torch.set_num_threads(int(cfg.threads))
     extra = {"kernel_transform": bool(cfg.kernel_transform)} if SPACES[cfg.space]["name"] == "ofa_mbv3" else {}
@@ -148,79 +234,28 @@ def run(cfg: Any) -> dict:
     work = Path(str(cfg.cache_dir)) / digest(key)
     work.mkdir(parents=True, exist_ok=True)
     write_json_atomic(work / "key.json", key)
-    journal = work / "journal.jsonl"
-    done: dict[tuple, dict] = {}
-    if journal.is_file():
-        for line in journal.read_text().splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                done[rec["kind"], rec["subnet"], rec.get("seed")] = rec
-    reused = len(done)
-    if reused:
-        log.info("supernet_ranking: %d scored models journalled in %s are reused", reused, journal)
-
-    def record(rec: dict) -> dict:
-        with open(journal, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-        done[rec["kind"], rec["subnet"], rec.get("seed")] = rec
-        return rec
-
-    archs = sample_subnets(space, int(cfg.n_archs), sampling, np.random.default_rng(int(cfg.seed) + 1))
+    journal = _Journal(work / "journal.jsonl")
+    archs = sample_subnets(space, int(cfg.n_archs), str(cfg.sampling), np.random.default_rng(int(cfg.seed) + 1))
     if cfg.standalone_from:  # checked before an hour of training, not after
         for rec in _earlier_standalone(cfg, data.name, archs):
-            if ("standalone", rec["subnet"], rec["seed"]) not in done:
-                record(rec)
+            if journal.get("standalone", rec["subnet"], rec["seed"]) is None:
+                journal.record(rec)
     t0 = time.perf_counter()
     torch.manual_seed(int(cfg.seed))
     supernet = space.build_supernet()
     log.info("training the %s supernet on %s %s for %d epochs", cfg.space, data.name, data.sizes(), tcfg.epochs)
     train_supernet(supernet, space, data, replace(tcfg, checkpoint_every_s=300), checkpoint=work / "supernet.pt")
     t_super = time.perf_counter() - t0
-    x_cal, holdout = data.x_train[: int(cfg.calib_images)], _holdout(data)  # built once, scored many times
-    rows = []
-    for i, arch in enumerate(tqdm(archs, desc="inherited vs stand-alone", unit="subnet")):
-        name = arch.to_string()
-        inh = done.get(("inherited", name, None))
-        if inh is None:
-            acc, nll = _score(space, space.extract(supernet, arch), arch, x_cal, holdout)
-            inh = record({"kind": "inherited", "subnet": name, "acc": acc, "nll": nll})
-        alone = []
-        for s in range(int(cfg.standalone_seeds)):
-            rec = done.get(("standalone", name, s))
-            if rec is None:
-                torch.manual_seed(10_000 + 97 * i + s)
-                fresh = space.extract(space.build_supernet(), arch)  # a freshly initialised static subnet
-                scfg = replace(tcfg, seed=1000 * s + i)
-                train_standalone(fresh, space.resolution(arch), data, scfg, desc=f"subnet {i + 1}")
-                acc, nll = _score(space, fresh, arch, x_cal, holdout)
-                rec = record({"kind": "standalone", "subnet": name, "seed": s, "acc": acc, "nll": nll})
-            alone.append(rec)
-        accs, nlls = [r["acc"] for r in alone], [r["nll"] for r in alone]
-        rows.append({"arch": name, "params": int(space.params(arch)), "macs": int(space.macs(arch)),
-                     "inherited_acc": inh["acc"], "standalone_acc": float(np.mean(accs)),
-                     "standalone_accs": accs, "inherited_nll": inh["nll"],
-                     "standalone_nll": float(np.mean(nlls)), "standalone_nlls": nlls})
-    inh = np.array([r["inherited_acc"] for r in rows])
-    alone = np.array([r["standalone_acc"] for r in rows])
+    rows, n_holdout = _score_archs(cfg, space, supernet, archs, data, tcfg, journal)
     result = {
         "bench": "supernet_ranking", "space": cfg.space, "data": data.name, "n_archs": len(rows),
-        "sampling": sampling,
-        "epochs": tcfg.epochs, "standalone_seeds": int(cfg.standalone_seeds), "holdout_images": len(holdout[1]),
-        "spearman": float(spearmanr(inh, alone).statistic),
-        "kendall": float(kendalltau(inh, alone).statistic),
-        "spearman_nll": float(spearmanr([r["inherited_nll"] for r in rows], [r["standalone_nll"] for r in rows]).statistic),
-        "spearman_params_vs_standalone": float(spearmanr([r["params"] for r in rows], alone).statistic),
-        "spearman_macs_vs_standalone": float(spearmanr([r["macs"] for r in rows], alone).statistic),
-        "inherited_acc_mean": float(inh.mean()), "standalone_acc_mean": float(alone.mean()),
-        "standalone_acc_range": [float(alone.min()), float(alone.max())],
+        "sampling": str(cfg.sampling),
+        "epochs": tcfg.epochs, "standalone_seeds": int(cfg.standalone_seeds), "holdout_images": n_holdout,
+        **_correlations(rows),
         "supernet_seconds": round(t_super, 1), "seconds": round(time.perf_counter() - t0, 1),
-        "journal": str(journal), "reused_from_journal": reused,
+        "journal": str(journal.path), "reused_from_journal": journal.reused,
         "archs": rows,
+        **_seed_agreement(rows, int(cfg.standalone_seeds)),
     }
-    if int(cfg.standalone_seeds) > 1:  # how repeatable the reference itself is
-        per_seed = np.array([r["standalone_accs"] for r in rows])
-        result["standalone_seed_spearman"] = float(spearmanr(per_seed[:, 0], per_seed[:, 1]).statistic)
-        per_seed = np.array([r["standalone_nlls"] for r in rows])
-        result["standalone_seed_spearman_nll"] = float(spearmanr(per_seed[:, 0], per_seed[:, 1]).statistic)
     write_json_atomic(Path(cfg.out), result)
     return result
