@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 
 from predictors import saved
 from predictors.regressors import featurize
@@ -45,7 +46,7 @@ class ArchPredictor:
 
     def predict(self, archs: Sequence[Any], return_std: bool = False) -> Any:
         if not hasattr(self, "model_"):
-            raise ValueError("ArchPredictor is not fitted; call fit(archs, y) first")
+            raise NotFittedError("ArchPredictor is not fitted; call fit(archs, y) first")
         return self.model_.predict(self._X(archs), return_std=return_std)
 
     def save(self, path: str | os.PathLike) -> Path:

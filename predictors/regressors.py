@@ -19,7 +19,7 @@ from scipy.stats import spearmanr
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.compose import TransformedTargetRegressor
 from sklearn.ensemble import ExtraTreesRegressor, GradientBoostingRegressor
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 from sklearn.linear_model import RidgeCV
@@ -165,7 +165,7 @@ class EnsembleRegressor(BaseEstimator, RegressorMixin):
 
     def predict(self, X: np.ndarray, return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         if not hasattr(self, "members_"):
-            raise RuntimeError("EnsembleRegressor is not fitted; call fit(X, y) first")
+            raise NotFittedError("EnsembleRegressor is not fitted; call fit(X, y) first")
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has shape {X.shape}; expected (n, {self.n_features_in_})")

@@ -48,8 +48,6 @@ def _plain(cfg: Any) -> dict[str, Any]:
             raise ValueError(f"bench.{key}={out[key]!r} is invalid; expected an integer >= {lo}")
     if out["threads"] is not None and (not isinstance(out["threads"], int) or out["threads"] < 1):
         raise ValueError(f"bench.threads={out['threads']!r} is invalid; expected an integer >= 1 or null")
-    if out["latency_model"] not in ("gp", "bayes_linear"):
-        raise ValueError(f"bench.latency_model={out['latency_model']!r} is invalid; expected 'gp' or 'bayes_linear'")
     bad = [s for s in out["strategies"] if s not in STRATEGIES]
     if bad or not out["strategies"]:
         raise ValueError(f"bench.strategies has {bad[0] if bad else 'nothing'!r}; expected some of {list(STRATEGIES)}")
@@ -59,6 +57,7 @@ def _plain(cfg: Any) -> dict[str, Any]:
     if clash:
         raise ValueError(f"device {clash[0]!r} is both a target and a meta-train device; expected disjoint lists")
     out["ours"] = _ours_config()
+    out["ours_latency_model"] = _latency_settings()
     return out
 
 
@@ -69,12 +68,30 @@ def _ours_config() -> dict[str, Any]:
     return strategy_config()
 
 
+def _latency_settings() -> dict[str, Any]:
+    """The settings of the pipeline's calibrated latency model (the calibrate stage's ``calibrate.predictor`` of
+    ``conf/config.yaml``, meta-budget included), recorded with the results."""
+    from nas.stages.calibrate import pipeline_defaults, predictor_settings
+
+    return predictor_settings(pipeline_defaults())
+
+
+def latency_model(source: Any) -> Any:
+    """The latency model the pipeline's closed loop uses on a device with source devices: the calibrate stage's
+    few-shot predictor (:func:`nas.stages.calibrate.latency_predictor` of the pipeline's defaults), meta-trained
+    by the stage's own :func:`~nas.stages.calibrate.meta_train` on ``source`` (archs x meta-train devices, ms)."""
+    from nas.stages.calibrate import meta_train, pipeline_defaults
+    from predictors.arch_features import SpaceFeaturizer
+
+    return meta_train(pipeline_defaults(), source, SpaceFeaturizer("nb201"))
+
+
 class Problem:
-    """The tabular NB201 problem: candidates, objective rows per arch, meta-train latencies and encodings."""
+    """The tabular NB201 problem: candidates, objective rows per arch, meta-train latencies and the latency
+    model meta-trained on them (once; every run calibrates its own copy)."""
 
     def __init__(self, accuracy_csv: str, latency_csv: str, devices: list[str], meta_train: list[str]) -> None:
         from latency_luts.interchange import latency_matrix, load_latency_table
-        from nas.search.problem import CachedFeatures
         from search_spaces import create_search_space
         from search_spaces.nb201.tabular import NB201Tabular
 
@@ -88,10 +105,8 @@ class Problem:
             raise ValueError(f"arch {missing[0]!r} has no latency rows in {latency_csv!r}; expected all 15625")
         mat = mat.loc[self.table.archs]
         self.latency = {d: mat[d].to_numpy(dtype=float) for d in devices}
-        self.source_log = np.log(mat[meta_train].to_numpy(dtype=float))  # meta-train devices only
         self.error = 100.0 - self.table.acc
-        self.x_onehot = self.space.encode(self.archs)
-        self.features = CachedFeatures(self.space, self.archs)  # the space's surrogate features, once
+        self.latency_model = latency_model(mat[meta_train])  # meta-train devices only
 
     def F(self, device: str) -> np.ndarray:
         return np.c_[self.error, self.latency[device]]
@@ -109,38 +124,16 @@ def peer_config(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
 
 def make_problem(problem: Problem, seed: int, cfg: dict[str, Any]) -> Any:
     """The tabular problem as every strategy sees it: the 15,625 cells as candidates; the latency column's
-    model is what a user of a new device has from other devices (a Bayesian linear regression on the one-hot
-    encoding beside the log latencies of the meta-train devices, refitted on the evaluated archs of the
-    target only); the error column is learned by the strategy itself."""
+    model is what the pipeline gives a device with source devices (the calibrate stage's few-shot predictor,
+    meta-trained on the meta-train devices), calibrated on the target's evaluated archs at every refit
+    (``refit``); the error column is learned by the strategy itself."""
+    import copy
+
     from nas.search import SearchProblem
-    from nas.search.surrogates import BayesLinearSurrogate, GPSurrogate
 
-    lat_x = np.c_[problem.x_onehot, problem.source_log]
-
-    def lat_features(archs: Any) -> np.ndarray:
-        return lat_x[[problem.row[a] for a in archs]]
-
-    if cfg["latency_model"] == "gp":
-        lat: Any = _RowGP(GPSurrogate(log_target=True), lat_features)
-    else:
-        lat = BayesLinearSurrogate(log_target=True, features=lat_features)
     return SearchProblem(space=problem.space, n_objectives=2, seed=seed, candidates=problem.archs,
-                         models=[None, lat], accuracy_column=0, storage=None, study_name=f"nb201-{seed}",
-                         features=problem.features)
-
-
-class _RowGP:
-    """A feature GP of the latency column on the problem's own latency features (bench.latency_model=gp)."""
-
-    def __init__(self, gp: Any, features: Callable[[Any], np.ndarray]) -> None:
-        self.gp, self.features = gp, features
-
-    def fit(self, archs: Any, X: np.ndarray, y: np.ndarray) -> _RowGP:
-        self.gp.fit(archs, self.features(archs), y)
-        return self
-
-    def predict(self, archs: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.gp.predict(archs, self.features(archs))
+                         models=[None, copy.deepcopy(problem.latency_model)], refit=[False, True],
+                         accuracy_column=0, storage=None, study_name=f"nb201-{seed}")
 
 
 def make_strategy(name: str, problem: Problem, seed: int, cfg: dict[str, Any]) -> Any:
@@ -214,6 +207,11 @@ def _job(dev: str, name: str, seed: int, progress: Callable[[int], None] | None 
 
     out["strategy_class"] = strategy_class(st)
     return out
+
+
+def _class_path(obj: Any) -> str:
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _write_atomic(path: str, obj: dict[str, Any]) -> None:
@@ -294,7 +292,8 @@ def run(cfg: Any) -> dict[str, Any]:
                     record(futures[fut], fut.result())
                     bar.update(c["budget"])
     result: dict[str, Any] = {"bench": "search_nb201", "budget": c["budget"], "seeds": c["seeds"],
-                              "ours_strategy": c["ours"],
+                              "ours_strategy": c["ours"], "ours_latency_model": c["ours_latency_model"],
+                              "latency_model_class": _class_path(problem.latency_model),
                               "strategies": c["strategies"], "meta_train": c["meta_train"], "workers": c["workers"],
                               "threads": c["threads"], "fingerprint": fingerprint, "runs_reused": len(jobs) - len(todo),
                               "devices": {}}

@@ -1,4 +1,5 @@
-"""Batch acquisition for two minimised objectives: greedy hypervolume improvement of optimistic predictions."""
+"""Batch acquisition for any number of minimised objectives: greedy hypervolume improvement of optimistic
+predictions (exact in every dimension: a staircase in 2-D, a grid of the front's coordinates beyond)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,39 @@ def hv_improvement_2d(P: np.ndarray, front: np.ndarray, ref: np.ndarray) -> np.n
     w = np.clip(np.minimum(hi[None, :], ref[0]) - np.maximum(lo[None, :], P[:, :1]), 0.0, None)
     d = np.clip(np.minimum(h[None, :], ref[1]) - P[:, 1:2], 0.0, None)
     return (w * d).sum(1)
+
+
+def hv_improvement_nd(P: np.ndarray, front: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Exact hypervolume each row of ``P`` would add to ``front`` in any number of minimised objectives.
+
+    The front's coordinates (below ``ref``) cut the box up to ``ref`` into a grid whose cells are each wholly
+    dominated by the front or wholly free; a row's improvement is the free volume of its own box
+    ``[p, ref]``: per axis the overlap of that box with each cell's interval, multiplied over the axes and
+    summed over the free cells (one tensor contraction for all rows). Cells: prod over axes of (front size + 1).
+    """
+    P, ref = np.asarray(P, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    front = np.asarray(front, dtype=np.float64).reshape(-1, P.shape[1])
+    front = front[np.all(front < ref, axis=1)]
+    if len(front):
+        front = front[pareto_mask(front)]
+    k = P.shape[1]
+    edges = [np.r_[-np.inf, np.unique(front[:, d]), ref[d]] for d in range(k)]
+    free = np.ones(tuple(len(e) - 1 for e in edges))
+    for f in front:  # a front point dominates every cell whose lower corner is >= it on every axis
+        free[tuple(slice(int(np.searchsorted(e, f[d])), None) for d, e in enumerate(edges))] = 0.0
+    overlaps = [np.clip(np.minimum(e[None, 1:], ref[d]) - np.maximum(e[None, :-1], P[:, d:d + 1]), 0.0, None)
+                for d, e in enumerate(edges)]
+    letters = "abcdefghjklmnopqrstuvwxyz"[:k]
+    spec = ",".join(f"i{c}" for c in letters) + f",{letters}->i"
+    return np.einsum(spec, *overlaps, free, optimize=True)
+
+
+def hv_improvement(P: np.ndarray, front: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Exact hypervolume each row of ``P`` would add to ``front``: the 2-D staircase for two objectives,
+    :func:`hv_improvement_nd` for more."""
+    if P.shape[1] == 2:
+        return hv_improvement_2d(P, front, ref)
+    return hv_improvement_nd(P, front, ref)
 
 
 def domination_margin(P: np.ndarray, front: np.ndarray) -> np.ndarray:
@@ -50,7 +84,7 @@ def select_batch(
     allowed = np.ones(len(P), dtype=bool) if exclude is None else ~exclude
     chosen: list[int] = []
     for _ in range(min(int(k), int(allowed.sum()))):
-        gain = np.where(allowed, hv_improvement_2d(P, Fn, r), -1.0)
+        gain = np.where(allowed, hv_improvement(P, Fn, r), -1.0)
         i = int(np.argmax(gain))
         if gain[i] <= 0:
             margin = np.where(allowed, domination_margin(P, Fn), np.inf)

@@ -1,15 +1,15 @@
 """The closed loop, hwnas's default strategy: fit surrogates on what was really evaluated, search their
 predictions, evaluate the most promising batch, refit, repeat.
 
-Per ``ask`` (after ``n_initial`` evaluations, random before): every objective's model is refitted on the
-evaluated architectures (the error GP of ``conf/search/closed_loop.yaml`` for the accuracy column; the
-problem's own models, e.g. a latency predictor, for the others); the candidate pool is scored: every
-unevaluated candidate of a finite space (NB201's 15,625 cells, screened to the ``screen`` whose mean
-prediction lies closest to the evaluated front), or every architecture a predictor-driven NSGA-II
-(:class:`~nas.search.nsga2.VectorisedNSGA2`, ``pop_size`` x ``generations``, whole generations scored at once) visits in a space too large to enumerate (OFA, FBNet), predicted-infeasible
-ones dropped. Each pool member gets an *optimistic* point ``mean - beta * std`` in the accuracy column and
-the first cost column, and the batch is picked greedily by the hypervolume it would add to the evaluated
-(feasible) front, each pick joining the front so the batch spreads along it. Hypervolumes are normalised with
+Per ``ask`` (after ``n_initial`` evaluations, random before): the models it learns are refitted on the
+evaluated architectures (the error GP of ``conf/search/closed_loop.yaml`` for the accuracy column, and the
+problem's models it marks ``refit``, e.g. a latency model of a device known only from its evaluations); the
+problem's fitted models (the run's predictors, exact costs) are used as they are. The candidate pool is scored: every
+unevaluated candidate of a finite space (NB201's 15,625 cells, each with mean and std), or every architecture a predictor-driven NSGA-II
+(:class:`~nas.search.nsga2.VectorisedNSGA2`, ``pop_size`` x ``generations``, whole generations scored at once) visits in a space too large to enumerate (OFA, FBNet: means only, the ``screen`` closest to the
+evaluated front then get their std), predicted-infeasible ones dropped. Each pool member gets an *optimistic* point ``mean - beta * std`` in every objective column
+(``search.objectives``: two, three or more), and the batch is picked greedily by the hypervolume it would add
+to the evaluated (feasible) front in all of them, each pick joining the front so the batch spreads along it. Hypervolumes are normalised with
 the evaluated front's ideal and the nadir of the front the optimistic points would form, so the reference
 point reaches as far as the predicted front does. ``acquisition="spread"`` instead takes ``batch_size``
 members of the predicted front spread evenly along the cost (the one-pass ``search=nsga2``).
@@ -26,7 +26,7 @@ import numpy as np
 from nas.pareto import pareto_mask
 from nas.search.acquisition import domination_margin, select_batch
 from nas.search.base import Strategy, check_space
-from nas.search.problem import CachedFeatures, SearchProblem
+from nas.search.problem import SearchProblem
 from search_spaces.base import Architecture
 
 ACQUISITIONS = ("hypervolume", "spread")
@@ -47,28 +47,34 @@ class ClosedLoopSearch(Strategy):
     Args:
         space: the search space (``sample``, integer genome for NSGA-II, ``surrogate_features``).
         n_objectives: objective columns told.
-        models: one model per objective column (``fit(archs, X, y)``, ``predict(archs, X) -> (mean, std)``);
-            ``None`` entries must be covered by ``error_model``.
-        error_model: the strategy's own surrogate of the accuracy column (refitted every round); ``None`` keeps
-            the problem's model of that column.
-        accuracy_column: the column ``error_model`` learns; the acquisition uses it and the first other column.
+        models: one model per objective column (``fit(archs, y)``, ``predict(archs, return_std=False)``): the
+            accuracy column's predicts accuracy (the column is its error ``1 - accuracy``), the others their
+            column; ``None`` entries must be covered by ``error_model``.
+        refit: per column, whether the model is refitted on the evaluations every round (default: none; the
+            problem's models are fitted already).
+        error_model: the strategy's own model of the accuracy column's error (a fresh copy, its ``featurizer``
+            given ``space``, refitted every round); ``None`` keeps the problem's model of that column.
+        accuracy_column: the column that is ``1 - accuracy``.
         candidates: finite list of every proposable architecture (exhaustive pool); ``None`` = NSGA-II pool.
         n_initial: random evaluations before the first fit (evaluations handed to ``warm_start`` count).
         batch_size: evaluations per ask after that.
-        beta: optimism ``mean - beta * std``; one number or one per acquisition column.
+        beta: optimism ``mean - beta * std``; one number for every column, or two: the accuracy column's and
+            every cost column's.
         acquisition: ``"hypervolume"`` (optimistic hypervolume improvement) or ``"spread"``.
         pop_size, generations: the predictor-driven NSGA-II of the pool (spaces without ``candidates``).
-        screen: pool members kept for the full (mean, std) prediction, by domination margin of the mean.
+        screen: NSGA-II pool members kept for the full (mean, std) prediction, by domination margin of the mean
+            (a finite candidate list is scored whole).
         n_constraints, constraint_model: constraint columns told, and ``(archs, F_mean) -> G`` for the pool.
         seed: seed of the initial design and of the inner NSGA-II.
     """
 
-    def __init__(self, *, space: Any, n_objectives: int = 2, models: Sequence[Architecture] | None = None,
-                 error_model: Any = None, accuracy_column: int = 0, candidates: Sequence[Architecture] | None = None,
+    def __init__(self, *, space: Any, n_objectives: int = 2, models: Sequence[Any] | None = None,
+                 refit: Sequence[bool] | None = None, error_model: Any = None, accuracy_column: int = 0,
+                 candidates: Sequence[Architecture] | None = None,
                  n_initial: int = 10, batch_size: int = 5, beta: float | Sequence[float] = 1.0,
                  acquisition: str = "hypervolume", pop_size: int = 64, generations: int = 40, screen: int = 2000,
                  n_constraints: int = 0, constraint_model: Callable[[Sequence[Architecture], np.ndarray], np.ndarray] | None = None,
-                 seed: int = 0, features: Callable[[Sequence[Architecture]], np.ndarray] | None = None) -> None:
+                 seed: int = 0) -> None:
         for key, val, lo in (("n_objectives", n_objectives, 2), ("n_initial", n_initial, 3), ("batch_size", batch_size, 1),
                              ("pop_size", pop_size, 4), ("generations", generations, 1), ("screen", screen, 1),
                              ("n_constraints", n_constraints, 0)):
@@ -82,20 +88,31 @@ class ClosedLoopSearch(Strategy):
             raise ValueError(f"got {len(models)} models; expected one per objective ({n_objectives})")
         if not 0 <= accuracy_column < n_objectives:
             raise ValueError(f"accuracy_column={accuracy_column} is invalid; expected a column < {n_objectives}")
+        learn = [False] * n_objectives if refit is None else [bool(v) for v in refit]
+        if len(learn) != n_objectives:
+            raise ValueError(f"refit has {len(learn)} entries; expected one per objective ({n_objectives})")
         if error_model is not None:
-            models[accuracy_column] = error_model
-        for k, m in enumerate(models):
-            if m is None or not (hasattr(m, "fit") and hasattr(m, "predict")):
-                raise ValueError(f"objective column {k} has model {m!r}; expected fit(archs, X, y) and predict(archs, X)")
+            from sklearn.base import clone
+
+            models[accuracy_column] = clone(error_model).set_params(featurizer__space=space)
+            learn[accuracy_column] = True
+        missing = [k for k, m in enumerate(models) if m is None]
+        if missing:
+            raise ValueError(f"objective column {missing[0]} has no model; expected a predictor (fit(archs, y), "
+                             "predict(archs, return_std)) or error_model for the accuracy column")
         b = np.asarray(beta, dtype=np.float64).reshape(-1) if np.ndim(beta) else np.full(2, float(beta))
         if b.shape != (2,) or not np.isfinite(b).all() or (b < 0).any():
-            raise ValueError(f"beta={beta!r} is invalid; expected a finite number >= 0 or one per acquisition column (2)")
+            raise ValueError(f"beta={beta!r} is invalid; expected a finite number >= 0 or two (the accuracy "
+                             "column's, every cost column's)")
         if n_constraints and constraint_model is None:
             raise ValueError(f"n_constraints={n_constraints} needs constraint_model; expected (archs, F_mean) -> G")
         self.space = space
         self.n_objectives = int(n_objectives)
-        self.models = models
-        self.columns = (int(accuracy_column), next(k for k in range(n_objectives) if k != accuracy_column))
+        self.models, self.learn = models, learn
+        self.accuracy_column, self.own_error = int(accuracy_column), error_model is not None
+        # the acquisition's columns: accuracy first, then every cost column in order
+        self.columns = (int(accuracy_column), *(k for k in range(n_objectives) if k != accuracy_column))
+        b = np.r_[b[0], np.full(n_objectives - 1, b[1])]
         self.candidates = None if candidates is None else list(candidates)
         if self.candidates is not None and len(set(self.candidates)) != len(self.candidates):
             raise ValueError("candidates contain duplicates; expected distinct architectures")
@@ -104,7 +121,6 @@ class ClosedLoopSearch(Strategy):
         self.screen, self.n_constraints, self.constraint_model = int(screen), int(n_constraints), constraint_model
         self.seed = int(seed)
         self.rng = np.random.default_rng(self.seed)
-        self.features = features or CachedFeatures(space, self.candidates)
         self.archs_: list[Architecture] = []  # told, in order
         self.F_: list[np.ndarray] = []
         self.G_: list[np.ndarray] = []
@@ -116,9 +132,9 @@ class ClosedLoopSearch(Strategy):
     @classmethod
     def from_problem(cls, problem: SearchProblem, **params: Any) -> ClosedLoopSearch:
         return cls(space=problem.space, n_objectives=problem.n_objectives, models=problem.models,
-                   accuracy_column=problem.accuracy_column, candidates=problem.candidates,
+                   refit=problem.refit, accuracy_column=problem.accuracy_column, candidates=problem.candidates,
                    n_constraints=problem.n_constraints, constraint_model=problem.constraint_model,
-                   seed=problem.seed, features=problem.features, **params)
+                   seed=problem.seed, **params)
 
     @property
     def label(self) -> str:  # type: ignore[override]
@@ -163,21 +179,24 @@ class ClosedLoopSearch(Strategy):
 
     # ------------------------------------------------------------------ models
     def fit(self) -> None:
-        """Refit every objective's model on the evaluated architectures."""
-        X = self.features(self.archs_)
+        """Refit the models the strategy learns on the evaluated architectures."""
         F = np.asarray(self.F_)
         for k, m in enumerate(self.models):
-            m.fit(self.archs_, X, F[:, k])
+            if self.learn[k]:
+                m.fit(self.archs_, F[:, k])
 
     def predict(self, archs: Sequence[Architecture], mean_only: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """(mean, std) of every objective column for ``archs`` (std None with ``mean_only`` where cheaper)."""
+        """(mean, std) of every objective column for ``archs`` (std None with ``mean_only``: cheaper)."""
         archs = list(archs)
-        X = self.features(archs)
         self.predictor_evaluations_ += len(archs)
-        if mean_only and all(hasattr(m, "predict_mean") for m in self.models):
-            return np.stack([m.predict_mean(archs, X) for m in self.models], 1), None
-        out = [m.predict(archs, X) for m in self.models]
-        return np.stack([mu for mu, _ in out], 1), np.stack([sd for _, sd in out], 1)
+        means, stds = [], []
+        for k, m in enumerate(self.models):
+            out = m.predict(archs, return_std=not mean_only)
+            mu, sd = (out, None) if mean_only else out
+            mu = np.asarray(mu, dtype=np.float64)
+            means.append(1.0 - mu if k == self.accuracy_column and not self.own_error else mu)
+            stds.append(sd)
+        return np.stack(means, 1), None if mean_only else np.stack([np.asarray(s, np.float64) for s in stds], 1)
 
     def _violation(self, archs: Sequence[Architecture], mean: np.ndarray) -> np.ndarray:
         if not self.n_constraints:
@@ -201,13 +220,13 @@ class ClosedLoopSearch(Strategy):
         return out
 
     def _pool(self) -> tuple[list[Architecture], np.ndarray, np.ndarray | None]:
-        """Unevaluated, predicted-feasible candidates, their mean predictions and (where the models give it at
-        no extra cost) their std."""
+        """Unevaluated, predicted-feasible candidates, their mean predictions and, for a finite candidate list
+        (scored whole), their std; an NSGA-II pool gets means only (its ``screen`` best get the std later)."""
         busy = set(self.archs_) | self.pending
         std = None
         if self.candidates is not None:
             pool = [a for a in self.candidates if a not in busy]
-            mean, std = self.predict(pool, mean_only=True)
+            mean, std = self.predict(pool)
         else:
             from nas.search.nsga2 import VectorisedNSGA2
 

@@ -9,40 +9,13 @@ supernet evaluations there, a tabular lookup here).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from nas.search.base import Strategy
 from search_spaces.base import Architecture, SearchSpace
-
-
-class CachedFeatures:
-    """``space.surrogate_features`` of architectures, computed once per architecture and batch."""
-
-    def __init__(self, space: SearchSpace, warm: Sequence[Architecture] | None = None) -> None:
-        self.space = space
-        self.rows: dict[Architecture, int] = {}
-        self._X = np.zeros((0, 0))  # capacity doubles as rows arrive; rows [0, len(self.rows)) are filled
-        if warm:
-            self(list(warm))
-
-    def __call__(self, archs: Sequence[Architecture]) -> np.ndarray:
-        archs = list(archs)
-        new = list(dict.fromkeys(a for a in archs if a not in self.rows))
-        if new:
-            X_new = np.asarray(self.space.surrogate_features(new), dtype=np.float64)
-            n = len(self.rows)
-            if n + len(new) > len(self._X):
-                grown = np.empty((max(2 * len(self._X), n + len(new)), X_new.shape[1]))
-                if n:
-                    grown[:n] = self._X[:n]
-                self._X = grown
-            self._X[n:n + len(new)] = X_new
-            for i, a in enumerate(new):
-                self.rows[a] = n + i
-        return self._X[[self.rows[a] for a in archs]]
 
 
 @dataclass
@@ -58,14 +31,18 @@ class SearchProblem:
         n_constraints: constraint columns (``<= 0`` feasible) of every ``tell``.
         candidates: a finite list of every architecture that may be proposed (a tabular space); ``None`` = the
             whole space (strategies then sample it or search it with NSGA-II).
-        models: per objective column, a model the problem already has (fitted predictors of the run, exact
-            costs; ``None`` where it has none): ``fit(archs, X, y)`` / ``predict(archs, X) -> (mean, std)``.
+        models: per objective column, a model the problem has, on the face every predictor shares
+            (``fit(archs, y) -> self``, ``predict(archs, return_std=False)``): the run's fitted predictors, exact
+            costs (:class:`predictors.ExactCost`); ``None`` where it has none. The accuracy column's model
+            predicts accuracy (the column holds its error); the others predict their column.
+        refit: per objective column, whether a strategy that learns from its evaluations refits that model on
+            them (``None``: no column; the models are fitted already). E.g. a device's latency model that is
+            calibrated on the evaluated architectures themselves.
         constraint_model: predicted constraint rows of archs from their predicted objective rows
             (``(archs, F_mean) -> G``); needed when ``n_constraints > 0`` by strategies that predict.
         accuracy_column: the objective column that is ``1 - accuracy`` (error), learned by the strategy.
         storage, study_name: where a strategy keeps a persistent study (Optuna; ``storage=None`` keeps it in
             memory; ``study_name=None``: ``hwnas-optuna_<sampler>-seed<seed>``).
-        features: the archs' surrogate features, cached (default: ``CachedFeatures(space, candidates)``).
     """
 
     space: SearchSpace
@@ -74,12 +51,12 @@ class SearchProblem:
     worker: int = 0
     n_constraints: int = 0
     candidates: Sequence[Architecture] | None = None
-    models: Sequence[Architecture] | None = None
+    models: Sequence[Any] | None = None
+    refit: Sequence[bool] | None = None
     constraint_model: Callable[[Sequence[Architecture], np.ndarray], np.ndarray] | None = None
     accuracy_column: int = 0
     storage: str | None = None
     study_name: str | None = None
-    features: Callable[[Sequence[Architecture]], np.ndarray] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if int(self.n_objectives) < 2:
@@ -89,8 +66,8 @@ class SearchProblem:
                              "None where the problem has none")
         if not 0 <= int(self.accuracy_column) < self.n_objectives:
             raise ValueError(f"accuracy_column={self.accuracy_column} is invalid; expected a column < {self.n_objectives}")
-        if self.features is None:
-            self.features = CachedFeatures(self.space, self.candidates)
+        if self.refit is not None and len(self.refit) != self.n_objectives:
+            raise ValueError(f"refit has {len(self.refit)} entries; expected one per objective ({self.n_objectives})")
 
 
 def strategy_config(name: str | None = None) -> dict[str, Any]:

@@ -127,7 +127,7 @@ def validate(cfg: DictConfig) -> None:
         _source_table(paths, cfg, space)
 
 
-def _predictor_settings(cfg: DictConfig) -> dict[str, Any]:
+def predictor_settings(cfg: DictConfig) -> dict[str, Any]:
     """``calibrate.predictor`` with the simulated tasks' budget (``meta_budget``) set to ``calibrate.budget``
     unless it is given: the prior is meta-learned for the number of timings the device will get."""
     settings = OmegaConf.to_container(cfg.calibrate.predictor, resolve=True)
@@ -140,13 +140,28 @@ def latency_predictor(cfg: DictConfig) -> Any:
     ``fit(archs, latencies)`` on the target): what the search's latency column uses on a calibrated device."""
     from predictors.build import instantiate_node
 
-    return instantiate_node(_predictor_settings(cfg), "calibrate.predictor")
+    return instantiate_node(predictor_settings(cfg), "calibrate.predictor")
+
+
+def meta_train(cfg: DictConfig, table: pd.DataFrame, featurizer: Any) -> Any:
+    """The stage's meta-training: :func:`latency_predictor` meta-fitted on ``table`` (archs x source devices, ms)
+    with the space's ``featurizer``; ``fit(archs, latencies)`` then calibrates it to the target device.
+    ``hwnas-bench bench=search_nb201`` builds its latency model through here too."""
+    return latency_predictor(cfg).meta_fit(table, featurizer=featurizer)
+
+
+def pipeline_defaults() -> DictConfig:
+    """``conf/config.yaml`` as shipped (the pipeline's default ``calibrate`` node), for callers outside a Hydra
+    run that build what the stage builds (benchmarks, tests)."""
+    from importlib import resources
+
+    return OmegaConf.load(str(resources.files("nas.conf") / "config.yaml"))
 
 
 def _fingerprint(cfg: DictConfig, paths: list[Path]) -> str:
     blob = {"files": [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in paths],
             "devices": OmegaConf.to_container(cfg.calibrate, resolve=True).get("devices"),
-            "predictor": _predictor_settings(cfg),
+            "predictor": predictor_settings(cfg),
             "space": _space_kwargs(cfg)}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -169,7 +184,7 @@ def _meta_trained(ctx: RunContext, paths: list[Path]) -> tuple[Any, str]:
         return FewShotLatencyPredictor.load(cache), "cached"
     table = _source_table(paths, cfg, create_search_space(space.name, **kw))
     log.info("meta-training the few-shot latency predictor on %d archs x %d source devices", *table.shape)
-    model = latency_predictor(cfg).meta_fit(table, featurizer=SpaceFeaturizer(space.name, **kw))
+    model = meta_train(cfg, table, SpaceFeaturizer(space.name, **kw))
     model.save(cache)
     write_json_atomic(stamp, {"fingerprint": key, "source": [str(p) for p in paths],
                               "source_devices": model.source_devices_, "n_archs": len(table)})

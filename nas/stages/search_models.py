@@ -1,5 +1,8 @@
 """The search stage's models of every metric its objectives and constraints name, and the problem it hands to
-the strategy (the run's space, objectives, models and storage)."""
+the strategy (the run's space, objectives, models and storage). Every column model is a predictor on the one
+face (``fit(archs, y)``, ``predict(archs, return_std=False)``): the predict stage's accuracy predictor, the
+run's latency predictor (the calibrate stage's few-shot one when the run has it, else the predict stage's),
+exact params/MACs (:class:`predictors.ExactCost`), the user's other latency predictors."""
 
 from __future__ import annotations
 
@@ -12,9 +15,8 @@ from omegaconf import OmegaConf
 from nas.objectives import OTHER, Objectives
 from nas.rundir import RunContext
 from nas.search import SearchProblem, build_strategy
-from nas.search.surrogates import FixedModel
 from nas.stages.predict import accuracy_file
-from predictors import load_predictor
+from predictors import ExactCost, load_predictor
 
 
 def dry_build(cfg: Any, obj: Objectives) -> None:
@@ -22,12 +24,10 @@ def dry_build(cfg: Any, obj: Objectives) -> None:
     in-memory study): a bad strategy parameter fails here in one line, before anything is written."""
     from nas.rundir import build_space
 
-    def stand_in(archs: list[Any]) -> tuple[np.ndarray, np.ndarray]:
-        return np.zeros(len(archs)), np.zeros(len(archs))
-
     n = len(obj.names)
-    problem = SearchProblem(space=build_space(cfg.search_space, 10, 3), n_objectives=n, seed=0,
-                            n_constraints=obj.n_constraints, models=[FixedModel(stand_in)] * n,
+    space = build_space(cfg.search_space, 10, 3)
+    problem = SearchProblem(space=space, n_objectives=n, seed=0,
+                            n_constraints=obj.n_constraints, models=[ExactCost(space, "params")] * n,
                             constraint_model=(lambda archs, F: np.zeros((len(F), obj.n_constraints))),
                             accuracy_column=obj.names.index("accuracy"), storage=None, study_name="validate")
     build_strategy(cfg.search.strategy, problem)
@@ -44,29 +44,26 @@ class Models:
         self.lat = load_predictor(fewshot_path if self.fewshot else ctx.path("predictors", "latency.skops"))
         self.other = {k: load_predictor(p) for k, p in obj.latency_predictors.items()}
 
+    def column_model(self, name: str) -> Any:
+        """The run's fitted model of one metric (accuracy predicts accuracy: the strategy's column is its
+        error), on the one face."""
+        if name == "accuracy":
+            return self.acc
+        if name == "latency_ms":
+            return self.lat
+        if name in ("params", "macs"):
+            return ExactCost(self.space, name)
+        return self.other[name[len(OTHER):]]
+
     def predict(self, name: str, archs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std) of one metric (accuracy as accuracy, not error); exact costs have std 0."""
-        archs = list(archs)
-        if name == "accuracy":
-            mean, std = self.acc.predict(archs, return_std=True)
-        elif name == "latency_ms":
-            mean, std = self.lat.predict(archs, return_std=True)
-        elif name in ("params", "macs"):
-            fn = self.space.params if name == "params" else self.space.macs
-            mean, std = np.array([fn(a) for a in archs], float), np.zeros(len(archs))
-        else:
-            mean, std = self.other[name[len(OTHER):]].predict(archs, return_std=True)
+        mean, std = self.column_model(name).predict(list(archs), return_std=True)
         return np.asarray(mean, float), np.asarray(std, float)
 
-    def column_model(self, name: str) -> FixedModel:
-        """The run's model of one objective column, minimised (accuracy as error ``1 - accuracy``)."""
-        if name == "accuracy":
-            def err(archs: list[Any]) -> tuple[np.ndarray, np.ndarray]:
-                mean, std = self.predict("accuracy", archs)
-                return 1.0 - mean, std
-
-            return FixedModel(err, "1 - predicted accuracy (predict stage)")
-        return FixedModel(lambda archs, n=name: self.predict(n, archs), f"predicted {name}")
+    def record(self) -> dict[str, str]:
+        """What summary.json says about the models: the latency model's class (dotted path)."""
+        cls = type(self.lat)
+        return {"latency_model_class": f"{cls.__module__}.{cls.__qualname__}"}
 
     def values(self, archs: Sequence[Any], accuracy: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Every metric the objectives and constraints need; accuracy predicted unless given (real)."""

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.exceptions import NotFittedError
 
 from predictors.fewshot.common import (
     check_source_table,
@@ -51,7 +52,7 @@ class SourceRidgeBaseline:
 
     def adapt(self, archs: Sequence[Any], latencies: Any) -> SourceRidgeBaseline:
         if not hasattr(self, "latency_"):
-            raise ValueError("SourceRidgeBaseline is not fitted; call meta_fit() first")
+            raise NotFittedError("SourceRidgeBaseline is not fitted; call meta_fit() first")
         y = validate_measurements(archs, latencies)
         x = self.latency_[rows_of(self.index_, archs)]
         self.x_mean_, sd = x.mean(0), x.std(0)

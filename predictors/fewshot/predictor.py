@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.exceptions import NotFittedError
 
 from predictors.fewshot import blr as _blr
 from predictors.fewshot.blocks import norm_blocks, table_blocks
@@ -386,4 +387,4 @@ class FewShotLatencyPredictor:
     def _require(self, attr: str) -> None:
         if not hasattr(self, attr):
             step = "meta_fit" if attr == "configs_" else "adapt"
-            raise ValueError(f"{type(self).__name__} is not fitted; call {step}() first")
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call {step}() first")
