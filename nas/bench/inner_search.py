@@ -7,7 +7,7 @@ predictors, the configured strategy, warm-started with the measure stage's subne
 
 * ``scoring``: ``candidates`` random distinct architectures scored with mean and std of every objective, as
   the strategy asks its models (``strategy.predict``: the closed loop's error GP and the run's latency
-  predictor), features computed afresh each repeat; and the predict stage's own predictors
+  predictor), new candidates each repeat (features computed afresh); and the predict stage's own predictors
   (``predictors/accuracy.skops`` and ``latency.skops``, what the one-pass and Optuna strategies read);
 * ``round``: one whole inner search of the strategy at the run's settings (refit, predictor-driven NSGA-II,
   screening, batch acquisition), timed by the strategy itself (``inner_search_seconds``, ``predictor_evaluations``).
@@ -75,7 +75,6 @@ def _best_of(repeats: int, fn: Any) -> float:
 
 def bench_space(run: Path, cfg: Any) -> dict[str, Any]:
     from nas.search import strategy_class
-    from nas.search.problem import CachedFeatures
     from nas.stages.search import SearchSetup
 
     ctx = RunContext.open(run)
@@ -87,9 +86,10 @@ def bench_space(run: Path, cfg: Any) -> dict[str, Any]:
     for n in [int(v) for v in cfg.candidates]:
         archs = _candidates(space, n, rng)
 
-        def strategy_models(archs: list[Any] = archs) -> None:
-            st.features = CachedFeatures(space)  # features computed afresh, as for new candidates
-            st.predict(archs)
+        fresh = iter([_candidates(space, n, rng) for _ in range(int(cfg.repeats))])
+
+        def strategy_models(fresh: Any = fresh) -> None:
+            st.predict(next(fresh))  # new candidates each repeat: their features computed afresh
 
         def predict_stage(archs: list[Any] = archs) -> None:
             setup.models.acc.predict(archs, return_std=True)
@@ -102,7 +102,6 @@ def bench_space(run: Path, cfg: Any) -> dict[str, Any]:
                      "predict_stage_seconds_per_1k": round(1000 * secs_ps / n, 5)})
         log.info("inner_search %s: %d candidates in %.3f s (strategy's models), %.3f s (predict stage's)",
                  space.name, n, secs, secs_ps)
-    st.features = CachedFeatures(space, st.archs_)
     rounds = []
     for _ in range(int(cfg.repeats)):
         n0, k0 = st.predictor_evaluations, len(st.inner_seconds_)

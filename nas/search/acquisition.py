@@ -53,7 +53,15 @@ def hv_improvement(P: np.ndarray, front: np.ndarray, ref: np.ndarray) -> np.ndar
     :func:`hv_improvement_nd` for more."""
     if P.shape[1] == 2:
         return hv_improvement_2d(P, front, ref)
-    return hv_improvement_nd(P, front, ref)
+    gain = np.zeros(len(P))
+    # only rows below ref and weakly dominated by no front point add volume: the grid is summed for those alone
+    dominated = np.zeros(len(P), dtype=bool)
+    for f in np.asarray(front, dtype=np.float64).reshape(-1, P.shape[1]):
+        dominated |= np.all(P >= f, axis=1)
+    live = np.all(P < ref, axis=1) & ~dominated
+    if live.any():
+        gain[live] = hv_improvement_nd(P[live], front, ref)
+    return gain
 
 
 def domination_margin(P: np.ndarray, front: np.ndarray) -> np.ndarray:
