@@ -58,7 +58,8 @@ def convert(old: str | Path, new: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="hwnas-convert-predictor", description=__doc__.split("\n\n")[0] + " " + WARNING)
+    ap = argparse.ArgumentParser(prog="hwnas-convert-predictor", description=(
+        "Rewrite a predictor pickled by an older hwnas (.pkl) as a data-only .skops file. Warning: " + WARNING + "."))
     ap.add_argument("old", type=Path, help="the pickled predictor (.pkl) of an older version")
     ap.add_argument("new", type=Path, help="the file to write (.skops)")
     ap.add_argument("--trusted", action="store_true", help="confirm you trust OLD: unpickling runs its code")
