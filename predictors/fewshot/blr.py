@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.linalg import cho_solve, solve_triangular
+from scipy.linalg.lapack import dtrtri
 
 from predictors.fewshot.common import kmeans_pick
 
@@ -35,7 +37,7 @@ def batch_posterior(grams: dict[str, tuple], scales: np.ndarray, noises: np.ndar
     k_tr = np.einsum("cb,bij->cij", a2, np.stack([grams[nm][0] for nm in names]))
     k_tr += (noises**2)[:, None, None] * np.eye(n)
     chol = np.linalg.cholesky(k_tr)
-    alpha = np.linalg.solve(k_tr, np.broadcast_to(z, (len(scales), n))[..., None])[..., 0]
+    alpha = np.stack([cho_solve((c, True), z) for c in chol])  # two triangular solves per configuration
     mean = sum(grams[nm][1] @ (a2[:, i : i + 1] * alpha).T for i, nm in enumerate(names)).T
     log_ev = -0.5 * alpha @ z - np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(1) - 0.5 * n * np.log(2 * np.pi)
     return mean, chol, alpha, log_ev
@@ -45,14 +47,13 @@ def query_var(grams: dict[str, tuple], scales: np.ndarray, noise: float, chol: n
     names = [nm for nm in BLOCKS if nm in grams]
     k_q = sum(scales[BLOCKS.index(nm)] ** 2 * grams[nm][1] for nm in names)
     k_qq = sum(scales[BLOCKS.index(nm)] ** 2 * grams[nm][2] for nm in names)
-    v = np.linalg.solve(chol, np.asarray(k_q).T)
+    v = solve_triangular(chol, np.asarray(k_q).T, lower=True)
     return np.maximum(k_qq - (v**2).sum(0), 0.0) + noise**2
 
 def loo(chol: np.ndarray, alpha: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Leave-one-out predictive mean and variance (standardised target units) of every training point under
     every configuration (C, n each), from the Cholesky factors and dual weights of :func:`batch_posterior`."""
-    n = chol.shape[-1]
-    linv = np.linalg.solve(chol, np.broadcast_to(np.eye(n), chol.shape))
+    linv = np.stack([dtrtri(c, lower=1)[0] for c in chol])  # triangular inverses
     kinv_diag = (linv**2).sum(1)  # diag of K^-1
     return z - alpha / kinv_diag, 1.0 / kinv_diag
 
