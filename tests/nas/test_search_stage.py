@@ -309,19 +309,20 @@ def test_search_times_the_measure_stages_files_again_and_exports_only_its_picks(
     import os
 
     import nas.stages.common as common
+    from latency_luts.device import OnnxRuntimeDevice
 
     run_dir = copy_run(trained, tmp_path / "reuse")
     timing = run_dir / "timing_onnx"
     measured = pd.read_csv(run_dir / "measurements.csv").arch.tolist()
     assert len(list(timing.glob("*.onnx"))) == len(measured)  # the measure stage kept what it timed
-    real_export = common.export_onnx
+    real_export = OnnxRuntimeDevice.export
     exported: list[str] = []
 
-    def counting(model, shape, path, exporter="legacy"):
+    def counting(self, model, shape, path, exporter):
         exported.append(model.arch_string)
-        return real_export(model, shape, path, exporter=exporter)
+        return real_export(self, model, shape, path, exporter)
 
-    monkeypatch.setattr(common, "export_onnx", counting)
+    monkeypatch.setattr(OnnxRuntimeDevice, "export", counting)
     rec = search(run_dir, "search=random", "search.budget=4")
     cand = pd.read_csv(run_dir / "candidates.csv")
     picks = cand[cand.source == "search"].arch.tolist()
