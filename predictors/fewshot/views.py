@@ -15,6 +15,7 @@ chain-structured spaces (fbnet, ofa_mbv3) the view does not apply (``None``), an
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 from search_spaces.nb201.arch import EDGES, N_NODES, NB201Architecture
@@ -40,8 +41,10 @@ def nb201_live(text: str) -> str | None:
 LIVE_FORMS: tuple[Callable[[str], str | None], ...] = (nb201_live,)  # one per space with dead code
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def live_form(key: str) -> str:
-    """The ``live`` view of one canonical arch string (itself where no space's rule applies)."""
+    """The ``live`` view of one canonical arch string (itself where no space's rule applies); remembered, as a
+    search asks about the same candidates every round."""
     for rule in LIVE_FORMS:
         out = rule(key)
         if out is not None:
