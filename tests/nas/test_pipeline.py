@@ -201,7 +201,10 @@ def test_training_resumes_after_interruption(tmp_path):
 
 def test_bad_config_values_fail_before_anything_is_written(tmp_path):
     for override, fragment in (("search.budget=-5", "search.budget=-5"), ("measure.n_archs=2", "measure.n_archs=2"),
-                               ("stages=[train,fly]", "'fly'"), ("export.exporter=magic", "'magic'")):
+                               ("stages=[train,fly]", "'fly'"), ("export.exporter=magic", "'magic'"),
+                               ("device.precision=fp16", "device.precision='fp16'"),
+                               ("device.warmup=-1", "device.warmup=-1"),
+                               ("export.exporter=dynamo", "differs from measure.exporter='legacy'")):
         run_dir = tmp_path / override.split("=")[0]
         with pytest.raises(ValueError, match=fragment.replace("[", r"\[")) as e:
             run_pipeline(compose_cfg(run_dir, override))
