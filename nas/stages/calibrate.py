@@ -61,9 +61,10 @@ def _space_kwargs(cfg: DictConfig, space: Any = None) -> dict[str, Any]:
     run's resolution subset is left out: source archs at any resolution of the setting are valid data."""
     kw = {k: v for k, v in OmegaConf.to_container(cfg.search_space, resolve=True).items()
           if k not in ("_target_", "name", "dropout", "resolutions") and v is not None}
-    for key in ("n_classes", "in_channels"):
-        if space is not None and hasattr(space, key):
-            kw[key] = getattr(space, key)
+    from search_spaces.base import WeightSharingSpace
+
+    if isinstance(space, WeightSharingSpace):  # the data's head size and channels, as the space was built
+        kw["n_classes"], kw["in_channels"] = space.n_classes, space.input_shape(space.largest())[1]
     return kw
 
 
@@ -72,8 +73,10 @@ def _describe(name: str, kw: dict[str, Any]) -> str:
 
 
 def _check_predictor(model: Any, path: Path, name: str, kw: dict[str, Any]) -> None:
-    feat = getattr(model, "featurizer_", None)
-    if feat is None or not hasattr(feat, "describe"):
+    from predictors.arch_features import SpaceFeaturizer
+
+    feat = model.featurizer_
+    if not isinstance(feat, SpaceFeaturizer):
         raise ValueError(f"calibrate.source {str(path)!r} was meta-trained without a SpaceFeaturizer; expected a "
                          "predictor saved by the calibrate stage (predictors/latency_fewshot_meta.skops)")
     got = feat.describe()
