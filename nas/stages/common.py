@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from latency_luts.device import NeedsMeasurement  # noqa: F401 - re-exported: the CLI and tests catch it here
 from latency_luts.measure import Measurement
-from nas.rundir import RunContext, file_stem
+from nas.rundir import RunContext
 from nas.training import evaluate, fold_batchnorm, recalibrate_bn
 
 log = logging.getLogger(__name__)
@@ -156,28 +156,18 @@ class TimingFiles:
     """
 
     def __init__(self, ctx: RunContext) -> None:
-        import json
-
-        from nas.rundir import write_json_atomic
+        from nas.workers import KeyedFiles
 
         dev = ctx.device
-        self.ctx, self.dir = ctx, ctx.path("timing_onnx")
+        self.ctx = ctx
         self.key = {**ctx.checkpoint_key(), "deliverable": True, "engine": dev.engine,
                     "exporter": str(ctx.cfg.measure.exporter), "precision": str(dev.precision),
                     "batch": int(dev.batch), "bn_calibration": bn_calibration(ctx.cfg)}
-        key_path = self.dir / "key.json"
-        if key_path.is_file() and json.loads(key_path.read_text()) == self.key:
-            return
-        stale = list(self.dir.glob("*.onnx")) if self.dir.is_dir() else []
-        for p in stale:
-            p.unlink(missing_ok=True)
-        if stale:
-            log.info("timing files: the supernet or preparation setting changed; removed %d old files from %s",
-                     len(stale), self.dir)
-        write_json_atomic(key_path, self.key)
+        self.files = KeyedFiles(ctx.path("timing_onnx"), self.key)  # the workers' keyed folder (key.json)
+        self.dir = self.files.dir
 
     def path(self, arch: Any) -> Path:
-        return self.dir / f"{file_stem(arch.to_string())}.onnx"
+        return self.files.path(arch.to_string(), ".onnx")
 
     def get(self, supernet: Any, arch: Any) -> Path:
         """The arch's timed file, prepared by the run's device unless this run already has it."""
