@@ -151,16 +151,9 @@ def _probe_free_files() -> list[Path]:
     return out
 
 
-# probes in a file its owner is reworking now (calibrate's saved-predictor and space-setting checks); the entry
-# goes with the probes, and a new probe anywhere fails the test
-KNOWN_PROBES = {
-    "nas/stages/calibrate.py": 3,
-}
-
-
 @pytest.mark.parametrize("path", _probe_free_files(), ids=lambda p: str(p.relative_to(REPO)))
 def test_no_type_probes_in_the_pipeline_stages_and_strategies(path: Path):
     rel = str(path.relative_to(REPO))
     found = type_probes(path.read_text())
-    assert len(found) <= KNOWN_PROBES.get(rel, 0), f"{rel}: type probes {found}; declare the method on the " \
+    assert not found, f"{rel}: type probes {found}; declare the method on the " \
         "contract (a no-op default) instead of asking whether an object has it"
