@@ -36,9 +36,3 @@ class DeviceProfile:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def local_ort_profile(threads: int = 1, batch: int = 1, precision: str = "fp32", name: str = "local_cpu") -> DeviceProfile:
-    import onnxruntime as ort
-
-    return DeviceProfile(name, "onnxruntime-cpu", ort.__version__, threads, batch, precision)

@@ -12,8 +12,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from latency_luts.build import measure_in_fresh_process
-from latency_luts.onnx_export import export_onnx
+from latency_luts.build import timing_device
 
 log = logging.getLogger(__name__)
 
@@ -22,14 +21,14 @@ def time_subnets_twice(space, archs: Sequence, threads: int, rounds: int, seed: 
     """Export each subnet of ``space`` (random supernet weights) and time all of them in two passes, each pass
     in a fresh process with interleaved rounds. Columns: arch, pass1, pass2, cv (of pass 1), latency_ms (min)."""
     names = [a.to_string() for a in archs]
-    net = space.build_supernet().eval()
+    net, dev = space.build_supernet().eval(), timing_device(threads=threads, rounds=rounds)
     with tempfile.TemporaryDirectory(prefix="hwnas-timing-") as tmp:
-        paths = [str(export_onnx(space.extract(net, a).eval(), space.input_shape(a), Path(tmp) / f"{i}.onnx"))
+        paths = [str(dev.prepare(space.extract(net, a).eval(), space.input_shape(a), Path(tmp) / f"{i}.onnx"))
                  for i, a in enumerate(tqdm(archs, desc="export subnets", unit="subnet"))]
         passes = []
         for p in range(2):
             log.info("whole-network pass %d/2 over %d subnets (fresh process)", p + 1, len(paths))
-            passes.append(measure_in_fresh_process(paths, names, threads=threads, rounds=rounds, seed=seed + p))
+            passes.append([m.as_dict() for m in dev.measure(paths, names, seed=seed + p)])
     df = pd.DataFrame({"arch": names, "pass1": [r["latency_ms"] for r in passes[0]],
                        "pass2": [r["latency_ms"] for r in passes[1]], "cv": [r["cv"] for r in passes[0]]})
     df["latency_ms"] = np.minimum(df.pass1, df.pass2)

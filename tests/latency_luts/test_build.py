@@ -7,9 +7,8 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from latency_luts.build import build_lut, measure_in_fresh_process
+from latency_luts.build import build_lut, timing_device
 from latency_luts.lut import LatencyLUT
-from latency_luts.onnx_export import export_onnx
 from predictors.lut_residual import LUTResidualPredictor
 from search_spaces import create_search_space
 
@@ -57,11 +56,10 @@ def test_lut_plus_residual_tracks_whole_network_latency(tmp_path, name):
     spread = [pool[i] for i in np.linspace(0, len(pool) - 1, 10).round().astype(int)]
     archs = [space.largest(), space.smallest(), spread[2], spread[7]] + [a for i, a in enumerate(spread)
                                                                          if i not in (2, 7)]
-    net = space.build_supernet().eval()
-    paths = [str(export_onnx(space.extract(net, a).eval(), space.input_shape(a), tmp_path / f"{i}.onnx"))
+    net, dev = space.build_supernet().eval(), timing_device(rounds=20)
+    paths = [str(dev.prepare(space.extract(net, a).eval(), space.input_shape(a), tmp_path / f"{i}.onnx"))
              for i, a in enumerate(archs)]
-    meas = np.array([r["latency_ms"] for r in measure_in_fresh_process(paths, [str(i) for i in range(len(paths))],
-                                                                        rounds=20)])
+    meas = np.array([m.latency_ms for m in dev.measure(paths, [str(i) for i in range(len(paths))])])
     model = LUTResidualPredictor(lut, space).fit(archs[:4], meas[:4])
     pred = model.predict(archs[4:])
     assert spearmanr(pred, meas[4:]).statistic > 0.8

@@ -9,7 +9,6 @@ from torch import nn
 
 from latency_luts.measure import OrtSettings, measure_onnx_models
 from latency_luts.onnx_export import export_onnx
-from latency_luts.profile import local_ort_profile
 
 
 def _mlp(width: int, depth: int) -> nn.Module:
@@ -97,5 +96,7 @@ def test_bad_settings_and_inputs():
 
 
 def test_profile_records_what_was_measured():
-    p = local_ort_profile(threads=1, batch=1).as_dict()
+    from latency_luts.device import OnnxRuntimeDevice
+
+    p = OnnxRuntimeDevice(threads=1, batch=1).profile()
     assert p["runtime"] == "onnxruntime-cpu" and p["threads"] == 1 and p["cores"] >= 1 and p["cpu"]
