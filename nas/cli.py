@@ -49,10 +49,17 @@ def _composition_error(exc: Exception, overrides: list[str]) -> str:
     """Hydra's multi-line composition report as one line naming the override and what was expected."""
     text = f"{exc}\n{exc.__cause__ or ''}"
     m = re.search(r"Could not override '([^']+)'", text)
-    if m and "not in struct" in text:
+    if m and re.search(r"not in struct|Key '[^']+' not in '", text):  # a dict node, or a typed schema's
         key = m.group(1)
         parent, _, leaf = key.rpartition(".")
         arg = next((a for a in overrides if a.split("=", 1)[0].lstrip("+~") == key), key)
+        if key == "device.runtime":  # the key devices had before they were classes: say what replaced it
+            from latency_luts.device import build_device
+
+            try:
+                build_device({"runtime": arg.partition("=")[2]})
+            except ValueError as e:
+                return str(e)
         return (f"{arg}: {leaf!r} is not a key of {parent or 'the config'}; expected one of its keys "
                 f"(hwnas --cfg job lists them), or +{key}=... to add one")
     m = re.search(r"Error merging override (\S+)", text)

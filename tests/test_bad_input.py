@@ -33,6 +33,8 @@ CATALOGUE: list[tuple[str, str, str]] = [
     ("unknown data", "data=nope", "unknown data 'nope'; expected one of"),
     ("unknown stage", "stages=[train,tune]", "stages contains 'tune'; expected names from"),
     ("unknown key", "data.val_fraction=1.5", "'val_fraction' is not a key of data"),
+    ("unknown device key", "device.spin=true", "'spin' is not a key of device"),
+    ("old device runtime key", "device.runtime=remote", "device.runtime='remote' is no longer a setting"),
     ("unparsable override", "stages=[train", "hwnas: error:"),
     ("zero budget", "search.budget=0", "search.budget=0 is invalid"),
     ("negative budget", "search.budget=-5", "search.budget=-5 is invalid"),
