@@ -1,4 +1,9 @@
-"""Bayesian linear regression over scaled feature blocks (dual form), shared by the few-shot predictor."""
+"""Bayesian linear regression over scaled feature blocks, shared by the few-shot predictor.
+
+Dual form here (``n x n`` kernels); where the total feature width is below the number of training rows,
+:func:`grams_between` hands back the centred features instead and every function below runs the exact primal
+form of :mod:`predictors.fewshot.blr_primal` (``d x d`` matrices; same results to rounding).
+"""
 
 from __future__ import annotations
 
@@ -6,18 +11,26 @@ import numpy as np
 from scipy.linalg import cho_solve, solve_triangular
 from scipy.linalg.lapack import dtrtri
 
+from predictors.fewshot import blr_primal as _primal
+from predictors.fewshot.blr_primal import BLOCKS
 from predictors.fewshot.common import kmeans_pick
 
-BLOCKS = ("src", "proj", "pmean", "enc", "phys")
+_FORM = "auto"  # "auto": primal where the feature width < train rows; "dual"/"primal" force one (tests)
 
 
-def grams(blocks: dict[str, np.ndarray], tr: np.ndarray, query: np.ndarray) -> dict[str, tuple]:
+def grams(blocks: dict[str, np.ndarray], tr: np.ndarray, query: np.ndarray) -> dict[str, tuple] | _primal.PrimalFeats:
     """Per-block linear-kernel pieces (train x train, query x train, query diag), centred on the train mean."""
     return grams_between({n: b[tr] for n, b in blocks.items()}, {n: b[query] for n, b in blocks.items()})
 
 
-def grams_between(train: dict[str, np.ndarray], query: dict[str, np.ndarray]) -> dict[str, tuple]:
-    """:func:`grams` of given train rows and query rows (same block names)."""
+def grams_between(
+    train: dict[str, np.ndarray], query: dict[str, np.ndarray],
+) -> dict[str, tuple] | _primal.PrimalFeats:
+    """:func:`grams` of given train rows and query rows (same block names); the centred features
+    (:class:`~predictors.fewshot.blr_primal.PrimalFeats`) where the primal form is cheaper (see ``_FORM``)."""
+    n = len(next(iter(train.values())))
+    if _FORM == "primal" or (_FORM == "auto" and _primal.width(train) < n):
+        return _primal.feats_between(train, query)
     out = {}
     for name, b_tr in train.items():
         m = b_tr.mean(0)
@@ -31,6 +44,8 @@ def batch_posterior(grams: dict[str, tuple], scales: np.ndarray, noises: np.ndar
     ``scales`` (C, len(BLOCKS)), ``noises`` (C,); returns the posterior mean of the standardised target at
     the query rows (C, q), the Cholesky factors (C, n, n), the dual weights (C, n) and log evidence (C,).
     """
+    if isinstance(grams, _primal.PrimalFeats):
+        return _primal.batch_posterior(grams, scales, noises, z)
     names = [nm for nm in BLOCKS if nm in grams]
     a2 = scales[:, [BLOCKS.index(nm) for nm in names]] ** 2
     n = len(z)
@@ -44,6 +59,8 @@ def batch_posterior(grams: dict[str, tuple], scales: np.ndarray, noises: np.ndar
 
 def query_var(grams: dict[str, tuple], scales: np.ndarray, noise: float, chol: np.ndarray) -> np.ndarray:
     """Predictive variance (standardised units) of one configuration at the query rows."""
+    if isinstance(grams, _primal.PrimalFeats):
+        return _primal.query_var(grams, scales, noise, chol)
     names = [nm for nm in BLOCKS if nm in grams]
     k_q = sum(scales[BLOCKS.index(nm)] ** 2 * grams[nm][1] for nm in names)
     k_qq = sum(scales[BLOCKS.index(nm)] ** 2 * grams[nm][2] for nm in names)
@@ -53,6 +70,8 @@ def query_var(grams: dict[str, tuple], scales: np.ndarray, noise: float, chol: n
 def loo(chol: np.ndarray, alpha: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Leave-one-out predictive mean and variance (standardised target units) of every training point under
     every configuration (C, n each), from the Cholesky factors and dual weights of :func:`batch_posterior`."""
+    if isinstance(chol, _primal.PrimalFactor):
+        return _primal.loo(chol, alpha, z)
     linv = np.stack([dtrtri(c, lower=1)[0] for c in chol])  # triangular inverses
     kinv_diag = (linv**2).sum(1)  # diag of K^-1
     return z - alpha / kinv_diag, 1.0 / kinv_diag
