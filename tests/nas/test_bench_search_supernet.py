@@ -74,11 +74,14 @@ def test_ours_is_the_pipelines_default_strategy_and_every_run_is_scored(first: d
 
 
 def _objective_stub():
-    """What make_problem reads of the objective, for building a strategy outside a bench run."""
+    """What make_problem reads of the objective, for building a strategy outside a bench run: its space and its
+    latency column's model (a real predictor on the one model face; MACs stand in for the LUT estimate)."""
+    from predictors import ExactCost
     from search_spaces import create_search_space
 
     class Stub:
         space = create_search_space("ofa_mbv3", setting="small", n_classes=10, in_channels=3)
+        latency = ExactCost(space, "macs")
 
         def latency_ms(self, archs):  # noqa: ANN001, ANN202
             return np.ones(len(archs))
