@@ -96,35 +96,29 @@ class ExportSchema:
     fallback_to_legacy: bool = True
 
 
-@dataclass
-class OnnxRuntimeDeviceSchema:
-    """``conf/device/local_cpu.yaml`` and the like (latency_luts.device.OnnxRuntimeDevice): keys and types;
-    the device's ``validate()`` checks ranges and choices."""
+def device_schema(cls: type) -> type:
+    """The typed schema of a device option, derived from its Device class (``_target_`` naming the class, then
+    every setting with the class's type and default): keys and types here, ranges and choices in the device's
+    ``validate()``; a setting added to the class is a key of its configs without a second list to keep."""
+    import dataclasses
+    import typing
 
-    _target_: str = "latency_luts.device.OnnxRuntimeDevice"
-    name: str = "local_cpu"
-    threads: int = 1
-    graph_optimization: str = "all"
-    execution_mode: str = "sequential"
-    spinning: bool = False
-    batch: int = 1
-    precision: str = "fp32"
-    warmup: int = 5
-    rounds: int = 20
-    cv_threshold: float = 0.05
-    max_extra_rounds: int = 40
+    hints = typing.get_type_hints(cls)
+    keys: list[tuple[str, Any, Any]] = [("_target_", str, field(default=f"{cls.__module__}.{cls.__qualname__}"))]
+    for f in dataclasses.fields(cls):
+        default = (field(default_factory=f.default_factory) if f.default is dataclasses.MISSING
+                   else field(default=f.default))
+        keys.append((f.name, hints[f.name], default))
+    return dataclasses.make_dataclass(f"{cls.__name__}Schema", keys)
 
 
-@dataclass
-class RemoteDeviceSchema(OnnxRuntimeDeviceSchema):
-    """``conf/device/remote.yaml`` (latency_luts.device.RemoteDevice): onnxruntime timed elsewhere from kits."""
+def _device_schemas() -> dict[str, type]:
+    from latency_luts.device import OnnxRuntimeDevice, RemoteDevice
 
-    _target_: str = "latency_luts.device.RemoteDevice"
-    name: str = "my_device"
-    csv: list[str] = field(default_factory=list)
+    return {"onnxruntime_schema": device_schema(OnnxRuntimeDevice), "remote_schema": device_schema(RemoteDevice)}
 
 
-DEVICE_SCHEMAS = {"onnxruntime_schema": OnnxRuntimeDeviceSchema, "remote_schema": RemoteDeviceSchema}
+DEVICE_SCHEMAS = _device_schemas()
 
 
 @dataclass
