@@ -4,6 +4,7 @@ interleaved protocol (in a fresh process) and, for the remote device, going out 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from pathlib import Path
@@ -185,3 +186,29 @@ def test_measure_here_and_the_agent_time_with_one_protocol(tmp_path):
     assert here[0].as_dict().keys() == there[0].as_dict().keys()
     assert (here[0].runs, there[0].runs, here[0].warmup) == (5, 5, 1)
     assert np.isfinite(here[0].latency_ms) and here[0].latency_ms > 0
+
+
+def test_onnxruntime_passes_the_shipped_device_suite(tmp_path):
+    from latency_luts.device.testing import check_device, trained_digits_supernet
+
+    facts = check_device(OnnxRuntimeDevice(name="cpu"), tmp_path, trained_digits_supernet())
+    assert facts["max_abs_diff"] <= 1e-4 and len(facts["latency_ms"]) == 2
+
+
+def test_the_device_suite_fails_a_device_whose_file_differs_from_torch(tmp_path):
+    """The suite can fail: a device that exports another network than it was given does not pass it."""
+    from dataclasses import dataclass
+
+    from latency_luts.device.testing import check_device, trained_digits_supernet
+
+    @dataclass(kw_only=True)
+    class Scrambling(OnnxRuntimeDevice):
+        def export(self, module, input_shape, path, exporter):
+            module = copy.deepcopy(module)
+            with torch.no_grad():
+                for p in module.parameters():
+                    p.add_(0.05 * torch.randn_like(p))
+            super().export(module, input_shape, path, exporter)
+
+    with pytest.raises(AssertionError, match="exceeds"):
+        check_device(Scrambling(name="cpu"), tmp_path, trained_digits_supernet(), time=False)
