@@ -83,8 +83,14 @@ class Device(ABC):
     cv_threshold: float = 0.05
     max_extra_rounds: int = 40
 
-    engine: ClassVar[str] = ""  # recorded in the profile, e.g. onnxruntime-cpu
+    runtime: ClassVar[str] = ""  # the engine, recorded in the profile, e.g. onnxruntime-cpu
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    suffix: ClassVar[str] = ".onnx"  # the artefact's file name suffix (the main file, see artefact_files)
+    requires: ClassVar[tuple[str, ...]] = ()  # Python modules the engine needs on the machine that prepares/times
+    extra: ClassVar[str] = ""  # the pip extra that installs them: pip install -e '.[<extra>]'
+    # parity tolerance (max abs diff vs fp32 torch) at a reduced precision the engine runs at; fp32 uses
+    # export.parity_atol. int8 is checked by top-1 agreement of its fp32 source instead.
+    tolerances: ClassVar[dict[str, float]] = {}
 
     # -- the engine's hooks ------------------------------------------------------------------------------
     @abstractmethod
@@ -101,11 +107,36 @@ class Device(ABC):
 
     def quantize(self, fp32: Path, path: Path, calibration: np.ndarray) -> None:
         """Write the int8 artefact of ``fp32`` at ``path``, calibrated on ``calibration`` (N, C, H, W)."""
-        raise ValueError(f"device.precision=int8 is not available for engine {self.engine}; expected fp32")
+        raise ValueError(f"device.precision=int8 is not available for engine {self.runtime}; expected one of "
+                         f"{list(self.precisions)}")
 
     # -- what every device shares ------------------------------------------------------------------------
+    def artefact_files(self, path: str | Path) -> list[Path]:
+        """Every file that makes up the artefact at ``path`` (the main file first): what is copied, delivered
+        and sent in a kit together. One file by default; OpenVINO's IR is ``.xml`` + ``.bin``."""
+        return [Path(path)]
+
+    def parity_atol(self, fp32_atol: float) -> float:
+        """The max abs difference vs torch a delivered file may have at this device's precision."""
+        return float(self.tolerances.get(self.precision, fp32_atol))
+
+    def check_installed(self) -> None:
+        """One-line ValueError naming the extra to install when the engine's Python package is absent."""
+        import importlib.util
+
+        for mod in self.requires:
+            try:
+                found = importlib.util.find_spec(mod) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                raise ValueError(f"device {self.name!r} runs on {self.runtime}, whose Python package {mod!r} is not "
+                                 f"installed; expected it installed: pip install -e '.[{self.extra}]' (from the "
+                                 "hwnas checkout)")
+
     def validate(self) -> None:
         """One-line ValueError naming the first bad setting and what was expected."""
+        self.check_installed()
         if not isinstance(self.name, str) or not self.name.strip():
             raise ValueError(f"device.name={self.name!r} is invalid; expected a non-empty device name")
         for key, lo in (("threads", 1), ("batch", 1), ("rounds", 1), ("warmup", 0), ("max_extra_rounds", 0)):
@@ -115,7 +146,7 @@ class Device(ABC):
             raise ValueError(f"device.cv_threshold={cv!r} is invalid; expected a number >= 0")
         if self.precision not in self.precisions:
             raise ValueError(f"device.precision={self.precision!r} is invalid; expected one of "
-                             f"{list(self.precisions)} ({self.engine})")
+                             f"{list(self.precisions)} ({self.runtime})")
 
     def spec(self) -> dict[str, Any]:
         """``_target_`` and settings: what rebuilds this device (in the timing process, or from a config)."""
@@ -127,7 +158,7 @@ class Device(ABC):
 
     def profile(self) -> dict[str, Any]:
         """Where and how this device's numbers are measured: recorded with every number."""
-        return DeviceProfile(self.name, self.engine, self.engine_version(), int(self.threads), int(self.batch),
+        return DeviceProfile(self.name, self.runtime, self.engine_version(), int(self.threads), int(self.batch),
                              self.precision).as_dict()
 
     def fp32_companion(self, path: str | Path) -> Path:
@@ -174,7 +205,7 @@ class Device(ABC):
             ref = module(x).numpy()
         out = self.load(artefact).run(x.numpy().astype(np.float32))
         if out.shape != ref.shape:
-            raise ValueError(f"{self.engine} output shape {out.shape} differs from torch's {ref.shape} for {artefact}")
+            raise ValueError(f"{self.runtime} output shape {out.shape} differs from torch's {ref.shape} for {artefact}")
         return ref, out
 
     def measure(self, artefacts: Sequence[str | Path], names: Sequence[str] | None = None, *, seed: int = 0,

@@ -20,7 +20,9 @@ class OnnxRuntimeDevice(Device):
     execution_mode: str = "sequential"  # sequential | parallel
     spinning: bool = False
 
-    engine: ClassVar[str] = "onnxruntime-cpu"
+    runtime: ClassVar[str] = "onnxruntime-cpu"
+    requires: ClassVar[tuple[str, ...]] = ("onnxruntime",)
+    extra: ClassVar[str] = "test"  # onnxruntime is a dependency of hwnas itself
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "int8")
 
     def validate(self) -> None:

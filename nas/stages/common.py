@@ -160,14 +160,14 @@ class TimingFiles:
 
         dev = ctx.device
         self.ctx = ctx
-        self.key = {**ctx.checkpoint_key(), "deliverable": True, "engine": dev.engine,
+        self.key = {**ctx.checkpoint_key(), "deliverable": True, "engine": dev.runtime,
                     "exporter": str(ctx.cfg.measure.exporter), "precision": str(dev.precision),
                     "batch": int(dev.batch), "bn_calibration": bn_calibration(ctx.cfg)}
         self.files = KeyedFiles(ctx.path("timing_onnx"), self.key)  # the workers' keyed folder (key.json)
         self.dir = self.files.dir
 
     def path(self, arch: Any) -> Path:
-        return self.files.path(arch.to_string(), ".onnx")
+        return self.files.path(arch.to_string(), self.ctx.device.suffix)
 
     def get(self, supernet: Any, arch: Any) -> Path:
         """The arch's timed file, prepared by the run's device unless this run already has it."""
