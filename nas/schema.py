@@ -113,9 +113,10 @@ def device_schema(cls: type) -> type:
 
 
 def _device_schemas() -> dict[str, type]:
-    from latency_luts.device import OnnxRuntimeDevice, RemoteDevice
+    from latency_luts.device import LiteRTDevice, OnnxRuntimeDevice, RemoteDevice
 
-    return {"onnxruntime_schema": device_schema(OnnxRuntimeDevice), "remote_schema": device_schema(RemoteDevice)}
+    return {"onnxruntime_schema": device_schema(OnnxRuntimeDevice), "remote_schema": device_schema(RemoteDevice),
+            "litert_schema": device_schema(LiteRTDevice)}
 
 
 DEVICE_SCHEMAS = _device_schemas()

@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from latency_luts.device.base import Device, KitRequest, Loaded, NeedsMeasurement, device_class
+from latency_luts.device.litert import LiteRTDevice
 from latency_luts.device.ort import OnnxRuntimeDevice
 from latency_luts.device.remote import RemoteDevice
 
-__all__ = ["Device", "KitRequest", "Loaded", "NeedsMeasurement", "OnnxRuntimeDevice", "RemoteDevice",
+__all__ = ["Device", "KitRequest", "LiteRTDevice", "Loaded", "NeedsMeasurement", "OnnxRuntimeDevice", "RemoteDevice",
            "build_device", "device_class"]
 
 
