@@ -51,7 +51,7 @@ def run(cfg: Any) -> dict:
         "pareto_latency_span": search.get("pareto_latency_span"),
         "best_test_accuracy": search.get("best_test_accuracy"),
         "hypervolume": search.get("hypervolume"),
-        "worst_onnx_max_abs_diff": summary["stages"].get("export", {}).get("worst_onnx_max_abs_diff"),
+        "worst_parity_max_abs_diff": summary["stages"].get("export", {}).get("worst_parity_max_abs_diff"),
         "device": summary["device"],
         "competing": n_busy,
         "load_average_before": load_before,

@@ -68,7 +68,7 @@ def front(ctx: RunContext, cand: pd.DataFrame, obj: Objectives, models: Any) -> 
                          f"latencies range {cand.latency_ms.min():.3g}..{cand.latency_ms.max():.3g} ms and val accuracy "
                          f"{val.min():.3f}..{val.max():.3f} (candidates.csv); loosen the constraints")
     pareto = cand[cand.pareto].sort_values("latency_ms").drop(columns=["pareto", "feasible"]).reset_index(drop=True)
-    pareto["onnx_path"] = ""
+    pareto["artefact_path"] = ""
     write_csv_atomic(ctx.path("pareto.csv"), pareto)
     return pareto, Fm
 

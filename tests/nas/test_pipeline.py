@@ -74,7 +74,7 @@ def test_pareto_rows_are_nondominated_among_measured_candidates(run):
         strictly = (cand.val_accuracy > row.val_accuracy) | (cand.latency_ms < row.latency_ms)
         assert not (better & strictly).any()
     assert {"predicted_latency_ms", "latency_ms", "predicted_accuracy", "val_accuracy", "test_accuracy", "params",
-            "onnx_path"} <= set(pareto.columns)
+            "artefact_path"} <= set(pareto.columns)
     assert (cand.source == "search").any()  # the predicted front was evaluated for real
 
 
@@ -118,7 +118,7 @@ def test_summary_figures_are_the_measured_front(run):
 def test_exported_onnx_matches_torch(run):
     run_dir, _ = run
     pareto = pd.read_csv(run_dir / "pareto.csv")
-    assert (pareto.onnx_max_abs_diff <= 1e-4).all()
+    assert (pareto.parity_max_abs_diff <= 1e-4).all()
     # independent re-check of one file: rebuild the subnet from the checkpoint and compare on real images
     # (BatchNorm recalibrated on the first 512 training images, channels-last on one thread as the product does:
     # the statistics of a channels-last pass move with the memory format and thread count by ~1e-4 on the logits)
@@ -137,7 +137,7 @@ def test_exported_onnx_matches_torch(run):
     x = resize(ctx.data.x_test[:16], arch.r).contiguous()
     with torch.no_grad():
         ref = sub.eval()(x).numpy()
-    sess = ort.InferenceSession(str(run_dir / row.onnx_path), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(run_dir / row.artefact_path), providers=["CPUExecutionProvider"])
     out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
     assert np.abs(out - ref).max() <= 1e-4
     assert (out.argmax(1) == ref.argmax(1)).all()
@@ -158,12 +158,12 @@ def test_the_file_timed_for_pareto_is_the_delivered_file(run):
     run_dir, _ = run
     pareto, cand = pd.read_csv(run_dir / "pareto.csv"), pd.read_csv(run_dir / "candidates.csv")
     timed_at = (run_dir / "stages" / "search.json").stat().st_mtime_ns
-    assert len(pareto) >= 1 and pareto.onnx_path.str.fullmatch(r"onnx/pareto_\d\d_r\d+\.onnx").all()
+    assert len(pareto) >= 1 and pareto.artefact_path.str.fullmatch(r"onnx/pareto_\d\d_r\d+\.onnx").all()
     for row in pareto.itertuples():
-        timed, delivered = run_dir / "timing_onnx" / f"{file_stem(row.arch)}.onnx", run_dir / row.onnx_path
-        assert _sha256(timed) == _sha256(delivered) == row.onnx_sha256, row.arch
+        timed, delivered = run_dir / "timing_onnx" / f"{file_stem(row.arch)}.onnx", run_dir / row.artefact_path
+        assert _sha256(timed) == _sha256(delivered) == row.artefact_sha256, row.arch
         assert timed.stat().st_mtime_ns <= timed_at  # the file the pass timed, not one prepared afterwards
-    assert (pareto.onnx_latency_ms == pareto.latency_ms).all()
+    assert (pareto.engine == "onnxruntime-cpu").all()
     assert dict(zip(pareto.arch, pareto.latency_ms)) == dict(zip(cand.arch[cand.pareto], cand.latency_ms[cand.pareto]))
 
 
@@ -272,15 +272,15 @@ def test_int8_precision_measures_and_exports_qdq_models(run, tmp_path):
     reuse_trained_supernet(run[0], tmp_path)
     run_pipeline(compose_cfg(tmp_path, "device.precision=int8", "measure.n_archs=6", "search.budget=2"))
     pareto = pd.read_csv(tmp_path / "pareto.csv")
-    assert pareto.onnx_path.str.endswith("_int8.onnx").all()
-    assert (pareto.onnx_max_abs_diff <= 1e-4).all()  # the fp32 file still matches torch
+    assert pareto.artefact_path.str.endswith("_int8.onnx").all()
+    assert (pareto.parity_max_abs_diff <= 1e-4).all()  # the fp32 file still matches torch
     from nas.rundir import file_stem
 
     for row in pareto.itertuples():  # the int8 file delivered is the int8 file timed
-        assert _sha256(tmp_path / "timing_onnx" / f"{file_stem(row.arch)}.onnx") == _sha256(tmp_path / row.onnx_path)
-        assert _sha256(tmp_path / row.fp32_onnx_path) != _sha256(tmp_path / row.onnx_path)
+        assert _sha256(tmp_path / "timing_onnx" / f"{file_stem(row.arch)}.onnx") == _sha256(tmp_path / row.artefact_path)
+        assert _sha256(tmp_path / row.fp32_artefact_path) != _sha256(tmp_path / row.artefact_path)
     assert (pareto.int8_top1_agreement >= 0.8).all()
-    assert all((tmp_path / p).is_file() for p in pareto.onnx_path)
+    assert all((tmp_path / p).is_file() for p in pareto.artefact_path)
 
 
 @pytest.mark.slow

@@ -80,12 +80,12 @@ def test_pareto_rows_are_nondominated_among_measured_candidates(run):
 def test_exported_onnx_matches_torch_and_keeps_grouped_convs(run):
     run_dir, _ = run
     pareto = pd.read_csv(run_dir / "pareto.csv")
-    assert (pareto.onnx_max_abs_diff <= 1e-4).all()
+    assert (pareto.parity_max_abs_diff <= 1e-4).all()
     ctx = RunContext(compose_cfg(run_dir), run_dir)
     net = ctx.load_supernet()
     for _, row in pareto.iterrows():
         arch = ctx.space.parse(row.arch)
-        model = onnx.load(str(run_dir / row.onnx_path))
+        model = onnx.load(str(run_dir / row.artefact_path))
         groups = [a.i for n in model.graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "group"]
         assert groups.count(2) == 2 * sum(op.endswith("_g2") for op in arch.ops)
     # independent re-check of one file: rebuild the subnet from the checkpoint and compare on real images
@@ -96,6 +96,6 @@ def test_exported_onnx_matches_torch_and_keeps_grouped_convs(run):
     x = resize(ctx.data.x_test[:16], SIZE).contiguous()
     with torch.no_grad():
         ref = sub.eval()(x).numpy()
-    sess = ort.InferenceSession(str(run_dir / row.onnx_path), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(run_dir / row.artefact_path), providers=["CPUExecutionProvider"])
     out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
     assert np.abs(out - ref).max() <= 1e-4 and (out.argmax(1) == ref.argmax(1)).all()
