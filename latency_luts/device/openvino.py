@@ -149,11 +149,14 @@ class OpenVINODevice(Device):
         shape = tuple(d.get_length() if d.is_static else int(self.batch) for d in pshape)
         model.reshape(list(shape))
         compiled = core.compile_model(model, "CPU", self.config())
-        hint = compiled.get_property("INFERENCE_PRECISION_HINT")
-        applied = str(hint.get_type_name() if hasattr(hint, "get_type_name") else hint)
-        if applied != _HINTS[self.precision]:
-            raise ValueError(f"OpenVINO compiled {Path(artefact).name} at precision {applied!r}; expected "
-                             f"{_HINTS[self.precision]!r} (device.precision={self.precision!r})")
+        for key, want in self.config().items():  # the plugin may drop a setting it cannot honour: say so
+            got = compiled.get_property(key)
+            got = str(got.get_type_name() if hasattr(got, "get_type_name") else got)
+            if got != str(want):
+                hint = (f"device.threads at most this machine's {os.cpu_count()} CPUs" if key.endswith("THREADS")
+                        else f"a CPU that runs device.precision={self.precision!r}")
+                raise ValueError(f"OpenVINO compiled {Path(artefact).name} with {key}={got}, not {want} as the "
+                                 f"device asks; expected {hint}")
         request = compiled.create_infer_request()
 
         def run(x: Any) -> Any:

@@ -6,6 +6,8 @@ export that fails leaving no file behind."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -62,6 +64,17 @@ def test_precision_hint_is_really_applied(suite):
         diffs[precision] = float(np.abs(loaded.run(x.numpy()) - ref).max())
     assert diffs["fp32"] <= 1e-4, diffs
     assert diffs["bf16"] > max(10 * diffs["fp32"], 1e-6), diffs  # bf16 arithmetic shows; fp32 was not bf16
+
+
+def test_threads_are_set_and_a_count_the_plugin_caps_is_one_line(suite):
+    _, folder, _ = suite
+    loaded = OpenVINODevice(name="cpu_openvino", threads=min(2, os.cpu_count() or 1)).load(folder / "0.xml")
+    assert loaded.run(np.zeros(loaded.input_shape, dtype=np.float32)).shape == (1, 10)
+    too_many = (os.cpu_count() or 1) + 1  # the CPU plugin runs at most the machine's cores, whatever is asked
+    with pytest.raises(ValueError) as e:
+        OpenVINODevice(name="cpu_openvino", threads=too_many).load(folder / "0.xml")
+    msg = str(e.value)
+    assert "\n" not in msg and re.search(rf"INFERENCE_NUM_THREADS=\d+, not {too_many} ", msg), msg
 
 
 def test_config_builds_the_openvino_device_with_its_settings():
