@@ -248,6 +248,32 @@ class Device(ABC):
                                 progress=progress)
 
 
+# The engines a device can run on, by the name a user gives (device.engine of device=remote, hwnas-measure
+# --engine, a kit's manifest): the Device class that prepares, loads and times its artefacts.
+ENGINES: dict[str, str] = {
+    "onnxruntime": "latency_luts.device.ort.OnnxRuntimeDevice",
+    "openvino": "latency_luts.device.openvino.OpenVINODevice",
+    "litert": "latency_luts.device.litert.LiteRTDevice",
+    "executorch": "latency_luts.device.executorch.ExecuTorchDevice",
+    "torch": "latency_luts.device.torch_eager.TorchDevice",
+}
+
+
+def engine_class(engine: Any) -> type[Device]:
+    """The Device class of engine ``engine`` (a key of :data:`ENGINES`), or a one-line ValueError."""
+    if not isinstance(engine, str) or engine not in ENGINES:
+        raise ValueError(f"engine {engine!r} is unknown; expected one of {sorted(ENGINES)}")
+    return device_class(ENGINES[engine])
+
+
+def engine_of(cls: type[Device]) -> str:
+    """The :data:`ENGINES` name of a Device class (or of the engine class it derives from)."""
+    for key in ENGINES:
+        if issubclass(cls, engine_class(key)):
+            return key
+    raise ValueError(f"{cls.__name__} is not one of the engines {sorted(ENGINES)}")
+
+
 def device_class(target: Any) -> type[Device]:
     """The Device subclass ``target`` (a dotted name) names, or a one-line ValueError."""
     want = "expected a Device class such as latency_luts.device.OnnxRuntimeDevice"
