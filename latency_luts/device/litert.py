@@ -80,10 +80,11 @@ class LiteRTDevice(Device):
     xnnpack: bool = True
 
     runtime: ClassVar[str] = "litert-cpu"
-    requires: ClassVar[tuple[str, ...]] = ("litert_torch", "ai_edge_litert")  # convert here, and time
+    # convert here (litert-torch, with ai-edge-quantizer for int8), and time (ai-edge-litert)
+    requires: ClassVar[tuple[str, ...]] = ("litert_torch", "ai_edge_litert")
     extra: ClassVar[str] = "litert"
     suffix: ClassVar[str] = ".tflite"
-    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "int8")
 
     def validate(self) -> None:
         super().validate()
@@ -108,6 +109,30 @@ class LiteRTDevice(Device):
             edge = litert_torch.convert(module.eval(), (torch.randn(*shape),))
             with atomic_path(path) as tmp:
                 edge.export(str(tmp))
+
+    def quantize(self, fp32: Path, path: Path, calibration: np.ndarray) -> None:
+        """Static int8 (int8 weights per channel, int8 activations calibrated on ``calibration`` in batches of
+        the file's static batch) by ai-edge-quantizer; the input and output stay float32 like the fp32 file's."""
+        calibration = np.ascontiguousarray(calibration, dtype=np.float32)
+        b = int(self.batch)
+        if calibration.ndim != 4 or len(calibration) < b:
+            raise ValueError(f"calibration has shape {calibration.shape}; expected (N, C, H, W) with N >= "
+                             f"device.batch={b}")
+        with _quiet():
+            from ai_edge_litert.interpreter import Interpreter
+            from ai_edge_quantizer import quantizer, recipe
+            from ai_edge_quantizer.algorithm_manager import AlgorithmName
+            from ai_edge_quantizer.qtyping import TFLOperationName
+
+            (key, sig), = Interpreter(model_path=str(fp32)).get_signature_list().items()
+            q = quantizer.Quantizer(str(fp32), recipe.static_wi8_ai8())
+            for io in (TFLOperationName.INPUT, TFLOperationName.OUTPUT):  # float in and out: the app feeds images
+                q.update_quantization_recipe(".*", io, None, AlgorithmName.NO_QUANTIZE)
+            batches = [{sig["inputs"][0]: calibration[i:i + b]} for i in range(0, len(calibration) - b + 1, b)]
+            qsv = q.calibrate({key: batches}, num_threads=int(self.threads))
+            result = q.quantize(qsv, enable_progress_bar=False, enable_progress_report=False)
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(bytes(result.quantized_model))
 
     def load(self, artefact: str | Path) -> Loaded:
         path = Path(artefact)

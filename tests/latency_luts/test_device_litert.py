@@ -75,7 +75,7 @@ def test_config_builds_the_litert_device_with_its_settings():
 
 
 @pytest.mark.parametrize(("key", "val", "want"), [("xnnpack", "yes", "expected true (XNNPACK delegate) or false"),
-                                                   ("precision", "fp16", "expected one of ['fp32']"),
+                                                   ("precision", "fp16", "expected one of ['fp32', 'int8']"),
                                                    ("threads", 0, "expected a positive integer")])
 def test_a_bad_setting_is_one_line(key, val, want):
     dev = dataclasses.replace(LiteRTDevice(name="cpu_litert"), **{key: val})
@@ -132,6 +132,26 @@ def test_static_batch_runs_k_batches_and_refuses_other_shapes(recalibrated):
     with pytest.raises(ValueError, match=r"^large.tflite has a static batch of 1; expected device.batch=2") as e:
         LiteRTDevice(name="cpu_litert", batch=2).load(path)
     assert "\n" not in str(e.value)
+
+
+def test_int8_quantization_agrees_with_torch_and_is_timed(recalibrated, suite, tmp_path):
+    sub, fp32, x = recalibrated
+    _, _, trained = suite
+    dev = LiteRTDevice(name="cpu_litert", precision="int8")
+    dev.validate()
+    path = tmp_path / "large.tflite"
+    dev.quantize(fp32, path, resize(trained.data.x_train[:64], 24).numpy())
+    assert [p.name for p in tmp_path.iterdir()] == ["large.tflite"]
+    assert path.stat().st_size < fp32.stat().st_size / 3  # int8 weights
+    assert dev.load(path).input_shape == (1, 1, 24, 24)  # float32 in (load refuses other inputs), as fp32's
+    assert dev.agreement(sub, path, x) >= 0.8
+    assert dev.check_parity(sub, path, x) > 1e-3  # quantised, not a copy of the fp32 file
+    quick = dataclasses.replace(dev, warmup=1, rounds=3, cv_threshold=10.0, max_extra_rounds=0)
+    ms = quick.measure([fp32, path], ["fp32", "int8"])
+    assert [m.name for m in ms] == ["fp32", "int8"] and all(m.latency_ms > 0 and m.runs == 3 for m in ms)
+    with pytest.raises(ValueError, match=r"^calibration has shape \(24, 24\); expected \(N, C, H, W\)") as e:
+        dev.quantize(fp32, tmp_path / "bad.tflite", np.zeros((24, 24), dtype=np.float32))
+    assert "\n" not in str(e.value) and not (tmp_path / "bad.tflite").exists()
 
 
 @pytest.mark.parametrize("kind", ["truncated", "missing"])
