@@ -2,7 +2,8 @@
 ai-edge-litert's ``Interpreter``, with the XNNPACK delegate (the interpreter's default) unless ``xnnpack: false``.
 
 The file keeps torch's NCHW input (the converter inserts the layout transposes inside the graph) and its batch is
-static: the device's batch, fixed at conversion. The converter and the runtime's native libraries write notices
+static: the device's batch, fixed at conversion. int8 is ai-edge-quantizer's static int8 of the fp32 file
+(float32 input and output kept). The converter and the runtime's native libraries write notices
 straight to the process's stderr (absl/TF logging, the converter's progress lines, oneDNN and XNNPACK notices);
 they are captured while a file is converted or loaded and written back only when that step fails.
 """
@@ -33,7 +34,7 @@ _QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "LITERT_TORCH_SHOW_PROGRESS": "n"}
 # python loggers that report, at WARNING, on optional CUDA kernels torchao cannot load on a CPU torch and on
 # deprecations inside the converter's dependencies: nothing a user of hwnas can act on
 _CHATTY_LOGGERS = ("torchao", "torch.utils._pytree", "torch.export", "torch._dynamo", "jax", "absl")
-_STDERR_LOCK = threading.Lock()  # fd 2 is the process's: one capture at a time
+_STDERR_LOCK = threading.RLock()  # fd 2 is the process's: one capture at a time
 
 
 @contextmanager
