@@ -15,7 +15,9 @@ registry-parametrised suite (tests/test_contracts.py). Imported only by tests (i
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,11 +28,55 @@ from predictors.testing import PredictorContract, check_predictor, check_save_an
 from search_spaces.base import SearchSpace, WeightSharingSpace
 from search_spaces.testing import SearchSpaceContract, WeightSharingSpaceContract, sample_archs
 
-__all__ = ["PredictorContract", "SearchSpaceContract", "StrategyContract", "WeightSharingSpaceContract",
+__all__ = ["DigitsSupernet", "PredictorContract", "SearchSpaceContract", "StrategyContract", "WeightSharingSpaceContract",
            "check_predictor", "check_save_and_load", "check_strategy_constraints", "check_strategy_no_repeats",
-           "check_strategy_resumes", "check_strategy_seeded", "contract_problem"]
+           "check_strategy_resumes", "check_strategy_seeded", "contract_problem", "trained_digits_supernet"]
 
 MakeStrategy = Callable[[SearchProblem], Strategy]
+
+
+@dataclass(frozen=True)
+class DigitsSupernet:
+    """A trained supernet, its space and its data; what :func:`latency_luts.device.testing.check_device`
+    prepares subnets of (``subnet``: extracted with BatchNorm recalibrated on training images, as a run
+    delivers it; ``inputs``: test images at the arch's resolution)."""
+
+    space: Any
+    net: Any
+    data: Any
+
+    def subnet(self, arch: Any) -> Any:
+        import torch
+
+        from nas.subnet_eval import recalibrate_bn
+
+        sub = self.space.extract(self.net, arch)
+        recalibrate_bn(sub, torch.as_tensor(self.data.x_train), arch.r)
+        return sub.eval()
+
+    def inputs(self, arch: Any, n: int) -> Any:
+        from nas.data import resize
+
+        return resize(self.data.x_test[:n], arch.r)
+
+
+@functools.lru_cache(maxsize=1)
+def trained_digits_supernet() -> DigitsSupernet:
+    """A small OFA-style supernet (16/24 px digits) trained one short epoch: enough that recalibrated subnets'
+    outputs vary with the image, so parity and argmax agreement mean something."""
+    import torch
+
+    from nas.data import load_digits
+    from nas.training import TrainConfig, train_supernet
+    from search_spaces import create_search_space
+
+    data = load_digits()
+    data.x_train, data.y_train = data.x_train[:256], data.y_train[:256]
+    space = create_search_space("ofa_mbv3", setting="small", n_classes=10, in_channels=1, resolutions=[16, 24])
+    net = space.build_supernet()
+    torch.manual_seed(0)
+    train_supernet(net, space, data, TrainConfig(epochs=1, batch_size=64, n_random=0, threads=1))
+    return DigitsSupernet(space, net.eval(), data)
 
 
 def error_of(space: WeightSharingSpace, archs: list[Any]) -> np.ndarray:

@@ -85,6 +85,8 @@ class Device(ABC):
 
     runtime: ClassVar[str] = ""  # the engine, recorded in the profile, e.g. onnxruntime-cpu
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    quantized: ClassVar[tuple[str, ...]] = ("int8",)  # precisions whose artefact is its own (quantised) file;
+    # the others (fp32, an engine's bf16 hint) run the fp32 artefact
     suffix: ClassVar[str] = ".onnx"  # the artefact's file name suffix (the main file, see artefact_files)
     requires: ClassVar[tuple[str, ...]] = ()  # Python modules the engine needs on the machine that prepares/times
     extra: ClassVar[str] = ""  # the pip extra that installs them: pip install -e '.[<extra>]'
@@ -172,9 +174,11 @@ class Device(ABC):
         int8 precision quantises the fp32 export (kept at :meth:`fp32_companion`) on ``calibration`` images.
         ``fallback``: an exporter to retry with when ``exporter`` fails."""
         path = Path(path)
-        if self.precision == "int8" and calibration is None:
-            raise ValueError("device.precision=int8 needs calibration images; expected an (N, C, H, W) array")
-        fp32 = path if self.precision == "fp32" else self.fp32_companion(path)
+        quantized = self.precision in self.quantized
+        if quantized and calibration is None:
+            raise ValueError(f"device.precision={self.precision} needs calibration images; expected an (N, C, H, W) "
+                             "array")
+        fp32 = self.fp32_companion(path) if quantized else path
         try:
             self.export(module, input_shape, fp32, exporter)
         except Exception as e:  # noqa: BLE001 - exporters raise their own types, which vary between releases
@@ -183,7 +187,7 @@ class Device(ABC):
             log.warning("exporter %s failed for %s (%s); using %s", exporter, path.name,
                         (str(e).strip().splitlines() or [type(e).__name__])[0], fallback)
             self.export(module, input_shape, fp32, fallback)
-        if self.precision != "fp32":
+        if quantized:
             self.quantize(fp32, path, np.asarray(calibration, dtype=np.float32))
         return path
 
@@ -218,23 +222,7 @@ class Device(ABC):
         if not paths:
             raise ValueError("no artefacts given to measure; expected at least one file")
         names = list(names) if names is not None else [Path(p).stem for p in paths]
-        with tempfile.TemporaryDirectory(prefix="hwnas-job-") as tmp:
-            job, out = Path(tmp) / "job.json", Path(tmp) / "out.json"
-            job.write_text(json.dumps({"device": self.spec(), "artefacts": paths, "names": names, "seed": int(seed),
-                                       "progress": bool(progress)}))
-            proc = subprocess.run([sys.executable, "-c", _WORKER, str(job), str(out)], env=dict(os.environ),
-                                  stdout=subprocess.DEVNULL, stderr=None if progress else subprocess.PIPE, text=True)
-            result = json.loads(out.read_text()) if out.is_file() else None
-            if isinstance(result, dict):  # the timing process refused an input: its one-line error
-                raise ValueError(result["error"])
-            if proc.returncode != 0 or result is None:
-                tail = (proc.stderr or "").strip().splitlines()[-1:]
-                raise RuntimeError(f"measurement worker failed with exit code {proc.returncode}: {tail}")
-            ms = [Measurement(**r) for r in result]
-        note = describe_load(ms, int(self.threads))
-        if note:
-            log.warning(note)
-        return ms
+        return measure_together([(self, paths, names)], seed=seed, progress=progress)[0]
 
     def measure_here(self, artefacts: Sequence[str | Path], names: Sequence[str], seed: int = 0,
                      progress: bool = False) -> list[Measurement]:
@@ -289,14 +277,68 @@ def device_class(target: Any) -> type[Device]:
     return cls
 
 
+def measure_together(groups: Sequence[tuple[Device, Sequence[str | Path], Sequence[str]]], *, seed: int = 0,
+                     progress: bool = False) -> list[list[Measurement]]:
+    """Time the artefacts of several devices (e.g. one per engine) in one fresh process, interleaved in the same
+    rounds with the first device's protocol settings, so that their latencies are comparable; one list of
+    Measurements per group, in order. What :meth:`Device.measure` runs with one group."""
+    if not groups or any(not paths for _, paths, _ in groups):
+        raise ValueError("no artefacts given to measure; expected at least one file per device")
+    with tempfile.TemporaryDirectory(prefix="hwnas-job-") as tmp:
+        job, out = Path(tmp) / "job.json", Path(tmp) / "out.json"
+        job.write_text(json.dumps({"groups": [{"device": dev.spec(), "artefacts": [str(p) for p in paths],
+                                               "names": list(names)} for dev, paths, names in groups],
+                                   "seed": int(seed), "progress": bool(progress)}))
+        proc = subprocess.run([sys.executable, "-c", _WORKER, str(job), str(out)], env=dict(os.environ),
+                              stdout=subprocess.DEVNULL, stderr=None if progress else subprocess.PIPE, text=True)
+        result = json.loads(out.read_text()) if out.is_file() else None
+        if isinstance(result, dict):  # the timing process refused an input: its one-line error
+            raise ValueError(result["error"])
+        if proc.returncode != 0 or result is None:
+            tail = (proc.stderr or "").strip().splitlines()[-1:]
+            raise RuntimeError(f"measurement worker failed with exit code {proc.returncode}: {tail}")
+    out_ms = [[Measurement(**r) for r in rows] for rows in result]
+    first = groups[0][0]
+    note = describe_load([m for ms in out_ms for m in ms], int(first.threads))
+    if note:
+        log.warning(note)
+    return out_ms
+
+
+def _time_groups(groups: list[tuple[Device, list[str], list[str]]], seed: int, progress: bool) -> list[list[Measurement]]:
+    """The timing process's work: load every group's artefacts with its device, time them all together."""
+    if len(groups) == 1:
+        dev, paths, names = groups[0]
+        return [dev.measure_here(paths, names, seed=seed, progress=progress)]
+    rng = np.random.default_rng(seed)
+    runs, keys, sizes = [], [], []
+    for g, (dev, paths, names) in enumerate(groups):
+        loaded = [dev.load(p) for p in paths]
+        feeds = [rng.standard_normal(m.input_shape).astype(np.float32) for m in loaded]
+        runs += [functools.partial(m.run, f) for m, f in zip(loaded, feeds, strict=True)]
+        keys += [f"{g}\t{n}" for n in names]
+        sizes.append(len(paths))
+    first = groups[0][0]
+    ms = time_interleaved(runs, keys, rng, warmup=int(first.warmup), rounds=int(first.rounds),
+                          cv_threshold=float(first.cv_threshold), max_extra_rounds=int(first.max_extra_rounds),
+                          progress=progress)
+    out, at = [], 0
+    for n in sizes:
+        out.append([dataclasses.replace(m, name=m.name.split("\t", 1)[1]) for m in ms[at:at + n]])
+        at += n
+    return out
+
+
 def run_job(job_path: str, out_path: str) -> None:
-    """The timing process: rebuild the device from its spec, time, write the rows as JSON."""
+    """The timing process: rebuild each device from its spec, time, write the rows as JSON."""
     job = json.loads(Path(job_path).read_text())
-    spec = dict(job["device"])
-    device = device_class(spec.pop("_target_"))(**spec)
+    groups = []
+    for g in job["groups"]:
+        spec = dict(g["device"])
+        groups.append((device_class(spec.pop("_target_"))(**spec), list(g["artefacts"]), list(g["names"])))
     try:
-        ms = device.measure_here(job["artefacts"], job["names"], seed=job["seed"], progress=job["progress"])
+        ms = _time_groups(groups, job["seed"], job["progress"])
     except ValueError as e:  # a file that does not load, a bad input: handed back as one line
         Path(out_path).write_text(json.dumps({"error": str(e)}))
         return
-    Path(out_path).write_text(json.dumps([m.as_dict() for m in ms]))
+    Path(out_path).write_text(json.dumps([[m.as_dict() for m in g] for g in ms]))

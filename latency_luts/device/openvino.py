@@ -2,8 +2,7 @@
 
 The precision is a compile-time hint, set explicitly either way: OpenVINO's CPU plugin otherwise runs fp32 IR in
 bf16 on CPUs with AVX-512-BF16/AMX (about 1% of the logits' scale off torch instead of ~1e-7). The IR itself stays
-fp32 (``compress_to_fp16=False``): the bf16 deliverable is a byte copy of the fp32 IR, which ``prepare`` keeps
-beside it as the fp32 companion.
+fp32 (``compress_to_fp16=False``): at bf16 the device runs (and delivers) that same IR with the bf16 hint.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -68,6 +66,7 @@ class OpenVINODevice(Device):
     extra: ClassVar[str] = "openvino"
     suffix: ClassVar[str] = ".xml"
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "bf16")
+    quantized: ClassVar[tuple[str, ...]] = ()  # bf16 is a hint on the fp32 IR, not a file of its own
     # bf16's error is about 1% of the logits' scale (8 mantissa bits through ~20 layers): worst max abs diff vs
     # torch measured 1.2e-4 on the conformance suite's one-epoch digits subnets (logits < 0.05), 1.4e-1 on a
     # six-epoch one whose logits reach 16; 0.25 passes trained classifiers' logits (|z| <= ~20) and still
@@ -117,21 +116,6 @@ class OpenVINODevice(Device):
         finally:
             for p in (onnx_tmp, xml_tmp, xml_tmp.with_suffix(".bin")):
                 p.unlink(missing_ok=True)
-
-    def quantize(self, fp32: Path, path: Path, calibration: Any) -> None:
-        """bf16 is a compile-time hint on the fp32 IR: the bf16 deliverable is a copy of the fp32 IR (no
-        calibration), both files together or neither; int8 is not offered."""
-        if self.precision != "bf16":
-            return super().quantize(fp32, path, calibration)
-        moves = [(temp_beside(dst, src.suffix), dst)
-                 for src, dst in zip(self.artefact_files(fp32), self.artefact_files(path), strict=True)]
-        try:
-            for src, (tmp, _) in zip(self.artefact_files(fp32), moves, strict=True):
-                shutil.copyfile(src, tmp)
-            _replace_together(moves)
-        finally:
-            for tmp, _ in moves:
-                tmp.unlink(missing_ok=True)
 
     def load(self, artefact: str | Path) -> Loaded:
         import openvino as ov

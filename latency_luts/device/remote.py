@@ -52,6 +52,7 @@ class RemoteDevice(OnnxRuntimeDevice):
     # the engine's class-level facts and hooks are the local engine's
     runtime = property(lambda self: engine_class(self.engine).runtime)  # type: ignore[assignment]
     precisions = property(lambda self: engine_class(self.engine).precisions)  # type: ignore[assignment]
+    quantized = property(lambda self: engine_class(self.engine).quantized)  # type: ignore[assignment]
     suffix = property(lambda self: engine_class(self.engine).suffix)  # type: ignore[assignment]
     requires = property(lambda self: engine_class(self.engine).requires)  # type: ignore[assignment]
     extra = property(lambda self: engine_class(self.engine).extra)  # type: ignore[assignment]

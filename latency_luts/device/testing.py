@@ -1,71 +1,53 @@
 """The conformance suite every Device passes, shipped so a new engine's test calls it (as ``optuna.testing``):
 
-    from latency_luts.device.testing import check_device, trained_digits_supernet
+    from latency_luts.device.testing import check_device
+    from nas.testing import trained_digits_supernet
 
     def test_my_engine(tmp_path):
         check_device(MyEngineDevice(name="cpu_mine"), tmp_path, trained_digits_supernet())
 
-It runs on real parts: a small OFA-style supernet trained one short epoch on ``sklearn``'s digits, its smallest
-and largest subnets prepared by the device, loaded by the engine and timed with the project's protocol in a fresh
-process. Plain asserts with messages: it needs no test framework.
+It runs on real parts: a small OFA-style supernet trained a few epochs on ``sklearn``'s digits, its smallest
+and largest subnets (BatchNorm recalibrated, so outputs vary with the image) prepared by the device, loaded by
+the engine and timed with the project's protocol in a fresh process. Plain asserts with messages: it needs no test framework.
 """
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from latency_luts.device.base import Device
 
 
-@dataclass(frozen=True)
-class Trained:
-    """A trained supernet, its space and its data (what :func:`check_device` prepares subnets of)."""
+class Subnets(Protocol):
+    """What the suite prepares: ``space`` (a weight-sharing space), ``subnet(arch)`` (the extracted subnet with
+    BatchNorm recalibrated, eval mode: what a run delivers) and ``inputs(arch, n)`` (n real images at the arch's
+    resolution, a float tensor). :func:`nas.testing.trained_digits_supernet` is one."""
 
     space: Any
-    net: Any
-    data: Any
+
+    def subnet(self, arch: Any) -> Any: ...
+
+    def inputs(self, arch: Any, n: int) -> Any: ...
 
 
-@functools.lru_cache(maxsize=1)
-def trained_digits_supernet() -> Trained:
-    """A small OFA-style supernet (16/24 px digits) trained one short epoch, so argmax agreement means something."""
-    import torch
-
-    from nas.data import load_digits
-    from nas.training import TrainConfig, train_supernet
-    from search_spaces import create_search_space
-
-    data = load_digits()
-    data.x_train, data.y_train = data.x_train[:256], data.y_train[:256]
-    space = create_search_space("ofa_mbv3", setting="small", n_classes=10, in_channels=1, resolutions=[16, 24])
-    net = space.build_supernet()
-    torch.manual_seed(0)
-    train_supernet(net, space, data, TrainConfig(epochs=1, batch_size=64, n_random=0, threads=1))
-    return Trained(space, net.eval(), data)
-
-
-def prepare_pair(device: Device, folder: Path, trained: Trained) -> tuple[list[Any], list[Any], list[Path]]:
-    """The smallest and largest subnets, extracted (eval) and prepared by ``device`` in ``folder``."""
-    space, net = trained.space, trained.net
+def prepare_pair(device: Device, folder: Path, trained: Subnets) -> tuple[list[Any], list[Any], list[Path]]:
+    """The smallest and largest subnets, extracted (BatchNorm recalibrated) and prepared by ``device``."""
+    space = trained.space
     archs = [space.smallest(), space.largest()]
-    subs = [space.extract(net, a).eval() for a in archs]
+    subs = [trained.subnet(a) for a in archs]
     paths = [device.prepare(s, space.input_shape(a, int(device.batch)), folder / f"{i}{device.suffix}")
              for i, (a, s) in enumerate(zip(archs, subs, strict=True))]
     return archs, subs, paths
 
 
-def check_device(device: Device, tmp_path: str | Path, trained: Trained | None = None, *,
+def check_device(device: Device, tmp_path: str | Path, trained: Subnets, *,
                  fp32_atol: float = 1e-4, time: bool = True) -> dict[str, Any]:
     """Assert ``device`` honours the Device contract; returns the measured facts (parity, latencies)."""
     from latency_luts.device import build_device
-    from nas.data import resize
 
-    trained = trained or trained_digits_supernet()
     tmp = Path(tmp_path)
     device.validate()
     prof = device.profile()
@@ -76,17 +58,17 @@ def check_device(device: Device, tmp_path: str | Path, trained: Trained | None =
     archs, subs, paths = prepare_pair(device, folder, trained)
     files = sorted(p.name for p in folder.iterdir())
     want = sorted(f.name for p in paths for f in device.artefact_files(p))
-    if device.precision != "fp32":
+    if device.precision in device.quantized:
         want = sorted(want + [f.name for p in paths for f in device.artefact_files(device.fp32_companion(p))])
     assert files == want, f"prepare left {files}; expected exactly the artefact files {want}"
     assert all(p.suffix == device.suffix for p in paths), paths
 
     atol, diffs = device.parity_atol(fp32_atol), []
     for arch, sub, path in zip(archs, subs, paths, strict=True):
-        x = resize(trained.data.x_test[: int(device.batch)], arch.r).contiguous()
+        x = trained.inputs(arch, int(device.batch)).contiguous()
         loaded = device.load(path)
         assert tuple(loaded.input_shape) == tuple(trained.space.input_shape(arch, int(device.batch))), loaded
-        if device.precision == "int8":
+        if device.precision in device.quantized:
             assert device.agreement(sub, path, x) >= 0.5, f"int8 {path.name} disagrees with torch"
             continue
         diffs.append(device.check_parity(sub, path, x))

@@ -179,7 +179,7 @@ class TimingFiles:
         fallback = "legacy" if bool(ctx.cfg.export.get("fallback_to_legacy", True)) else None
         return dev.prepare(sub, ctx.space.input_shape(arch, dev.batch), path,
                            exporter=str(ctx.cfg.measure.exporter), fallback=fallback,
-                           calibration=calibration_batch(ctx, arch) if dev.precision == "int8" else None)
+                           calibration=calibration_batch(ctx, arch) if dev.precision in dev.quantized else None)
 
 
 def measure_archs(ctx: RunContext, supernet: Any, archs: Sequence[Any], desc: str = "prepare for timing",

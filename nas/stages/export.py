@@ -69,7 +69,7 @@ def _deliver(ctx: RunContext, files: TimingFiles, supernet: Any, i: int, arch_st
     x = ctx.data.at("test", r, int(cfg.export.parity_batch)).contiguous()
     stem, suffix = f"pareto_{i:02d}_r{r}", dev.suffix
     row: dict[str, Any] = {"engine": dev.runtime, "exporter": str(cfg.measure.exporter)}
-    if dev.precision != "int8":  # fp32, or a reduced precision the engine runs the same file at
+    if dev.precision not in dev.quantized:  # fp32, or a reduced precision the engine runs the fp32 file at
         path = _deliver_copy(dev, timed, out / f"{stem}{suffix}")
         row["parity_max_abs_diff"] = _parity(dev, sub, path, x, arch_string)
     else:  # the timed (deployable) file is the int8 one; its fp32 source is delivered beside it

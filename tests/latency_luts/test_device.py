@@ -189,7 +189,8 @@ def test_measure_here_and_the_agent_time_with_one_protocol(tmp_path):
 
 
 def test_onnxruntime_passes_the_shipped_device_suite(tmp_path):
-    from latency_luts.device.testing import check_device, trained_digits_supernet
+    from latency_luts.device.testing import check_device
+    from nas.testing import trained_digits_supernet
 
     facts = check_device(OnnxRuntimeDevice(name="cpu"), tmp_path, trained_digits_supernet())
     assert facts["max_abs_diff"] <= 1e-4 and len(facts["latency_ms"]) == 2
@@ -199,7 +200,8 @@ def test_the_device_suite_fails_a_device_whose_file_differs_from_torch(tmp_path)
     """The suite can fail: a device that exports another network than it was given does not pass it."""
     from dataclasses import dataclass
 
-    from latency_luts.device.testing import check_device, trained_digits_supernet
+    from latency_luts.device.testing import check_device
+    from nas.testing import trained_digits_supernet
 
     @dataclass(kw_only=True)
     class Scrambling(OnnxRuntimeDevice):

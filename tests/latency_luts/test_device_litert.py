@@ -23,9 +23,10 @@ import torch  # noqa: E402
 from hydra import compose, initialize_config_module  # noqa: E402
 
 from latency_luts.device import LiteRTDevice, build_device  # noqa: E402
-from latency_luts.device.testing import check_device, trained_digits_supernet  # noqa: E402
+from latency_luts.device.testing import check_device  # noqa: E402
 from nas.data import resize  # noqa: E402
 from nas.subnet_eval import recalibrate_bn  # noqa: E402
+from nas.testing import trained_digits_supernet  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 

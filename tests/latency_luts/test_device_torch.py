@@ -16,8 +16,9 @@ import torch
 from hydra import compose, initialize_config_module
 
 from latency_luts.device import TorchDevice, build_device
-from latency_luts.device.testing import check_device, trained_digits_supernet
+from latency_luts.device.testing import check_device
 from latency_luts.device.torch_eager import check_archive
+from nas.testing import trained_digits_supernet
 
 
 @pytest.fixture(scope="module")

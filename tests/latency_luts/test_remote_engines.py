@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from latency_luts.device import KitRequest, NeedsMeasurement, RemoteDevice, build_device
-from latency_luts.device.testing import trained_digits_supernet
+from nas.testing import trained_digits_supernet
 
 pytest.importorskip("openvino", reason="pip install -e '.[openvino]'")
 
