@@ -26,6 +26,7 @@ BENCHES = {
     "scaling": "nas.bench.scaling",
     "workers": "nas.bench.workers",
     "ofa_import": "nas.bench.ofa_import",
+    "engines": "nas.bench.engines",
 }
 
 
@@ -52,7 +53,7 @@ def _app(cfg: DictConfig) -> None:
         print(f"hwnas-bench: error: {e}", file=sys.stderr)
         sys.exit(2)
     if name not in ("latency_fewshot", "latency_cpu_calibration", "supernet_overhead", "accuracy_predictor",
-                    "inner_search", "scaling", "search_supernet", "ofa_import"):  # own tables
+                    "inner_search", "scaling", "search_supernet", "ofa_import", "engines"):  # own tables
         _print_table(result)
     print(f"result: {bcfg.out}")
 
