@@ -58,7 +58,7 @@ def build_lut(space: Any, device: str | Device = "local_cpu", threads: int = 1, 
             paths = []
             for i, key in enumerate(part):
                 mod, shape = work[key] if key in work else fixed[key]
-                paths.append(str(dev.prepare(mod.eval(), shape, Path(tmp) / f"{start + i}.onnx")))
+                paths.append(str(dev.prepare(mod.eval(), shape, Path(tmp) / f"{start + i}{dev.suffix}")))
                 bar.update(0.5)
             for m in dev.measure(paths, part, seed=start):
                 timed[m.name] = m.latency_ms

@@ -1,7 +1,7 @@
 """bench=engines: does the engine change the answer? The same subnets of one trained supernet on every engine.
 
 ``n_subnets`` subnets, one per MACs bin of a random pool, of a supernet trained by the product's own command
-(Fashion-MNIST by default, or ``bench.run_dir``), are prepared by each installed engine's Device exactly as a run
+(the default experiment, digits, or ``bench.run_dir``), are prepared by each installed engine's Device exactly as a run
 prepares its deliverables (BatchNorm recalibrated, the engine's artefact, parity-checked against torch), then
 timed in ``passes`` fresh processes, every engine's files interleaved in the same rounds
 (:func:`latency_luts.device.base.measure_together`, the product's protocol: minimum over rounds, spread, load

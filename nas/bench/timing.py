@@ -23,7 +23,7 @@ def time_subnets_twice(space, archs: Sequence, threads: int, rounds: int, seed: 
     names = [a.to_string() for a in archs]
     net, dev = space.build_supernet().eval(), timing_device(threads=threads, rounds=rounds)
     with tempfile.TemporaryDirectory(prefix="hwnas-timing-") as tmp:
-        paths = [str(dev.prepare(space.extract(net, a).eval(), space.input_shape(a), Path(tmp) / f"{i}.onnx"))
+        paths = [str(dev.prepare(space.extract(net, a).eval(), space.input_shape(a), Path(tmp) / f"{i}{dev.suffix}"))
                  for i, a in enumerate(tqdm(archs, desc="export subnets", unit="subnet"))]
         passes = []
         for p in range(2):

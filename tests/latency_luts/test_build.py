@@ -64,3 +64,24 @@ def test_lut_plus_residual_tracks_whole_network_latency(tmp_path, name):
     pred = model.predict(archs[4:])
     assert spearmanr(pred, meas[4:]).statistic > 0.8
     assert np.median(np.abs(pred - meas[4:]) / meas[4:]) < 0.15
+
+
+@pytest.mark.slow
+def test_a_lut_is_built_with_the_engine_of_the_device_it_is_given(tmp_path):
+    """Blocks prepared and timed by another engine (OpenVINO IR here): the LUT records that engine, and its
+    estimate ranks whole subnets timed by the same engine."""
+    pytest.importorskip("openvino", reason="pip install -e '.[openvino]'")
+    from latency_luts.device import OpenVINODevice
+
+    space = create_search_space("fbnet", **SPACES["fbnet"])
+    dev = OpenVINODevice(name="cpu_openvino", rounds=10, warmup=3, max_extra_rounds=0)
+    lut = LatencyLUT.load(build_lut(space, device=dev, out=tmp_path / "lut.json") and tmp_path / "lut.json")
+    assert lut.meta["profile"]["runtime"] == "openvino-cpu" and lut.meta["n_blocks"] == len(lut.entries) > 50
+    assert all(v >= 0 for v in lut.entries.values()) and lut.const_ms > 0
+    archs = [space.smallest(), space.largest()]
+    net = space.build_supernet().eval()
+    paths = [dev.prepare(space.extract(net, a).eval(), space.input_shape(a), tmp_path / f"{i}.xml")
+             for i, a in enumerate(archs)]
+    whole = [m.latency_ms for m in dev.measure(paths)]
+    est = lut.estimate(space, archs)
+    assert whole[1] > whole[0] and est[1] > est[0]
