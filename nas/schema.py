@@ -113,11 +113,18 @@ def device_schema(cls: type) -> type:
 
 
 def _device_schemas() -> dict[str, type]:
-    from latency_luts.device import LiteRTDevice, OnnxRuntimeDevice, OpenVINODevice, RemoteDevice, TorchDevice
+    from latency_luts.device import (
+        ExecuTorchDevice,
+        LiteRTDevice,
+        OnnxRuntimeDevice,
+        OpenVINODevice,
+        RemoteDevice,
+        TorchDevice,
+    )
 
     return {"onnxruntime_schema": device_schema(OnnxRuntimeDevice), "remote_schema": device_schema(RemoteDevice),
             "litert_schema": device_schema(LiteRTDevice), "openvino_schema": device_schema(OpenVINODevice),
-            "torch_schema": device_schema(TorchDevice)}
+            "torch_schema": device_schema(TorchDevice), "executorch_schema": device_schema(ExecuTorchDevice)}
 
 
 DEVICE_SCHEMAS = _device_schemas()

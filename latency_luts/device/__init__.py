@@ -10,14 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from latency_luts.device.base import Device, KitRequest, Loaded, NeedsMeasurement, device_class
+from latency_luts.device.executorch import ExecuTorchDevice
 from latency_luts.device.litert import LiteRTDevice
 from latency_luts.device.openvino import OpenVINODevice
 from latency_luts.device.ort import OnnxRuntimeDevice
 from latency_luts.device.remote import RemoteDevice
 from latency_luts.device.torch_eager import TorchDevice
 
-__all__ = ["Device", "KitRequest", "LiteRTDevice", "Loaded", "NeedsMeasurement", "OnnxRuntimeDevice", "OpenVINODevice",
-           "RemoteDevice", "TorchDevice", "build_device", "device_class"]
+__all__ = ["Device", "ExecuTorchDevice", "KitRequest", "LiteRTDevice", "Loaded", "NeedsMeasurement",
+           "OnnxRuntimeDevice", "OpenVINODevice", "RemoteDevice", "TorchDevice", "build_device", "device_class"]
 
 
 def build_device(node: Any) -> Device:
