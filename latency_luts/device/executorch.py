@@ -16,6 +16,8 @@ inside the exporter, the runtime's cpuinfo lines) are captured and written back 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import re
@@ -24,7 +26,6 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -46,13 +47,16 @@ _POOL = {"threads": 0, "generation": 0}
 _NOT_OPS = ("executorch_call_delegate", "getitem")
 
 
-@contextmanager
+@contextlib.contextmanager
 def _quiet(captured: list[str] | None = None) -> Iterator[None]:
-    """Capture fd 2 (the runtime's C++ logs go there) and python warnings; raise the chatty loggers to ERROR.
-    The captured lines are appended to ``captured``; on an error they are also written back to stderr (the
-    engine's own diagnostics of the failure), on success they go to this module's DEBUG log."""
+    """Capture fd 2 and ``sys.stderr`` (the runtime's C++ logs go to one or the other: its pybindings redirect
+    them to python's stream) and python warnings; raise the chatty loggers to ERROR. On an error the captured
+    text is written back to stderr (the engine's own diagnostics of the failure) unless ``captured`` is given:
+    then its lines are appended there for the caller's one-line error. Otherwise the text goes to this
+    module's DEBUG log."""
     loggers = [logging.getLogger(n) for n in _CHATTY_LOGGERS]
     levels = [lg.level for lg in loggers]
+    stream = io.StringIO()
     with _STDERR_LOCK, tempfile.TemporaryFile() as cap, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for lg in loggers:
@@ -62,7 +66,8 @@ def _quiet(captured: list[str] | None = None) -> Iterator[None]:
         os.dup2(cap.fileno(), 2)
         failed = False
         try:
-            yield
+            with contextlib.redirect_stderr(stream):
+                yield
         except BaseException:
             failed = True
             raise
@@ -73,10 +78,10 @@ def _quiet(captured: list[str] | None = None) -> Iterator[None]:
             for lg, level in zip(loggers, levels, strict=True):
                 lg.setLevel(level)
             cap.seek(0)
-            text = cap.read().decode("utf-8", "replace").strip()
+            text = (cap.read().decode("utf-8", "replace") + "\n" + stream.getvalue()).strip()
             if captured is not None:
                 captured.extend(text.splitlines())
-            if text and failed:
+            if text and failed and captured is None:
                 sys.stderr.write(text + "\n")
             elif text:
                 log.debug("engine output: %s", text)
@@ -117,12 +122,12 @@ def _set_threads(threads: int) -> int:
     """Resize the process's ExecuTorch threadpool to ``threads`` unless it is that size already; the pool's
     generation (methods loaded under an older one must not run)."""
     if _POOL["threads"] != threads:
-        from executorch.extension.pybindings.portable_lib import (
-            _threadpool_get_thread_count,
-            _unsafe_reset_threadpool,
-        )
-
         with _quiet():
+            from executorch.extension.pybindings.portable_lib import (
+                _threadpool_get_thread_count,
+                _unsafe_reset_threadpool,
+            )
+
             _unsafe_reset_threadpool(threads)
         got = int(_threadpool_get_thread_count())
         if got != threads:
@@ -136,7 +141,7 @@ def _reason(error: BaseException, lines: list[str]) -> str:
     """One line: the runtime's own diagnostics (its C++ log lines, file:line prefixes dropped) and the error."""
     said = [re.sub(r"^\[[^\]]*\]\s*", "", ln).strip() for ln in lines]
     said = [s for s in said if s and not s.lower().startswith(("reading file", "failed to open midr", "cpu info"))]
-    return " ".join(" ".join([*said, str(error) or type(error).__name__]).split())
+    return " ".join("; ".join([*said, str(error) or type(error).__name__]).split())
 
 
 @dataclass(kw_only=True)
