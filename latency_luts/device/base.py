@@ -50,6 +50,7 @@ class Loaded:
 
     run: Callable[[np.ndarray], np.ndarray]
     input_shape: tuple[int, ...]
+    dynamic_batch: bool = False  # run() takes any batch size (else exactly input_shape[0] images)
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,15 @@ class Device(ABC):
         module.eval()
         with torch.no_grad():
             ref = module(x).numpy()
-        out = self.load(artefact).run(x.numpy().astype(np.float32))
+        loaded = self.load(artefact)
+        xs, b = np.ascontiguousarray(x.numpy(), dtype=np.float32), int(loaded.input_shape[0])
+        if loaded.dynamic_batch or len(xs) == b:
+            out = loaded.run(xs)
+        else:  # a static-batch artefact (the device's batch) runs the images b at a time, the last chunk padded
+            pad = (-len(xs)) % b
+            xp = np.concatenate([xs, np.zeros((pad, *xs.shape[1:]), dtype=np.float32)]) if pad else xs
+            out = np.concatenate([loaded.run(np.ascontiguousarray(xp[i:i + b])) for i in range(0, len(xp), b)])
+            out = out[:len(xs)]
         if out.shape != ref.shape:
             raise ValueError(f"{self.runtime} output shape {out.shape} differs from torch's {ref.shape} for {artefact}")
         return ref, out

@@ -57,4 +57,5 @@ class OnnxRuntimeDevice(Device):
         sess = make_session(artefact, self.settings())
         inp = sess.get_inputs()[0]
         shape = tuple(d if isinstance(d, int) else int(self.batch) for d in inp.shape)
-        return Loaded(run=lambda x: sess.run(None, {inp.name: x})[0], input_shape=shape)
+        return Loaded(run=lambda x: sess.run(None, {inp.name: x})[0], input_shape=shape,
+                      dynamic_batch=not isinstance(inp.shape[0], int))
