@@ -118,6 +118,13 @@ CATALOGUE: list[tuple[str, str, str]] = [
      "ofa_code.pth is not a saved predictor"),
     ("ONNX file that fails to load (hwnas-measure)", "MEASURE {files}/broken_kit --device pi5 --out {run}/m.csv",
      "does not load in onnxruntime"),
+    ("unknown engine of a remote device", f"{REMOTE} device.engine=tensorrt",
+     "engine 'tensorrt' is unknown; expected one of ['executorch', 'litert', 'onnxruntime', 'openvino', 'torch']"),
+    ("engine not installed", "WITHOUT openvino device=openvino",
+     "whose Python package 'openvino' is not installed; expected it installed: pip install -e '.[openvino]'"),
+    ("kit of another engine (hwnas-measure)",
+     "MEASURE {files}/broken_kit --engine openvino --device pi5 --out {run}/m.csv",
+     "holds onnxruntime files (0.onnx, ...), not openvino's; expected --engine onnxruntime"),
 ]
 
 
@@ -227,6 +234,11 @@ def _run_case(args: str, files: Path, run: Path) -> subprocess.CompletedProcess:
     args = args.format(files=files, run=run)
     if args.startswith("MEASURE "):
         cmd = [sys.executable, "-m", "latency_luts.agent", *args.split()[1:]]
+    elif args.startswith("WITHOUT "):  # hwnas on a machine without that engine's package (made unimportable)
+        _, module, *rest = args.split()
+        hide = (f"import runpy, sys; sys.modules[{module!r}] = None; sys.argv = ['hwnas', *sys.argv[1:]]; "
+                "runpy.run_module('nas.cli', run_name='__main__')")
+        cmd = [sys.executable, "-c", hide, f"hydra.run.dir={run}", *rest]
     else:
         cmd = [sys.executable, "-m", "nas.cli", f"hydra.run.dir={run}", *args.split()]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=run.parent)

@@ -1,7 +1,9 @@
 """Devices: what a run measures latencies on and prepares its deliverables for (README "Measurement protocol").
 
 ``conf/device/<name>.yaml`` names a class here by ``_target_``: :class:`OnnxRuntimeDevice` (onnxruntime on this
-machine) or :class:`RemoteDevice` (timed elsewhere from a kit). A new engine is a subclass of :class:`Device`
+machine, ``device=local_cpu``), :class:`OpenVINODevice`, :class:`LiteRTDevice`, :class:`ExecuTorchDevice`,
+:class:`TorchDevice` (those engines on this machine) or :class:`RemoteDevice` (any of them, timed elsewhere from
+a kit). A new engine is a subclass of :class:`Device`
 that fills its four hooks; the protocol is the base class's.
 """
 
@@ -33,8 +35,8 @@ def build_device(node: Any) -> Device:
     kw = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
     if "runtime" in kw:
         raise ValueError(f"device.runtime={kw['runtime']!r} is no longer a setting: the device is chosen as a "
-                         "whole; expected device=local_cpu (onnxruntime here) or device=remote (timed elsewhere "
-                         "from a kit)")
+                         "whole; expected device=local_cpu (onnxruntime here), device=openvino|litert|executorch|"
+                         "torch (that engine here) or device=remote (timed elsewhere from a kit, device.engine=...)")
     cls = device_class(kw.get("_target_"))
     fields = sorted(f.name for f in dataclasses.fields(cls) if f.init)
     unknown = sorted(set(kw) - {"_target_", *fields})
