@@ -7,8 +7,6 @@ fp32 (``compress_to_fp16=False``): at bf16 the device runs (and delivers) that s
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,8 +107,9 @@ class OpenVINODevice(Device):
         xml_tmp = temp_beside(path, ".xml")
         try:
             export_onnx(module, input_shape, onnx_tmp, exporter=exporter, dynamic_batch=True)
-            with contextlib.redirect_stdout(io.StringIO()):
-                model = ov.convert_model(str(onnx_tmp))
+            # the ONNX frontend directly: convert_model would also start usage telemetry (forked processes that
+            # try the network) on every call
+            model = ov.Core().read_model(str(onnx_tmp))
             ov.save_model(model, str(xml_tmp), compress_to_fp16=False)
             _replace_together([(xml_tmp, path), (xml_tmp.with_suffix(".bin"), path.with_suffix(".bin"))])
         finally:
