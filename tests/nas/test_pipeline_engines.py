@@ -23,8 +23,9 @@ pytestmark = pytest.mark.slow
 # engine option -> the Python modules it needs; litert and executorch convert for 5-20 s a subnet, so their
 # runs time fewer subnets
 ENGINES = {"openvino": (("openvino",), []), "torch": (("torch",), []),
-           "litert": (("litert_torch", "ai_edge_litert"), ["measure.n_archs=6", "search.budget=2"]),
-           "executorch": (("executorch",), ["measure.n_archs=6", "search.budget=2"])}
+           "litert": (("litert_torch", "ai_edge_litert"), ["measure.n_archs=5", "search.budget=1"]),
+           "executorch": (("executorch",), ["measure.n_archs=5", "search.budget=1"])}
+_RUNS: dict[str, tuple[Path, dict]] = {}  # one run per engine for the module
 
 
 def _sha(path: Path) -> str:
@@ -37,6 +38,8 @@ def _cfg(run_dir: Path, *overrides: str):
 
 
 def _engine_run(tmp_path_factory, smoke: Path, option: str) -> tuple[Path, dict]:
+    if option in _RUNS:
+        return _RUNS[option]
     modules, extra = ENGINES[option]
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
@@ -45,7 +48,8 @@ def _engine_run(tmp_path_factory, smoke: Path, option: str) -> tuple[Path, dict]
     for part in ("checkpoints/supernet.pt", "stages/train.json"):  # the trained supernet: training is engine-free
         (run / part).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(smoke / part, run / part)
-    return run, run_pipeline(_cfg(run, f"device={option}", *extra))
+    _RUNS[option] = run, run_pipeline(_cfg(run, f"device={option}", *extra))
+    return _RUNS[option]
 
 
 @pytest.fixture(scope="module", params=sorted(ENGINES))
