@@ -17,15 +17,9 @@ inside the exporter, the runtime's cpuinfo lines) are captured and written back 
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
-import os
 import re
-import sys
-import tempfile
-import threading
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,6 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from latency_luts.device.base import Device, Loaded
+from latency_luts.device.quiet import quiet_engine
 from latency_luts.files import write_bytes_atomic
 
 log = logging.getLogger(__name__)
@@ -40,51 +35,16 @@ log = logging.getLogger(__name__)
 # python loggers that report, at WARNING, on optional CUDA kernels torchao cannot load on a CPU torch and on
 # deprecations inside the exporter's dependencies: nothing a user of hwnas can act on
 _CHATTY_LOGGERS = ("torchao", "torch.utils._pytree", "torch.export", "torch._export", "torch._dynamo", "executorch")
-_STDERR_LOCK = threading.Lock()  # fd 2 is the process's: one capture at a time
 _FLOAT32 = 6  # ExecuTorch's ScalarType::Float
 # the process's ExecuTorch threadpool as this module last set it; ``generation`` counts the resizes
 _POOL = {"threads": 0, "generation": 0}
 _NOT_OPS = ("executorch_call_delegate", "getitem")
 
 
-@contextlib.contextmanager
-def _quiet(captured: list[str] | None = None) -> Iterator[None]:
-    """Capture fd 2 and ``sys.stderr`` (the runtime's C++ logs go to one or the other: its pybindings redirect
-    them to python's stream) and python warnings; raise the chatty loggers to ERROR. On an error the captured
-    text is written back to stderr (the engine's own diagnostics of the failure) unless ``captured`` is given:
-    then its lines are appended there for the caller's one-line error. Otherwise the text goes to this
-    module's DEBUG log."""
-    loggers = [logging.getLogger(n) for n in _CHATTY_LOGGERS]
-    levels = [lg.level for lg in loggers]
-    stream = io.StringIO()
-    with _STDERR_LOCK, tempfile.TemporaryFile() as cap, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(cap.fileno(), 2)
-        failed = False
-        try:
-            with contextlib.redirect_stderr(stream):
-                yield
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            for lg, level in zip(loggers, levels, strict=True):
-                lg.setLevel(level)
-            cap.seek(0)
-            text = (cap.read().decode("utf-8", "replace") + "\n" + stream.getvalue()).strip()
-            if captured is not None:
-                captured.extend(text.splitlines())
-            if text and failed and captured is None:
-                sys.stderr.write(text + "\n")
-            elif text:
-                log.debug("engine output: %s", text)
+def _quiet(captured: list[str] | None = None) -> contextlib.AbstractContextManager[None]:
+    """The engine capture (:func:`latency_luts.device.quiet.quiet_engine`), ``sys.stderr`` included: the
+    runtime's pybindings redirect its C++ logs to python's stream."""
+    return quiet_engine(_CHATTY_LOGGERS, log, captured, python_stderr=True)
 
 
 def _fold_constants() -> Any:

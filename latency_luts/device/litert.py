@@ -12,10 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
-import tempfile
-import threading
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from latency_luts.device.base import Device, Loaded
+from latency_luts.device.quiet import quiet_engine
 from latency_luts.files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -34,43 +31,16 @@ _QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "LITERT_TORCH_SHOW_PROGRESS": "n"}
 # python loggers that report, at WARNING, on optional CUDA kernels torchao cannot load on a CPU torch and on
 # deprecations inside the converter's dependencies: nothing a user of hwnas can act on
 _CHATTY_LOGGERS = ("torchao", "torch.utils._pytree", "torch.export", "torch._dynamo", "jax", "absl")
-_STDERR_LOCK = threading.RLock()  # fd 2 is the process's: one capture at a time
 
 
 @contextmanager
 def _quiet() -> Iterator[None]:
-    """Capture fd 2 (native libraries log there directly) and python warnings; raise the chatty loggers to
-    ERROR. On success the captured text goes to this module's DEBUG log; on an error it is written back to
-    stderr (the engine's own diagnostics of the failure) before the error propagates."""
+    """The converter's and runtime's notices captured (:func:`latency_luts.device.quiet.quiet_engine`), with
+    the environment settings that turn the converter's own progress output off (unless the user set them)."""
     for key, val in _QUIET_ENV.items():
         os.environ.setdefault(key, val)
-    loggers = [logging.getLogger(n) for n in _CHATTY_LOGGERS]
-    levels = [lg.level for lg in loggers]
-    with _STDERR_LOCK, tempfile.TemporaryFile() as cap, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(cap.fileno(), 2)
-        failed = False
-        try:
-            yield
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            for lg, level in zip(loggers, levels, strict=True):
-                lg.setLevel(level)
-            cap.seek(0)
-            text = cap.read().decode("utf-8", "replace").strip()
-            if text and failed:
-                sys.stderr.write(text + "\n")
-            elif text:
-                log.debug("engine output: %s", text)
+    with quiet_engine(_CHATTY_LOGGERS, log):
+        yield
 
 
 @dataclass(kw_only=True)

@@ -24,9 +24,7 @@ from latency_luts.device import (
     build_device,
     device_class,
 )
-from nas.data import load_digits, resize
-from nas.training import TrainConfig, train_supernet
-from search_spaces import create_search_space
+from nas.data import resize
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,13 +41,10 @@ def _sha(path: Path) -> str:
 @pytest.fixture(scope="module")
 def trained():
     """A supernet trained one short epoch on digits (so argmax agreement means something) and its space."""
-    data = load_digits()
-    data.x_train, data.y_train = data.x_train[:256], data.y_train[:256]
-    space = create_search_space("ofa_mbv3", setting="small", n_classes=10, in_channels=1, resolutions=[16, 24])
-    net = space.build_supernet()
-    torch.manual_seed(0)
-    train_supernet(net, space, data, TrainConfig(epochs=1, batch_size=64, n_random=0, threads=1))
-    return space, net.eval(), data
+    from nas.testing import trained_digits_supernet
+
+    t = trained_digits_supernet()
+    return t.space, t.net, t.data
 
 
 @pytest.mark.parametrize(("option", "cls"), [("local_cpu", OnnxRuntimeDevice), ("remote", RemoteDevice)])
