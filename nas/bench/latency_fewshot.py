@@ -33,6 +33,10 @@ devices in turn (``1080ti_1/32/256`` together) is the target, meta-trained on th
 protocol; the result has the usual keys over those held-out source devices. Use it to develop the predictor.
 ``validate: help_valid`` (fbnet) scores HELP's own meta-valid devices instead (titanx_1/32/64, gold_6240),
 meta-trained on the meta-train split: fbnet's 12 meta-train families would take an hour to leave out in turn.
+
+``peers: [help]`` (nb201, fbnet) adds HELP's released predictor, its code and checkpoint read from ``help_repo``,
+on the same devices, pools, queries, budget and seeds, and HELP's own-protocol reproduction of its README figures
+(:mod:`nas.bench.help_peer_bench`); the JSON's ``peers.help`` and a second table hold them.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from tqdm import tqdm
 from latency_luts.files import write_json_atomic
 from latency_luts.interchange import latency_matrix, load_latency_table
 from nas.bench.config import as_dict, bench_config
+from nas.bench.help_peer_bench import check_peers, print_help, run_help
 from predictors.arch_features import SpaceFeaturizer
 from predictors.fewshot import FewShotLatencyPredictor, SourceRidgeBaseline
 
@@ -98,6 +103,7 @@ def _check(cfg: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"bench.{key}={cfg[key]!r} is invalid; expected an integer >= {2 if key == 'budget' else 1}")
     cfg["predictor"] = dict(cfg.get("predictor") or {})
     fewshot_predictor(cfg["predictor"], cfg["budget"])
+    check_peers(cfg)
     return cfg
 
 
@@ -264,8 +270,13 @@ def run(cfg: Any) -> dict[str, Any]:
     out.update(_losses(out))
     if ceiling:
         out["ceiling"] = _ceiling_summary(ceiling)
+    if "help" in cfg.get("peers", []):
+        pool = HELP_POOL[space] if protocol != "all" else None
+        out["peers"] = {"help": run_help(cfg, mat, splits, out, _metrics, pool)}
     _print_table(out)
     _print_meta_fits(configs, ours, len(train))
+    if "peers" in out:
+        print_help(out["peers"]["help"], budget)
     if cfg["out"]:
         _write_json(out, str(cfg["out"]))
     return out
