@@ -109,13 +109,13 @@ def load_help_modules(repo: Path) -> types.SimpleNamespace:
     key = str(repo.resolve())
     if key in _LOADED:
         return _LOADED[key]
-    saved = {n: sys.modules.pop(n) for n in (*_MODULES, "torch.utils.tensorboard") if n in sys.modules}
+    saved = {n: sys.modules.pop(n) for n in _MODULES if n in sys.modules}
+    placeholder = False
     try:
         import torch.utils.tensorboard  # noqa: F401
     except ImportError:
         sys.modules["torch.utils.tensorboard"] = _tensorboard_placeholder()
-    else:
-        sys.modules.pop("torch.utils.tensorboard", None)  # the real one, re-imported by help.py below
+        placeholder = True
     sys.path.insert(0, key)
     try:
         with warnings.catch_warnings():
@@ -123,8 +123,10 @@ def load_help_modules(repo: Path) -> types.SimpleNamespace:
             mods = {n: importlib.import_module(n) for n in _MODULES}
     finally:
         sys.path.remove(key)
-        for n in (*_MODULES, "torch.utils.tensorboard"):
+        for n in _MODULES:
             sys.modules.pop(n, None)
+        if placeholder:
+            sys.modules.pop("torch.utils.tensorboard", None)
         sys.modules.update(saved)
     _LOADED[key] = types.SimpleNamespace(**mods)
     return _LOADED[key]
