@@ -24,9 +24,9 @@ from tqdm import tqdm
 
 from latency_luts.files import write_json_atomic
 from nas.bench.config import limit_threads
+from nas.bench.search_peers import SLOW, check_strategies, peer_config, seeds_per_strategy, versions
 from nas.pareto import hv_history, hypervolume, normalize, pareto_mask
 
-STRATEGIES = ("ours", "random", "optuna_nsga2", "optuna_tpe", "optuna_gp", "pymoo_nsga2")
 HELP_TEST = ["titan_rtx_256", "gold_6226", "fpga", "pixel2", "raspi4", "eyeriss"]
 HELP_TRAIN = ["1080ti_1", "1080ti_32", "1080ti_256", "silver_4114", "silver_4210r", "samsung_a50", "pixel3",
               "essential_ph_1", "samsung_s7"]
@@ -48,9 +48,10 @@ def _plain(cfg: Any) -> dict[str, Any]:
             raise ValueError(f"bench.{key}={out[key]!r} is invalid; expected an integer >= {lo}")
     if out["threads"] is not None and (not isinstance(out["threads"], int) or out["threads"] < 1):
         raise ValueError(f"bench.threads={out['threads']!r} is invalid; expected an integer >= 1 or null")
-    bad = [s for s in out["strategies"] if s not in STRATEGIES]
-    if bad or not out["strategies"]:
-        raise ValueError(f"bench.strategies has {bad[0] if bad else 'nothing'!r}; expected some of {list(STRATEGIES)}")
+    check_strategies(out["strategies"])
+    if out["gp_seeds"] is not None and (not isinstance(out["gp_seeds"], int) or out["gp_seeds"] < 1):
+        raise ValueError(f"bench.gp_seeds={out['gp_seeds']!r} is invalid; expected an integer >= 1 or null")
+    seeds_per_strategy(out["strategies"], out["seeds"], out["gp_seeds"], out["peer_seeds"])  # checks peer_seeds
     out["devices"] = list(out["devices"] or HELP_TEST)
     out["meta_train"] = list(out["meta_train"] or HELP_TRAIN)
     clash = sorted(set(out["devices"]) & set(out["meta_train"]))
@@ -110,16 +111,6 @@ class Problem:
 
     def F(self, device: str) -> np.ndarray:
         return np.c_[self.error, self.latency[device]]
-
-
-def peer_config(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
-    """The strategy node of a peer (the same classes ``hwnas search=optuna|random`` builds)."""
-    if name == "random":
-        return {"_target_": "nas.search.RandomSearch", "batch_size": cfg["batch_size"]}
-    if name == "pymoo_nsga2":
-        return {"_target_": "nas.search.PymooNSGA2", "pop_size": cfg["pop_size"]}
-    return {"_target_": "nas.search.OptunaSearch", "sampler": name.removeprefix("optuna_"),
-            "population_size": cfg["pop_size"]}
 
 
 def make_problem(problem: Problem, seed: int, cfg: dict[str, Any]) -> Any:
@@ -203,9 +194,12 @@ def _job(dev: str, name: str, seed: int, progress: Callable[[int], None] | None 
     if name == "ours" and seed == 0:
         inner = st.inner_search()  # refit + score every unevaluated cell, as each of its asks does
         out["inner_search_seconds"], out["inner_search_candidates"] = inner["seconds"], inner["n_scored"]
+    from nas.bench.search_peers import describe
     from nas.search import strategy_class
 
     out["strategy_class"] = strategy_class(st)
+    if describe(st) is not None:
+        out["library"] = describe(st)  # e.g. Ax's generation nodes and acquisition function
     return out
 
 
@@ -219,7 +213,7 @@ def _write_atomic(path: str, obj: dict[str, Any]) -> None:
 
 
 # settings that change no single run's result (which runs, how many processes, where results go)
-_NOT_IN_FINGERPRINT = ("out", "workers", "threads", "seeds", "gp_seeds", "strategies", "devices")
+_NOT_IN_FINGERPRINT = ("out", "workers", "threads", "seeds", "gp_seeds", "peer_seeds", "strategies", "devices")
 
 
 def _fingerprint(c: dict[str, Any]) -> str:
@@ -253,12 +247,11 @@ def run(cfg: Any) -> dict[str, Any]:
     t_start = time.perf_counter()
     load_start = os.getloadavg()
     problem = Problem(str(c["accuracy"]), str(c["data"]), c["devices"], c["meta_train"])
-    seeds = {s: c["seeds"] if s != "optuna_gp" or c["gp_seeds"] is None else min(int(c["gp_seeds"]), c["seeds"])
-             for s in c["strategies"]}
-    # the slow Optuna GP last, so an interrupted invocation has finished the rest; results depend neither on
-    # the order nor on the worker count
+    seeds = seeds_per_strategy(c["strategies"], c["seeds"], c["gp_seeds"], c["peer_seeds"])
+    # the slow Bayesian peers last and seed by seed, so an interrupted invocation has finished the rest and whole
+    # seeds of them on every device; results depend neither on the order nor on the worker count
     jobs = sorted(((d, n, s) for d in c["devices"] for n in c["strategies"] for s in range(seeds[n])),
-                  key=lambda j: j[1] == "optuna_gp")
+                  key=lambda j: (j[1] in SLOW, j[2], SLOW.index(j[1])) if j[1] in SLOW else (False, 0, 0))
     fingerprint = _fingerprint(c)
     journal = f"{c['out']}.jobs.jsonl" if c["out"] else None
     recorded = _load_journal(journal, fingerprint)
@@ -311,7 +304,8 @@ def _summarise(c: dict[str, Any], problem: Any, done: dict[tuple[str, str, int],
                               "latency_model_class": _class_path(problem.latency_model),
                               "strategies": c["strategies"], "meta_train": c["meta_train"], "workers": c["workers"],
                               "threads": c["threads"], "fingerprint": fingerprint, "runs_reused": runs_reused,
-                              "devices": {}}
+                              "seeds_run": seeds, "gp_seeds": c["gp_seeds"], "peer_seeds": c["peer_seeds"],
+                              "versions": versions(), "devices": {}}
     for dev in c["devices"]:
         per: dict[str, Any] = {"true_front_size": len(_true_front(problem.F(dev))["rows"])}
         for name in c["strategies"]:
@@ -320,7 +314,7 @@ def _summarise(c: dict[str, Any], problem: Any, done: dict[tuple[str, str, int],
                 per["inner_search_seconds"] = runs[0]["inner_search_seconds"]
                 per["inner_search_candidates"] = runs[0].get("inner_search_candidates")
             per[name] = {
-                "strategy_class": runs[0].get("strategy_class"),
+                "strategy_class": runs[0].get("strategy_class"), "library": runs[0].get("library"),
                 "hv_ratio_median": float(np.median([r["hv_ratio"] for r in runs])),
                 "evals_to_99pct_median": float(np.median([r["evals_to_99pct"] for r in runs])),
                 "front_recall_median": float(np.median([r["front_recall"] for r in runs])),
@@ -342,6 +336,8 @@ def _summarise(c: dict[str, Any], problem: Any, done: dict[tuple[str, str, int],
 
 def _print(result: dict[str, Any]) -> None:
     names = result["strategies"]
+    print("seeds: " + ", ".join(f"{n} {k}" for n, k in result["seeds_run"].items()) + "; versions: "
+          + ", ".join(f"{d} {v}" for d, v in result["versions"].items() if v))
     print(f"{'device':<14}" + "".join(f"{n + ' e99/hv':>24}" for n in names) + f"{'inner_s':>9}")
     for dev, per in result["devices"].items():
         cells = "".join(f"{per[n]['evals_to_99pct_median']:>14.0f} / {per[n]['hv_ratio_median']:.4f}" for n in names)

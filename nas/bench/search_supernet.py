@@ -17,8 +17,8 @@ Every evaluation is one small JSON file per arch in a keyed folder of the cache 
 and the evaluation settings): strategies and worker processes share evaluations, and a rerun (or a run interrupted and started again) repeats
 none. Every strategy runs ``bench.seeds`` times with ``bench.budget`` evaluations through
 ``nas.search.run_budget``, built by ``nas.search.build_strategy``: "ours" is the pipeline's default strategy
-node (``conf/search/closed_loop.yaml``) unchanged, the peers are the classes ``hwnas search=optuna|random``
-builds and pymoo's NSGA-II. Finished runs are journalled in ``<out>.jobs.jsonl`` and reused.
+node (``conf/search/closed_loop.yaml``) unchanged, the peers are those of ``nas.bench.search_peers`` (Optuna, random,
+pymoo's NSGA-II, Ax, Syne Tune). Finished runs are journalled in ``<out>.jobs.jsonl`` and reused.
 
 The reference front is the non-dominated set of the union of every run's evaluations and ``n_random`` random
 subnets. Hypervolumes are normalised with its ideal and nadir, reference point (1.1, 1.1), and reported as a
@@ -43,14 +43,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from nas.bench.config import as_dict, bench_config, digest, limit_threads, load_average, run_hwnas
-from nas.bench.search_nb201 import peer_config
+from nas.bench.search_peers import check_strategies, describe, peer_config, versions
 from nas.bench.supernet_ranking import sample_subnets
 from nas.pareto import hv_history, hypervolume, normalize, pareto_mask
 from nas.rundir import RunContext, write_csv_atomic, write_json_atomic
 from nas.workers import KeyedFiles
 
 log = logging.getLogger(__name__)
-STRATEGIES = ("ours", "random", "optuna_nsga2", "optuna_tpe", "optuna_gp", "pymoo_nsga2")
 REF = np.array([1.1, 1.1])
 TARGET_FRACTION = 0.98
 
@@ -62,9 +61,7 @@ def _config(cfg: Any) -> dict[str, Any]:
                     ("batch_size", 1), ("pop_size", 4), ("threads", 1), ("workers", 1), ("seed", 0)):
         if not isinstance(c[key], int) or isinstance(c[key], bool) or c[key] < lo:
             raise ValueError(f"bench.{key}={c[key]!r} is invalid; expected an integer >= {lo}")
-    bad = [s for s in c["strategies"] if s not in STRATEGIES]
-    if bad or not c["strategies"]:
-        raise ValueError(f"bench.strategies has {bad[0] if bad else 'nothing'!r}; expected some of {list(STRATEGIES)}")
+    check_strategies(c["strategies"])  # nas.bench.search_peers.STRATEGIES
     cps = c["checkpoints"]
     if not cps or any(not isinstance(k, int) or not 1 <= k <= c["budget"] for k in cps):
         raise ValueError(f"bench.checkpoints={cps!r} is invalid; expected evaluation counts within 1..bench.budget")
@@ -207,7 +204,7 @@ def _one_run(name: str, seed: int, obj: SupernetObjective, c: dict[str, Any],
     t0 = time.perf_counter()
     order, _ = run_budget(strategy, lambda archs: obj.F(list(archs)), c["budget"], progress=progress)
     return {"archs": [a.to_string() for a in order], "seconds": round(time.perf_counter() - t0, 2),
-            "strategy_class": strategy_class(strategy)}
+            "strategy_class": strategy_class(strategy), "library": describe(strategy)}
 
 
 def _score(run: dict[str, Any], F_of: dict[str, np.ndarray], ref: dict[str, Any], c: dict[str, Any]) -> dict[str, Any]:
@@ -339,7 +336,7 @@ def run(cfg: Any) -> dict[str, Any]:
         "random_evaluations_csv": str(rand_csv) if randoms else None,
         "front_members_from_random": len({a.to_string() for a in randoms}.intersection(np.array(union)[mask])),
         "strategies": {}, "runs_reused": len(jobs) - len(todo), "evaluated_this_invocation": len(obj.acc) - n_cached,
-        "fingerprint": journal.fingerprint,
+        "fingerprint": journal.fingerprint, "versions": versions(),
     }
     _score_strategies(result, done, F_of, ref, c)
     result["seconds"] = round(time.perf_counter() - t_start, 1)
@@ -356,7 +353,7 @@ def _score_strategies(result: dict[str, Any], done: dict[tuple[str, int], dict[s
     for name in c["strategies"]:
         per = [_score(done[name, s], F_of, ref, c) for s in range(c["seeds"])]
         result["strategies"][name] = {
-            "strategy_class": done[name, 0]["strategy_class"],
+            "strategy_class": done[name, 0]["strategy_class"], "library": done[name, 0].get("library"),
             "hv_ratio_median": {str(k): float(np.median([p["hv_ratio_at"][str(k)] for p in per]))
                                 for k in c["checkpoints"]},
             "evals_to_98pct_median": float(np.median([p["evals_to_98pct"] for p in per])),
