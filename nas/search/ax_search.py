@@ -91,8 +91,11 @@ class AxSearch(LibraryPeer):
         """The BoTorch acquisition class the model-based node optimised (read from its fitted generator)."""
         try:
             gen = self.client._generation_strategy._curr.generator_spec_to_gen_from.fitted_adapter.generator
-            acqf = getattr(gen, "_botorch_acqf_class", None) or getattr(gen, "botorch_acqf_class", None)
-            return getattr(acqf, "__name__", None)
+            try:  # the private name first (ax-platform 1.3), then the public one
+                acqf = gen._botorch_acqf_class
+            except AttributeError:
+                acqf = None
+            return (acqf or gen.botorch_acqf_class).__name__
         except (AttributeError, IndexError, ValueError):
             return None
 

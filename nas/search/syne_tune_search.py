@@ -139,7 +139,7 @@ class SyneTuneSearch(LibraryPeer):
                 suggestion = self.scheduler.suggest()
                 if suggestion is None:  # the searcher has nothing more to suggest
                     break
-                config = {**{k: v for k, v in self.config_space.items() if not hasattr(v, "sample")},
+                config = {**{k: v for k, v in self.config_space.items() if not _is_domain(v)},
                           **suggestion.config}
                 out.append((self._new_trial(config), self._genome(config)))
         return out
@@ -155,16 +155,18 @@ class SyneTuneSearch(LibraryPeer):
         trial = self._trials.pop(int(handle))
         with quiet():
             self.scheduler.on_trial_error(trial)
-            cleanup = getattr(self.scheduler.searcher, "cleanup_pending", None)
-            if cleanup is not None:  # EHVI keeps a failed trial pending (fantasised) unless told
-                cleanup(trial.trial_id)
+            try:  # EHVI keeps a failed trial pending (fantasised) unless told; MOREA has no pending trials
+                cleanup = self.scheduler.searcher.cleanup_pending
+            except AttributeError:
+                return
+            cleanup(trial.trial_id)
 
     def _inject(self, genome: np.ndarray) -> Any:
         """A trial of ``genome`` as the searcher's next suggestion (its ``points_to_evaluate`` queue)."""
         config = {n: int(g) for n, g in zip(self.names, genome, strict=True)}
         searcher = self.scheduler.searcher
         searcher.points_to_evaluate.insert(0, {n: v for n, v in config.items()
-                                               if hasattr(self.config_space[n], "sample")})
+                                               if _is_domain(self.config_space[n])})
         with quiet():
             suggestion = self.scheduler.suggest()
         if suggestion is None or self._genome({**config, **suggestion.config}).tolist() != list(map(int, genome)):
@@ -178,3 +180,10 @@ class SyneTuneSearch(LibraryPeer):
         if self.method == "morea":
             out |= {"population_size": self.population_size, "sample_size": self.sample_size}
         return out
+
+
+def _is_domain(value: Any) -> bool:
+    """Whether a config-space entry is a Syne Tune domain (searched), not a constant."""
+    from syne_tune.config_space import Domain
+
+    return isinstance(value, Domain)
