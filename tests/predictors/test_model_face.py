@@ -49,6 +49,20 @@ def test_lut_residual_from_a_lut_file_has_a_calibrated_std(space) -> None:  # no
         LUTResidualPredictor(str(LUT), space, alphas=[])
 
 
+def test_lut_residual_never_orders_subnets_against_their_block_times(space) -> None:  # noqa: ANN001
+    """Four timings that happen to fall as the LUT sum rises (noise on tiny subnets) would fit a negative
+    exponent and order every subnet backwards; the fit keeps the LUT's order and learns only its scale."""
+    archs = space.sample_many(40, np.random.default_rng(2))
+    model = LUTResidualPredictor(str(LUT), space)
+    lut_sum = model.estimate_lut_sum(archs)
+    fit = np.argsort(lut_sum)[[0, 13, 26, 39]]
+    y = 2.0 / lut_sum[fit]  # falling with the LUT sum
+    model.fit([archs[i] for i in fit], y)
+    assert model.model_.coef_[0] == 1.0
+    assert spearmanr(model.predict(archs), lut_sum).statistic == pytest.approx(1.0)
+    np.testing.assert_allclose(np.exp(np.mean(np.log(model.predict([archs[i] for i in fit]) / y))), 1.0, rtol=1e-9)
+
+
 def test_every_model_raises_one_not_fitted_error(space) -> None:  # noqa: ANN001
     archs = space.sample_many(3, np.random.default_rng(0))
     feats = SpaceFeatures("onehot+cost", space)
