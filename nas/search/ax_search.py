@@ -61,8 +61,6 @@ class AxSearch(LibraryPeer):
         from ax.api.client import Client
         from ax.api.configs import ChoiceParameterConfig
 
-        self.names = [f"g{k}" for k in range(len(self.bounds))]
-        self.metrics = [f"f{j}" for j in range(self.n_objectives)]
         with quiet():
             self.client = Client(random_seed=self.seed)
             self.client.configure_experiment(parameters=[

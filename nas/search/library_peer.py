@@ -46,6 +46,13 @@ def quiet() -> Iterator[None]:
         logging.disable(previous)
 
 
+def check_ints(settings: Sequence[tuple[str, Any, int]]) -> None:
+    """One line for the first ``(name, value, lowest)`` whose value is not an integer >= lowest."""
+    for key, val, lo in settings:
+        if not isinstance(val, int | np.integer) or isinstance(val, bool) or val < lo:
+            raise ValueError(f"{key}={val!r} is invalid; expected an integer >= {lo}")
+
+
 class LibraryPeer(Strategy):
     """Ask/tell over a library's own ask/tell (subclasses implement :meth:`_propose`, :meth:`_complete`,
     :meth:`_abandon` and :meth:`_inject`); see the module doc for repeats and candidates."""
@@ -53,10 +60,8 @@ class LibraryPeer(Strategy):
     def __init__(self, *, space: Any, n_objectives: int = 2, batch_size: int = 10, seed: int = 0,
                  candidates: Sequence[Architecture] | None = None, max_retries: int = 3) -> None:
         check_space(space)
-        for key, val, lo in (("n_objectives", n_objectives, 2), ("batch_size", batch_size, 1),
-                             ("max_retries", max_retries, 1), ("seed", seed, 0)):
-            if not isinstance(val, int | np.integer) or isinstance(val, bool) or val < lo:
-                raise ValueError(f"{key}={val!r} is invalid; expected an integer >= {lo}")
+        check_ints((("n_objectives", n_objectives, 2), ("batch_size", batch_size, 1),
+                    ("max_retries", max_retries, 1), ("seed", seed, 0)))
         self.space = space
         self.n_objectives = int(n_objectives)
         self.batch_size = int(batch_size)
@@ -67,6 +72,8 @@ class LibraryPeer(Strategy):
         self._candidate_set = None if candidates is None else set(self.candidates)
         lo, hi = space.genome_bounds()
         self.bounds = [(int(a), int(b)) for a, b in zip(lo, hi, strict=True)]
+        self.names = [f"g{k}" for k in range(len(self.bounds))]  # the library's parameter per gene
+        self.metrics = [f"f{j}" for j in range(self.n_objectives)]  # and its metric per objective column
         self.cache_: dict[Architecture, np.ndarray] = {}
         self._pending: dict[Architecture, Any] = {}  # arch -> the library's handle of its trial
         self._followers: dict[Architecture, list[Any]] = {}  # same-batch repeats, answered when it is told

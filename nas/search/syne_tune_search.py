@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from nas.search.ax_search import require
-from nas.search.library_peer import LibraryPeer, quiet
+from nas.search.library_peer import LibraryPeer, check_ints, quiet
 from search_spaces.base import Architecture
 
 METHODS = ("morea", "ehvi")
@@ -83,9 +83,7 @@ class SyneTuneSearch(LibraryPeer):
                  sample_size: int = 10, max_retries: int = 3) -> None:
         if method not in METHODS:
             raise ValueError(f"method={method!r} is invalid; expected one of {list(METHODS)}")
-        for key, val, lo in (("population_size", population_size, 2), ("sample_size", sample_size, 1)):
-            if not isinstance(val, int | np.integer) or isinstance(val, bool) or val < lo:
-                raise ValueError(f"{key}={val!r} is invalid; expected an integer >= {lo}")
+        check_ints((("population_size", population_size, 2), ("sample_size", sample_size, 1)))
         super().__init__(space=space, n_objectives=n_objectives, batch_size=batch_size, seed=seed,
                          candidates=candidates, max_retries=max_retries)
         with quiet():
@@ -93,8 +91,6 @@ class SyneTuneSearch(LibraryPeer):
             from syne_tune.config_space import choice
 
         self.method = method
-        self.names = [f"g{k}" for k in range(len(self.bounds))]
-        self.metrics = [f"f{j}" for j in range(self.n_objectives)]
         self.config_space = {n: choice(list(range(lo, hi + 1))) if hi > lo else lo
                              for n, (lo, hi) in zip(self.names, self.bounds, strict=True)}
         self.population_size, self.sample_size = int(population_size), int(sample_size)
