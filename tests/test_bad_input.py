@@ -1,9 +1,9 @@
-"""The bad-input catalogue (README "When the input is wrong"): every entry is a real ``hwnas`` (or
+"""The bad-input catalogue (docs/bad-input.md, "When the input is wrong"): every entry is a real ``hwnas`` (or
 ``hwnas-measure``) command in a fresh process. Each must end with exit code 2 and one stderr line that names the
 bad value and what was expected, and must leave the run directory it was pointed at as it was: an earlier run's
 results untouched, nothing half-written beside them.
 
-The README table is checked against :data:`CATALOGUE`, so the table cannot list a case no test runs.
+The docs' table is checked against :data:`CATALOGUE`, so the table cannot list a case no test runs.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REMOTE = "device=remote device.name=pi5"
 OFA = "experiment=ofa_pretrained data.root={files}/imagenet_like"
 
-# (README row, command-line arguments with {files} for the bad files this module writes, fragment of the error)
+# (docs/bad-input.md row, command-line arguments with {files} for the bad files this module writes, fragment of the error)
 CATALOGUE: list[tuple[str, str, str]] = [
     ("unknown search space", "search_space=nope", "unknown search_space 'nope'; expected one of"),
     ("unknown search space name", "search_space.name=nope", "unknown search space 'nope'"),
@@ -281,9 +281,8 @@ def test_no_catalogue_file_ran_code(results, files: Path) -> None:
     assert not (files / "code_ran").exists()
 
 
-def test_readme_table_lists_exactly_the_catalogue() -> None:
-    text = (ROOT / "README.md").read_text()
-    section = text.split("## When the input is wrong", 1)[1].split("\n## ", 1)[0]
+def test_docs_table_lists_exactly_the_catalogue() -> None:
+    section = (ROOT / "docs" / "bad-input.md").read_text()
     rows = [r for r in section.splitlines() if r.startswith("| ") and not r.startswith(("| input", "|---"))]
     listed = [re.sub(r"\s+", " ", r.split("|")[1].strip()) for r in rows]
     assert listed == [c[0] for c in CATALOGUE]
