@@ -37,7 +37,7 @@ class TrainConfig:
     checkpoint_every_steps: int = 0  # mid-epoch checkpoints every N steps (0 = off)
     checkpoint_every_s: float = 120.0  # ... and/or every N seconds (0 = off); epoch ends always checkpoint
     stop_after_steps: int = 0  # pause (checkpoint, then TrainingPaused) after N steps of this invocation
-    import_from: str | None = None  # a published supernet file imported instead of training (README "Published supernets")
+    import_from: str | None = None  # a published supernet file imported instead of training (docs/guides/published-supernets.md)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):

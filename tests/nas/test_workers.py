@@ -54,7 +54,7 @@ def test_three_workers_share_one_study(shared: dict, storage: str) -> None:
 
 
 def test_the_study_opens_in_optuna_dashboard(shared: dict) -> None:
-    """README 'Scale out': optuna-dashboard, started on the workers' storage, serves the study and its trials."""
+    """docs 'Scale out': optuna-dashboard, started on the workers' storage, serves the study and its trials."""
     import json
     import socket
     import subprocess
@@ -185,7 +185,7 @@ def test_closed_loop_batches_are_spread_over_the_waiting_workers(root: Path) -> 
 
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
 def test_a_hydra_multirun_starts_the_workers(root: Path, launcher: str) -> None:
-    """README 'Scale out': one multirun command sweeps ``worker`` and Hydra's launcher starts the workers on one
+    """docs 'Scale out': one multirun command sweeps ``worker`` and Hydra's launcher starts the workers on one
     run directory (``hydra.sweep.subdir=.``); they share the study, each in its own process, nothing lost or
     evaluated twice. (submitit_slurm is the same launcher on a cluster; submitit_local runs it here.)"""
     import subprocess
