@@ -1,4 +1,6 @@
-"""``hwnas-bench``: benchmarks as a Hydra app (``bench=NAME``); each writes one JSON and prints a table."""
+"""``hwnas-bench``: benchmarks as a Hydra app (``bench=NAME``); each writes one JSON (with a ``provenance`` block:
+:mod:`nas.bench.provenance`) and prints a table. ``hwnas-bench report [--check]`` (:mod:`nas.bench.report`, a
+plain subcommand before Hydra) regenerates ``docs/results.md`` and the README's headline table from the JSONs."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from nas.bench.provenance import Recorder
 from nas.cli import precheck_overrides
 
 BENCHES = {
@@ -47,11 +50,13 @@ def _app(cfg: DictConfig) -> None:
     if bcfg.get("out") is None:
         OmegaConf.set_struct(bcfg, False)
         bcfg.out = str(Path(HydraConfig.get().runtime.output_dir) / f"{name}.json")
+    recorder = Recorder()
     try:
         result = importlib.import_module(BENCHES[name]).run(bcfg)
     except (ValueError, FileNotFoundError) as e:
         print(f"hwnas-bench: error: {e}", file=sys.stderr)
         sys.exit(2)
+    recorder.stamp(bcfg.out)
     if name not in ("latency_fewshot", "latency_cpu_calibration", "supernet_overhead", "accuracy_predictor",
                     "inner_search", "scaling", "search_supernet", "ofa_import", "engines"):  # own tables
         _print_table(result)
@@ -59,6 +64,8 @@ def _app(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["report"]:
+        sys.exit(importlib.import_module("nas.bench.report").main(sys.argv[2:]))
     precheck_overrides([a for a in sys.argv[1:] if not a.startswith("-")])
     _app()
 
