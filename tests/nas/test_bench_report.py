@@ -210,3 +210,21 @@ def test_cli_check_exit_codes(tmp_path: Path) -> None:
     (results / "ofa_import.json").unlink()
     proc = _cli("--check", *paths)
     assert proc.returncode == 2 and "'ofa_import.largest'" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_hwnas_bench_stamps_its_json_with_provenance(tmp_path: Path) -> None:
+    out = tmp_path / "so.json"
+    args = ["bench=supernet_overhead", "bench.spaces=[ofa_mbv3_small]", "bench.n_archs=1", "bench.steps=1",
+            "bench.warmup=1", "bench.threads=1", f"bench.out={out}", f"hydra.run.dir={tmp_path / 'h'}"]
+    start = datetime.now(UTC).replace(microsecond=0)
+    proc = subprocess.run([sys.executable, "-m", "nas.bench.cli", *args], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    block = res["provenance"]
+    assert block["command"] == "hwnas-bench " + " ".join(a if "[" not in a else f"'{a}'" for a in args)
+    assert start <= datetime.fromisoformat(block["date"]) <= datetime.fromisoformat(block["finished"])
+    assert block["machine"]["cores"] == os.cpu_count() and block["machine"]["cpu"]
+    assert block["load"]["load_1min_before"] is not None and block["load"]["other_processes_cpus"] >= 0
+    assert (block["commit"] is None) == (not (REPO / ".git").exists())
+    assert res["spaces"]["ofa_mbv3_small"]["n_archs"] == 1  # the bench's own result is kept beside it
