@@ -12,7 +12,8 @@ processes share a run directory (search workers), each stage runs once and the o
 A finished stage leaves its marker ``stages/<name>.json`` (its record for summary.json, see
 ``nas.rundir.StageMarkers``); rerunning the same command skips finished stages unless listed in ``force``.
 A forced stage drops its marker and those of every later stage (their inputs change) before it starts, so a
-forced run that is killed reruns cleanly without ``force``. ``summary.json`` is rewritten after each stage.
+forced run that is killed reruns cleanly without ``force``. ``summary.json`` is rewritten after each stage;
+after the last one, a run that searched or exported writes ``report.html`` (``nas.report``; ``hwnas report RUN_DIR`` rebuilds it).
 """
 
 from __future__ import annotations
@@ -158,6 +159,10 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str
                     log.info("stage %s: done in %.1f s", name, record["seconds"])
         summary["stages"][name] = ctx.records[name]
         write_json_atomic(run_dir / "summary.json", _finalise(summary))
+    if {"search", "export"} & set(order) and (run_dir / "candidates.csv").is_file():  # not after a prefix of stages
+        from nas.report import write_report
+
+        log.info("run report: %s", write_report(run_dir))
     return _finalise(summary)
 
 
