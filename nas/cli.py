@@ -93,7 +93,8 @@ HELP = """hwnas: find the most accurate subnet that meets a latency budget on th
 One run trains a weight-sharing supernet, times sampled subnets on the device, fits latency and accuracy
 predictors, searches the accuracy-latency trade-off (closed loop: evaluate the most promising subnets for
 real, refit, repeat), and exports the measured Pareto front to ONNX. Everything goes into one run directory
-(default runs/<date>/<time>/); rerunning a command with the same hydra.run.dir resumes it.
+(default runs/<date>/<time>/); rerunning a command with the same hydra.run.dir resumes it. Open its
+report.html in a browser to explore the results.
 
 Stages, in order: {stages}
   stages=[train,measure]     run a prefix        force=[search,export]   rerun finished stages
@@ -103,8 +104,10 @@ Config groups (group=option):
 {groups}
 
 Override any key (key=value), e.g.  hwnas train.epochs=10 search.budget=40 search.constraints.latency_ms=2
-  hwnas --cfg job      the composed config        hwnas -m seed=0,1,2     multirun
-  hwnas-bench          the benchmarks (its own config groups)
+  hwnas --cfg job        the composed config        hwnas -m seed=0,1,2     multirun
+  hwnas report RUN_DIR   rebuild RUN_DIR/report.html: the run as one offline page (every candidate's accuracy
+                         and latency, hover for its arch and files; the front; hypervolume; stage timings)
+  hwnas-bench            the benchmarks (its own config groups)
 See README.md for the outputs and every option."""
 
 
@@ -137,7 +140,7 @@ def _app(cfg: DictConfig) -> None:
         return
     log.info("run directory: %s", summary["run_dir"])
     if "hypervolume" in summary:
-        log.info("Pareto front: %s subnets, hypervolume %.4f; see pareto.csv and pareto.png",
+        log.info("Pareto front: %s subnets, hypervolume %.4f; see pareto.csv and report.html",
                  summary.get("n_pareto"), summary["hypervolume"])
 
 
@@ -145,8 +148,29 @@ _NO_PRECOMPOSE = {"-m", "--multirun", "--hydra-help", "-c", "--cfg", "-i", "--in
                   "-p", "--package", "-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir"}
 
 
+REPORT_USAGE = "usage: hwnas report RUN_DIR  (rebuilds RUN_DIR/report.html from the run directory's files)"
+
+
+def report_command(args: list[str]) -> None:
+    """``hwnas report RUN_DIR``: rebuild the run's report.html and print its path."""
+    if args in (["-h"], ["--help"]):
+        print(REPORT_USAGE)
+        return
+    if len(args) != 1:
+        _fail(f"report takes one run directory, got {len(args)} arguments {args}; {REPORT_USAGE}")
+    from nas.report import write_report
+
+    try:
+        print(write_report(args[0]))
+    except (ValueError, FileNotFoundError, OSError) as e:
+        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
 def main() -> None:
     argv = sys.argv[1:]
+    if argv[:1] == ["report"]:  # a subcommand, before Hydra sees the command line
+        report_command(argv[1:])
+        return
     if "--help" in argv or "-h" in argv:
         print_help()
         return
