@@ -108,7 +108,7 @@ Override any key (key=value), e.g.  hwnas train.epochs=10 search.budget=40 searc
   hwnas report RUN_DIR   rebuild RUN_DIR/report.html: the run as one offline page (every candidate's accuracy
                          and latency, hover for its arch and files; the front; hypervolume; stage timings)
   hwnas-bench            the benchmarks (its own config groups)
-See README.md for the outputs and every option."""
+The documentation (docs/, built with: sphinx-build -b html docs site) covers the outputs and every option."""
 
 
 def print_help() -> None:

@@ -53,7 +53,7 @@ def test_bf16_contract_within_its_tolerance(tmp_path):
 
 def test_precision_hint_is_really_applied(suite):
     _, folder, trained = suite
-    space, arch = trained.space, trained.space.largest()
+    arch = trained.space.largest()
     sub = trained.subnet(arch)  # as the suite prepared it: BatchNorm recalibrated
     x = resize(trained.data.x_test[:4], arch.r).contiguous()
     with torch.no_grad():
