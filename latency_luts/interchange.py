@@ -15,7 +15,7 @@ Example::
     mat = latency_matrix(df)          # archs x devices, archs in order of first appearance
 
 The *dataset index* of an architecture is its order of first appearance in the loaded files; the benchmark
-protocols (BENCHMARKS.md) refer to it, so :func:`latency_matrix` keeps that order.
+protocols (docs/benchmarks/) refer to it, so :func:`latency_matrix` keeps that order.
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""Benchmarks of BENCHMARKS.md: each module exposes ``run(cfg) -> dict``."""
+"""Benchmarks of docs/benchmarks/ (protocols) and docs/results.md (figures): each module exposes ``run(cfg) -> dict``."""

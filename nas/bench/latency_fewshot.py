@@ -1,4 +1,4 @@
-"""bench=latency_fewshot: few-shot latency prediction on devices the predictor never saw (BENCHMARKS.md).
+"""bench=latency_fewshot: few-shot latency prediction on devices the predictor never saw (docs/benchmarks/latency_fewshot.md).
 
 Example::
 

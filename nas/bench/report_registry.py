@@ -2,7 +2,7 @@
 
 The registry is data only (read with ``yaml.safe_load``):
 
-- ``files``: per result JSON (path relative to the results folder) its provenance as BENCHMARKS.md states it:
+- ``files``: per result JSON (path relative to the results folder) its provenance as the benchmark log (docs/history.md) records it:
   ``command``, ``date``, ``commit`` (the commit that wrote the file), ``machine``, ``also_running``. A JSON that
   carries its own ``provenance`` block (every JSON ``hwnas-bench`` writes since that block exists) is read
   from it instead.

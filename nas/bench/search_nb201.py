@@ -1,4 +1,4 @@
-"""bench=search_nb201: sample efficiency of multi-objective search on NB201 (BENCHMARKS.md).
+"""bench=search_nb201: sample efficiency of multi-objective search on NB201 (docs/benchmarks/search_nb201.md).
 
 Objectives (minimised): CIFAR-10 test error (%) from a NATS-style table and latency (ms) of one device from the
 latency interchange file; one evaluation reveals both for one arch. Every strategy runs in this process with

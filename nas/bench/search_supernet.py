@@ -1,4 +1,4 @@
-"""bench=search_supernet: sample efficiency of the search on a real trained supernet (BENCHMARKS.md).
+"""bench=search_supernet: sample efficiency of the search on a real trained supernet (docs/benchmarks/search_supernet.md).
 
 One supernet, trained once by the product's own command (``hwnas <bench.train_overrides> stages=[train]``,
 Fashion-MNIST by default) or taken from ``bench.run_dir``. An evaluation of a subnet reveals two minimised

@@ -12,7 +12,7 @@ stand-alone reference's own seed-to-seed Spearman (a ceiling for any ranking), a
 default: embedded, 8x8 images upsampled), ``fashion_mnist`` (Debian's IDX files, or ``bench.data_root``),
 ``cifar10``, ``mnist`` or ``image_folder`` from ``bench.data_root``; ``bench.data_limit`` keeps the first N
 training images so the stand-alone runs fit a CPU budget. On digits every subnet reaches ~99% and the
-stand-alone reference barely agrees with itself (see BENCHMARKS.md); a real task is where capacity separates
+stand-alone reference barely agrees with itself (see docs/benchmarks/supernet_ranking.md); a real task is where capacity separates
 subnets.
 
 ``bench.sampling``: ``uniform`` draws the subnets with the space's uniform sampler (they cluster around the

@@ -84,7 +84,7 @@ class LibraryPeer(Strategy):
     @classmethod
     def from_problem(cls, problem: Any, **params: Any) -> LibraryPeer:
         """Space, objective count, seed and candidates from the problem; constraints (``G``) are ignored: neither
-        library's default strategy here takes them (documented in BENCHMARKS.md)."""
+        library's default strategy here takes them (documented in docs/benchmarks/search_nb201.md)."""
         return cls(space=problem.space, n_objectives=problem.n_objectives, seed=problem.seed,
                    candidates=problem.candidates, **params)
 

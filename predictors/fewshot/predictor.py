@@ -1,4 +1,4 @@
-"""Meta-learned few-shot latency predictor (beats HELP on HELP's benchmark; see BENCHMARKS.md).
+"""Meta-learned few-shot latency predictor (beats HELP on HELP's benchmark; see docs/results.md).
 
 Idea: on a new device, latency is very well explained by a linear combination of
 (a) the latencies of the same architecture on the source (meta-train) devices and
@@ -24,7 +24,7 @@ in the feature geometry of the best log-latency configuration) and, with ``prior
 the strength ``kappa`` of the meta-learned prior over configurations (one-standard-error rule: the weakest
 prior within one paired SE of the best). Max variance alone bets the whole budget on the prior's geometry: on
 devices of other measurement campaigns it picked architectures the prior misjudged; the random half keeps the
-measurements, and so the evidence that weighs the models, representative of the candidates (BENCHMARKS.md).
+measurements, and so the evidence that weighs the models, representative of the candidates (docs/benchmarks/latency_fewshot.md).
 
 ``adapt`` computes the closed-form posterior of *every* configuration and averages them (Bayesian model
 averaging) with weights ``marginal likelihood of the measurements x exp(kappa * meta score)``, by default
@@ -78,12 +78,12 @@ class FewShotLatencyPredictor:
         src_scales, proj_scales, pmean_scales, enc_scales, phys_scales: candidate prior std of each feature
             block (0 disables a block).
         noises: candidate noise std (in units of the target's std over the measured archs); 0.6 lets the
-            evidence regularise a noisy device (HELP's phones, timings with 25% noise) harder (BENCHMARKS.md).
+            evidence regularise a noisy device (HELP's phones, timings with 25% noise) harder (docs/benchmarks/latency_fewshot.md).
         transforms: candidate target transforms, ``"raw"`` (ms relative to the mean) and/or ``"log"``.
         selections: candidate selection rules for :meth:`select`: ``"random"``, ``"kmeans"``, ``"variance"``,
             ``"mixed"`` (half max variance, half random); :meth:`meta_fit` picks one when given several (the
             meta-learned choice flipped between meta-training seeds). Default ``mixed``: on devices unlike the
-            sources max variance alone lost to ridge, random alone lost on HELP's noisy phones (BENCHMARKS.md).
+            sources max variance alone lost to ridge, random alone lost on HELP's noisy phones (docs/benchmarks/latency_fewshot.md).
         prior_strengths: candidate weights kappa of the meta-learned log prior ``kappa * meta_score`` over
             configurations (meta-learned too; 0 = pure marginal-likelihood weighting).
         meta_tasks: simulated few-shot tasks per held-out source device.
@@ -113,7 +113,7 @@ class FewShotLatencyPredictor:
             (``geometry_``: the best configuration under random picks among those of this transform, or among
             all when ``transforms`` lacks it): ``"log"``, ``"raw"`` or ``"any"``. The best raw and log
             configurations score alike on simulated tasks (4th digit), so with ``"any"`` the geometry flipped
-            between meta-training seeds; on held-out devices log-geometry picks scored higher (BENCHMARKS.md).
+            between meta-training seeds; on held-out devices log-geometry picks scored higher (docs/benchmarks/latency_fewshot.md).
         views: ``("asis", "live")``: also every configuration on the archs as a compiler runs them (dead
             operations removed, :mod:`predictors.fewshot.views`), where that changes some arch of the table and
             those archs can be scored; ``views_`` holds the views kept. ``("asis",)``: as written only.

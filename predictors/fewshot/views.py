@@ -6,7 +6,7 @@ follow is a property of its software stack, not of its hardware, so the source d
 tell: on HELP's NB201 devices a cell with dead edges is ~1.2-1.4x slower than the same cell with those edges
 removed (GPUs and most CPUs timed in PyTorch), on nn-Meter's four devices it is as fast (ratio 1.00), and
 HELP's pixel3 and raspi4 are in between. The predictor keeps both views and lets the target's own
-measurements choose (the marginal likelihood of its model average under each view; BENCHMARKS.md).
+measurements choose (the marginal likelihood of its model average under each view; docs/benchmarks/latency_fewshot.md).
 
 The ``live`` view maps an architecture to the architecture a compiler would run: the same string with the
 operation of every dead edge replaced by ``none``. Only spaces with branching cells have dead code; for the

@@ -1,5 +1,5 @@
 """bench=accuracy_predictor on NB201's tabular CIFAR-10 accuracies (shared data), shrunk: the JSON holds what
-BENCHMARKS.md quotes, and its figures are those of the pipeline's predictor classes refitted here."""
+docs/results.md quotes, and its figures are those of the pipeline's predictor classes refitted here."""
 
 from __future__ import annotations
 

@@ -95,7 +95,7 @@ def test_the_lut_estimate_is_checked_against_whole_network_timing(first: dict) -
     # subnets spread over the MACs range, 20 interleaved rounds: the estimate must order them. The smoke subnets
     # (8x8 digits) are small enough that per-block overhead blurs the LUT sum: here 0.95-0.98 on 12 subnets, but
     # a CI machine once ordered 8 of them at 0.43. 0.5 is the 5% significance bound for 12; the product's figure
-    # is bench=search_supernet on Fashion-MNIST (0.96 on 50 subnets, BENCHMARKS.md).
+    # is bench=search_supernet on Fashion-MNIST (0.96 on 50 subnets, docs/results.md).
     assert lc["spearman"] > 0.5, lc
     assert 0 <= lc["within10"] <= 1 and lc["measured_ms_range"][1] > lc["measured_ms_range"][0]
 

@@ -83,7 +83,7 @@ def test_unlike_every_source_device_falls_back_to_its_measurements(table, models
     assert s["ridge"] < 0.5 < s["onehot_ridge"], s  # the sources' latencies alone are no guide here
     # the issue's check (within 0.02 of ridge on the same measurements) holds by far: ours leaves the prior
     assert s["ours"] >= s["ridge"] + 0.3 and s["ours_own_picks"] >= s["ridge"] + 0.3, s
-    # against the per-op-cost ridge it stays short by ~0.04 (0.846 vs 0.884 on 2026-12-04; BENCHMARKS.md)
+    # against the per-op-cost ridge it stays short by ~0.04 (0.846 vs 0.884 on 2026-12-04; docs/history.md)
     assert s["ours"] >= s["onehot_ridge"] - 0.05 and s["ours_own_picks"] >= s["onehot_ridge"] - 0.05, s
 
 
