@@ -214,3 +214,17 @@ def test_site_builds_with_warnings_as_errors(tmp_path: Path) -> None:
     html = (tmp_path / "site" / "reference" / "predictors.html").read_text()
     assert "FewShotLatencyPredictor" in html and "adapt" in html  # the API reference is filled from docstrings
     assert (tmp_path / "site" / "notebooks" / "pareto_analysis.html").is_file()
+
+
+def test_the_rendered_notebook_shows_one_top_to_bottom_run() -> None:
+    """The site renders the notebook as committed: its outputs are of one run from the first cell to the last
+    (execution counts 1..n in order, no error output) with its figures, so a reader sees what a run gives."""
+    import json
+
+    nb = json.loads((ROOT / "experiments" / "pareto_analysis.ipynb").read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert [c["execution_count"] for c in code] == list(range(1, len(code) + 1)), \
+        "re-run the notebook top to bottom before committing it (docs/guides/report.md says how)"
+    outputs = [o for c in code for o in c["outputs"]]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2  # the fronts and the hypervolume
